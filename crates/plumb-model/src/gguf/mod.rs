@@ -1,0 +1,5 @@
+//! GGUF v2/v3 reading and writing.
+
+pub mod value;
+
+pub use value::{Value, ValueType};

@@ -1,0 +1,3 @@
+//! plumb-model: file formats, model configuration and the transformer forward.
+
+pub mod gguf;
