@@ -135,14 +135,16 @@ impl GgmlType {
     /// Bytes of a row of `n` elements, or an error if `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return Err(CoreError::NotBlockAligned {
                 ty: self.name(),
                 n,
                 block: bs,
             });
         }
-        Ok(n / bs * self.type_size())
+        (n / bs)
+            .checked_mul(self.type_size())
+            .ok_or_else(|| CoreError::Shape(format!("{} elements of {} overflow", n, self.name())))
     }
 }
 

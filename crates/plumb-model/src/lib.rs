@@ -1,3 +1,40 @@
 //! plumb-model: file formats, model configuration and the transformer forward.
+//!
+//! - [`gguf`]: GGUF v2/v3 reader (memory-mapped) and writer.
+//! - [`config::ModelConfig`]: hyperparameters of llama, qwen2 and qwen3 models.
+//! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
+//! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
+//! - [`kv_cache::KvCache`]: the contiguous KV cache.
 
+pub mod config;
+pub mod error;
+pub mod forward;
 pub mod gguf;
+pub mod kv_cache;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig};
+pub use error::{ModelError, Result};
+pub use forward::{Logits, Model};
+pub use kv_cache::KvCache;
+pub use weights::Weights;
+
+use plumb_ops::Backend;
+
+impl<B: Backend> Model<B> {
+    /// Reads the config and every weight of `file` onto `backend`.
+    pub fn load(file: &gguf::GgufFile, backend: B) -> Result<Model<B>> {
+        let mut config = ModelConfig::from_gguf(file)?;
+        if config.vocab_size == 0 {
+            let t = file
+                .tensor("token_embd.weight")
+                .ok_or_else(|| ModelError::Tensor {
+                    name: "token_embd.weight".into(),
+                    msg: "missing".into(),
+                })?;
+            config.vocab_size = t.dims.get(1).copied().unwrap_or(0) as usize;
+        }
+        let weights = Weights::load(file, &config, &backend)?;
+        Ok(Model::new(config, backend, weights))
+    }
+}

@@ -1,0 +1,48 @@
+//! Contiguous KV cache: per layer `k, v: [capacity, n_kv_heads, head_dim]`.
+//! Position `p` of layer `l` lives at offset `p * kv_dim` of `k[l]` and `v[l]`.
+
+use plumb_ops::Backend;
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+
+pub struct KvCache<B: Backend> {
+    pub k: Vec<B::Buf>,
+    pub v: Vec<B::Buf>,
+    /// Positions written so far.
+    pub len: usize,
+    pub capacity: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(backend: &B, cfg: &ModelConfig, capacity: usize) -> Result<Self> {
+        let n = capacity * cfg.kv_dim();
+        let mut k = Vec::with_capacity(cfg.n_layers);
+        let mut v = Vec::with_capacity(cfg.n_layers);
+        for _ in 0..cfg.n_layers {
+            k.push(backend.alloc(n)?);
+            v.push(backend.alloc(n)?);
+        }
+        Ok(KvCache {
+            k,
+            v,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Forgets every position (the memory is reused).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops positions from `len` on, keeping a shared prefix.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn bytes(cfg: &ModelConfig, capacity: usize) -> usize {
+        2 * cfg.n_layers * capacity * cfg.kv_dim() * std::mem::size_of::<f32>()
+    }
+}

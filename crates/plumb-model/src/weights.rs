@@ -1,0 +1,127 @@
+//! Weight mapping: GGUF tensor names to the blocks of a Llama-family model, shape-checked
+//! against the config and uploaded to a backend in their stored format.
+
+use plumb_core::HostWeight;
+use plumb_ops::Backend;
+
+use crate::config::{Arch, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+
+pub struct LayerWeights<B: Backend> {
+    pub attn_norm: B::Buf,
+    pub wq: B::Weight,
+    pub wk: B::Weight,
+    pub wv: B::Weight,
+    pub wo: B::Weight,
+    /// Qwen2 biases on the projections.
+    pub bq: Option<B::Buf>,
+    pub bk: Option<B::Buf>,
+    pub bv: Option<B::Buf>,
+    /// Qwen3 per-head norms: `[head_dim]`.
+    pub q_norm: Option<B::Buf>,
+    pub k_norm: Option<B::Buf>,
+    pub ffn_norm: B::Buf,
+    pub w_gate: B::Weight,
+    pub w_up: B::Weight,
+    pub w_down: B::Weight,
+}
+
+pub struct Weights<B: Backend> {
+    pub tok_embd: B::Weight,
+    pub output_norm: B::Buf,
+    /// `None` when the head is tied to the embedding table.
+    pub output: Option<B::Weight>,
+    /// Llama 3.1-style RoPE frequency factors `[n_rot / 2]`.
+    pub rope_freqs: Option<B::Buf>,
+    pub layers: Vec<LayerWeights<B>>,
+}
+
+/// Reads and checks tensors from a GGUF file.
+struct Loader<'a, B: Backend> {
+    file: &'a GgufFile,
+    backend: &'a B,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn host(&self, name: &str, rows: usize, cols: usize) -> Result<HostWeight> {
+        let w = self.file.weight(name)?;
+        if w.rows != rows || w.cols != cols {
+            return Err(ModelError::Tensor {
+                name: name.into(),
+                msg: format!(
+                    "shape is {}×{}, the config needs {rows}×{cols}",
+                    w.rows, w.cols
+                ),
+            });
+        }
+        Ok(w)
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<B::Weight> {
+        let w = self.host(name, rows, cols)?;
+        Ok(self.backend.upload_weight(&w)?)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<B::Buf> {
+        let w = self.host(name, 1, len)?;
+        Ok(self.backend.upload(&w.to_f32()?)?)
+    }
+
+    fn opt_vector(&self, name: &str, len: usize) -> Result<Option<B::Buf>> {
+        match self.file.tensor(name) {
+            Some(_) => self.vector(name, len).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<B: Backend> Weights<B> {
+    pub fn load(file: &GgufFile, cfg: &ModelConfig, backend: &B) -> Result<Weights<B>> {
+        let l = Loader { file, backend };
+        let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        let output = match file.tensor("output.weight") {
+            Some(_) => Some(l.matrix("output.weight", cfg.vocab_size, d)?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let need = |name: String, len: usize, required: bool| -> Result<Option<B::Buf>> {
+                let v = l.opt_vector(&name, len)?;
+                if required && v.is_none() {
+                    return Err(ModelError::Tensor {
+                        name,
+                        msg: format!("missing (required by {})", cfg.arch.name()),
+                    });
+                }
+                Ok(v)
+            };
+            let qwen2 = cfg.arch == Arch::Qwen2;
+            let qwen3 = cfg.arch == Arch::Qwen3;
+            layers.push(LayerWeights {
+                attn_norm: l.vector(&n("attn_norm.weight"), d)?,
+                wq: l.matrix(&n("attn_q.weight"), q, d)?,
+                wk: l.matrix(&n("attn_k.weight"), kv, d)?,
+                wv: l.matrix(&n("attn_v.weight"), kv, d)?,
+                wo: l.matrix(&n("attn_output.weight"), d, q)?,
+                bq: need(n("attn_q.bias"), q, qwen2)?,
+                bk: need(n("attn_k.bias"), kv, qwen2)?,
+                bv: need(n("attn_v.bias"), kv, qwen2)?,
+                q_norm: need(n("attn_q_norm.weight"), cfg.head_dim, qwen3)?,
+                k_norm: need(n("attn_k_norm.weight"), cfg.head_dim, qwen3)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
+                w_gate: l.matrix(&n("ffn_gate.weight"), ff, d)?,
+                w_up: l.matrix(&n("ffn_up.weight"), ff, d)?,
+                w_down: l.matrix(&n("ffn_down.weight"), d, ff)?,
+            });
+        }
+        Ok(Weights {
+            tok_embd: l.matrix("token_embd.weight", cfg.vocab_size, d)?,
+            output_norm: l.vector("output_norm.weight", d)?,
+            output,
+            rope_freqs: l.opt_vector("rope_freqs.weight", cfg.n_rot / 2)?,
+            layers,
+        })
+    }
+}
