@@ -1,1 +1,14 @@
-//! plumb-ops
+//! plumb-ops: the op library.
+//!
+//! Every op has a spec and a naive, frozen reference in [`ops`]; the [`Backend`] trait is the
+//! seam the model forward is written against; [`ReferenceBackend`] runs a whole model on the
+//! references alone (the model-level plumb line).
+
+pub mod backend;
+pub mod error;
+pub mod ops;
+pub mod reference;
+
+pub use backend::{AttnParams, Backend, RopeParams, RopeStyle};
+pub use error::{OpError, Result};
+pub use reference::ReferenceBackend;

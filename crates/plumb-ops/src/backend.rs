@@ -1,0 +1,129 @@
+//! The Backend trait: the seam between the model forward and the hardware.
+//!
+//! Buffers hold f32 activations laid out row-major; every op is told how many rows it works
+//! on, so a buffer may be larger than the data in it (scratch buffers sized for the largest
+//! batch). Weights stay in their stored format on the backend.
+
+use plumb_core::HostWeight;
+
+use crate::error::Result;
+
+/// How RoPE pairs the elements of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): GGUF llama.
+    Normal,
+    /// Halves (x[i], x[i + d/2]): GPT-NeoX, Qwen2/3.
+    Neox,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RopeParams {
+    pub style: RopeStyle,
+    /// Frequency base θ (10000, 500000, ...).
+    pub theta: f32,
+    /// Rotated dimensions per head (≤ head_dim; the rest pass through).
+    pub n_rot: usize,
+}
+
+/// Shapes of one attention call.
+///
+/// `q: [n_tokens, n_heads, head_dim]`, caches `[capacity, n_kv_heads, head_dim]`,
+/// `out: [n_tokens, n_heads, head_dim]`. Token `i` of the batch sits at position `pos0 + i`
+/// and attends to cache positions `0 ..= pos0 + i` (causal).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnParams {
+    pub n_tokens: usize,
+    pub pos0: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+pub trait Backend: Send + Sync {
+    /// f32 activations resident on the backend.
+    type Buf: Send + Sync;
+    /// A weight in its stored format, resident on the backend.
+    type Weight: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    // --- memory ---
+    /// A buffer of `len` zeros.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
+    /// Copies the first `out.len()` elements of `buf` to the host.
+    fn download(&self, buf: &Self::Buf, out: &mut [f32]) -> Result<()>;
+    fn upload_weight(&self, w: &HostWeight) -> Result<Self::Weight>;
+    /// `dst[dst_off .. dst_off+len] = src[src_off .. src_off+len]`.
+    fn copy(
+        &self,
+        src: &Self::Buf,
+        src_off: usize,
+        dst: &mut Self::Buf,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()>;
+
+    // --- ops (spec and reference of each in `crate::ops`) ---
+    /// `out[t, :] = dequant(table[ids[t], :])`.
+    fn embedding(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buf) -> Result<()>;
+    /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `rows` rows of `dim`.
+    fn rms_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `residual += x`, then `out = rms_norm(residual)`.
+    #[allow(clippy::too_many_arguments)]
+    fn add_rms_norm(
+        &self,
+        residual: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `out[t, :] = W · x[t, :]` for `n` rows of x (`x: [n, w.cols]`, `out: [n, w.rows]`).
+    fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<()>;
+    /// `x[r, :] += bias` for `rows` rows of `dim`.
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, dim: usize) -> Result<()>;
+    /// Rotates `x: [n_tokens, n_heads, head_dim]` in place; token `t` is at `positions[t]`.
+    /// `freq_factors` (Llama 3.1 style) divide each pair's frequency when present.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        positions: &[u32],
+        n_heads: usize,
+        head_dim: usize,
+        p: RopeParams,
+        freq_factors: Option<&Self::Buf>,
+    ) -> Result<()>;
+    /// Causal attention of `q` against the first `pos0 + n_tokens` cache positions.
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        p: AttnParams,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `out = silu(gate) * up` over `len` elements.
+    fn swiglu(
+        &self,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        len: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `x += y` over `len` elements.
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
+}

@@ -1,0 +1,142 @@
+//! The reference backend: every op is its frozen reference in `crate::ops`, buffers are host
+//! vectors and weights stay in their stored bytes. Slow and obviously correct.
+
+use plumb_core::HostWeight;
+
+use crate::backend::{AttnParams, Backend, RopeParams};
+use crate::error::{ensure, Result};
+use crate::ops;
+
+/// Runs every op on its reference. `threads` lets the matmul spread weight rows over the
+/// rayon pool (the per-row arithmetic is unchanged), which keeps whole-model runs bearable.
+#[derive(Debug, Clone)]
+pub struct ReferenceBackend {
+    pub threads: bool,
+}
+
+impl Default for ReferenceBackend {
+    fn default() -> Self {
+        ReferenceBackend { threads: true }
+    }
+}
+
+impl Backend for ReferenceBackend {
+    type Buf = Vec<f32>;
+    type Weight = HostWeight;
+
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0f32; len])
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
+        Ok(data.to_vec())
+    }
+
+    fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
+        ensure(out.len() <= buf.len(), "download", || {
+            format!("{} > {}", out.len(), buf.len())
+        })?;
+        out.copy_from_slice(&buf[..out.len()]);
+        Ok(())
+    }
+
+    fn upload_weight(&self, w: &HostWeight) -> Result<HostWeight> {
+        Ok(w.clone())
+    }
+
+    fn copy(
+        &self,
+        src: &Vec<f32>,
+        src_off: usize,
+        dst: &mut Vec<f32>,
+        dst_off: usize,
+        len: usize,
+    ) -> Result<()> {
+        ensure(
+            src_off + len <= src.len() && dst_off + len <= dst.len(),
+            "copy",
+            || format!("range of {len} at {src_off} -> {dst_off} is out of bounds"),
+        )?;
+        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+        Ok(())
+    }
+
+    fn embedding(&self, table: &HostWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        ops::embedding::reference(table, ids, out)
+    }
+
+    fn rms_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::rms_norm::reference(x, w, eps, rows, dim, out)
+    }
+
+    fn add_rms_norm(
+        &self,
+        residual: &mut Vec<f32>,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::rms_norm::reference_add(residual, x, w, eps, rows, dim, out)
+    }
+
+    fn matmul(&self, w: &HostWeight, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
+        ops::matmul::reference(w, x, n, out, self.threads)
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, dim: usize) -> Result<()> {
+        ops::elementwise::add_bias(x, bias, rows, dim)
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        positions: &[u32],
+        n_heads: usize,
+        head_dim: usize,
+        p: RopeParams,
+        freq_factors: Option<&Vec<f32>>,
+    ) -> Result<()> {
+        ops::rope::reference(
+            x,
+            positions,
+            n_heads,
+            head_dim,
+            p,
+            freq_factors.map(|f| f.as_slice()),
+        )
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        p: AttnParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::attention::reference(q, k, v, p, out)
+    }
+
+    fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        ops::elementwise::swiglu(gate, up, len, out)
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
+        ops::elementwise::add(x, y, len)
+    }
+}
