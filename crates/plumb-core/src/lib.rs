@@ -9,6 +9,7 @@
 pub mod dtype;
 pub mod error;
 pub mod quant;
+pub mod rng;
 pub mod tensor;
 
 pub use dtype::GgmlType;

@@ -1,1 +1,17 @@
-//! plumb-engine
+//! plumb-engine: everything between a loaded model and a user.
+//!
+//! - [`sampler`]: greedy, temperature, top-k/top-p/min-p, penalties, seeded draws.
+//! - [`generate::Session`]: a model, its tokenizer, chat template and KV cache; streamed
+//!   generation with stop strings and token budgets.
+
+pub mod check;
+pub mod error;
+pub mod generate;
+pub mod perplexity;
+pub mod sampler;
+
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, Session};
+/// The model cache directory and the fetch of the default model (lives in plumb-model).
+pub use plumb_model::store;
+pub use sampler::{Sampler, SamplingParams};

@@ -5,12 +5,14 @@
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
+//! - [`store`]: the model cache directory and the fetch of the default model.
 
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod gguf;
 pub mod kv_cache;
+pub mod store;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig};

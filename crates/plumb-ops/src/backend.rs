@@ -126,4 +126,24 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// `x += y` over `len` elements.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
+
+    /// Index of the largest of the first `len` values (the first on ties), so that greedy
+    /// decoding moves only a token id to the host.
+    fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
+        let mut host = vec![0f32; len];
+        self.download(x, &mut host)?;
+        let mut best = (0usize, f32::NEG_INFINITY);
+        for (i, &v) in host.iter().enumerate() {
+            if v > best.1 {
+                best = (i, v);
+            }
+        }
+        Ok(best.0 as u32)
+    }
+
+    /// Waits until every queued op has finished (a no-op on synchronous backends); timing
+    /// code calls it before reading a clock.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -5,6 +5,7 @@
 //! references alone (the model-level plumb line).
 
 pub mod backend;
+pub mod check;
 pub mod error;
 pub mod ops;
 pub mod reference;

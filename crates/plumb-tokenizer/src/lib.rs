@@ -1,1 +1,26 @@
-//! plumb-tokenizer
+//! plumb's tokenizers and chat templates.
+//!
+//! * [`Tokenizer`] — from GGUF metadata ([`Tokenizer::from_gguf_metadata`],
+//!   [`Tokenizer::from_gguf`]): byte-level BPE (`gpt2`, via the `tokenizers` crate with the
+//!   pre-tokenizer regexes llama.cpp uses, see [`PreTokenizerInfo`]) or SentencePiece
+//!   (`llama`, hand-written merge-by-score); or from a Hugging Face `tokenizer.json`
+//!   ([`Tokenizer::from_tokenizer_json`]).
+//! * [`StreamDecoder`] — incremental decoding that only emits complete UTF-8.
+//! * [`ChatTemplate`] — Jinja chat templates rendered like Hugging Face does.
+
+mod bpe;
+pub mod chat;
+mod error;
+mod gguf;
+mod hf;
+mod spm;
+mod stream;
+mod tokenizer;
+mod vocab;
+
+pub use bpe::{PreTokenizerInfo, DIGIT_REGEX, GPT2_REGEX, LLAMA3_REGEX, QWEN2_REGEX};
+pub use chat::{ChatMessage, ChatTemplate};
+pub use error::{Result, TokenizerError};
+pub use stream::StreamDecoder;
+pub use tokenizer::{Tokenizer, TokenizerModel};
+pub use vocab::TokenKind;

@@ -1,0 +1,6 @@
+pub mod chat;
+pub mod check;
+pub mod inspect;
+pub mod perplexity;
+pub mod run;
+pub mod tokenize;

@@ -1,0 +1,21 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] plumb_model::store::StoreError),
+    #[error(transparent)]
+    Model(#[from] plumb_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] plumb_tokenizer::TokenizerError),
+    #[error(
+        "the prompt has {tokens} tokens but the context holds {ctx}; shorten it or raise --ctx"
+    )]
+    PromptTooLong { tokens: usize, ctx: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
