@@ -120,3 +120,17 @@ impl SamplingArgs {
         Ok(p)
     }
 }
+
+/// Builds the chosen backend and evaluates `$body` with it bound to `$b` (any `Backend`).
+macro_rules! dispatch_backend {
+    ($kind:expr, $threads:expr, |$b:ident| $body:expr) => {{
+        let _threads: Option<usize> = $threads;
+        match $kind {
+            $crate::common::BackendKind::Reference => {
+                let $b = plumb_ops::ReferenceBackend::default();
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use dispatch_backend;

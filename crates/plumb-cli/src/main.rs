@@ -3,6 +3,7 @@
 
 mod cmd;
 mod common;
+mod machine;
 
 use clap::{Parser, Subcommand};
 
@@ -36,9 +37,19 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Check every op of a backend against the reference (or a whole model with --model).
     Check(cmd::check::Args),
+    /// Write a GGUF with a real model's shape, random weights and a placeholder vocabulary.
+    Synth(cmd::synth::Args),
+    /// Prompt-processing and generation throughput, llama-bench style.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts; a closed
+    // stdout pipe (`plumb ... | head`) then ends the process quietly instead of panicking.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd::run::main(a),
@@ -47,6 +58,8 @@ fn main() {
         Command::Perplexity(a) => cmd::perplexity::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Check(a) => cmd::check::main(a),
+        Command::Synth(a) => cmd::synth::main(a),
+        Command::Bench(a) => cmd::bench::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,6 +4,7 @@
 //! - [`generate::Session`]: a model, its tokenizer, chat template and KV cache; streamed
 //!   generation with stop strings and token budgets.
 
+pub mod bench;
 pub mod check;
 pub mod error;
 pub mod generate;

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod gguf;
 pub mod kv_cache;
 pub mod store;
+pub mod synth;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig};

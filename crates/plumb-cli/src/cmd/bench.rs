@@ -1,0 +1,116 @@
+//! `plumb bench`: llama-bench-style prompt-processing (ppN) and generation (tgN) throughput.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use plumb_engine::bench::{self, BenchResult, Test};
+use plumb_model::gguf::GgufFile;
+use plumb_model::Model;
+use plumb_ops::Backend;
+use serde_json::json;
+
+use crate::common::BackendKind;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example: plumb bench -p 128 -n 64 -r 5 --md\n\
+Figures are tokens per second: mean ± sample standard deviation over -r repetitions, after one \
+warm-up run. tgN decodes N tokens one at a time from an empty cache; ppN prefills N tokens.")]
+pub struct Args {
+    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1]; synthetic models work too.
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Prompt lengths to test (comma-separated; 0 for none).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    prompt: Vec<usize>,
+    /// Generation lengths to test (comma-separated; 0 for none).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "64")]
+    gen: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    reps: usize,
+    /// Worker threads of the CPU backend (default: every core).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// Print JSON (an object with `machine`, `model` and `results`).
+    #[arg(long, conflicts_with_all = ["csv", "md"])]
+    json: bool,
+    /// Print CSV.
+    #[arg(long, conflicts_with = "md")]
+    csv: bool,
+    /// Print a markdown table.
+    #[arg(long)]
+    md: bool,
+}
+
+pub fn main(a: Args) -> Result<()> {
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    let mut tests: Vec<Test> = a.prompt.iter().filter(|&&n| n > 0).map(|&n| Test::Prompt(n)).collect();
+    tests.extend(a.gen.iter().filter(|&&n| n > 0).map(|&n| Test::Generate(n)));
+    if tests.is_empty() {
+        bail!("nothing to run: give -p or -n a nonzero length");
+    }
+    let path = crate::common::model_path(a.model.as_deref())?;
+    let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let kind = a.backend.unwrap_or(BackendKind::default_backend());
+    let results = crate::common::dispatch_backend!(kind, a.threads, |b| run(&file, b, &tests, a.reps)?);
+    let machine = crate::machine::describe();
+    let model_name = file.get_str("general.name").unwrap_or("").to_string();
+    let size: usize = file.tensors.iter().map(|t| t.n_bytes).sum();
+    let backend_name = format!("{kind:?}").to_lowercase();
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "test": r.test.name(), "n_tokens": r.test.tokens(), "avg_ts": r.mean(), "stddev_ts": r.stddev(),
+                "samples_ts": r.samples, "backend": backend_name, "threads": a.threads.unwrap_or(machine.cores),
+            })
+        })
+        .collect();
+    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    if a.json {
+        let v = json!({
+            "machine": machine,
+            "model": {"file": file_name, "name": model_name, "size_bytes": size},
+            "results": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if a.csv {
+        println!("model,backend,threads,test,avg_ts,stddev_ts");
+        for r in &results {
+            println!("{file_name},{backend_name},{},{},{:.3},{:.3}", a.threads.unwrap_or(machine.cores), r.test.name(), r.mean(), r.stddev());
+        }
+    } else {
+        if !a.md {
+            eprintln!("plumb {} on {} ({} cores; {})", machine.plumb_commit, machine.cpu, machine.cores, machine.features.join(" "));
+        }
+        println!("| model | size | backend | threads | test | t/s |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: |");
+        for r in &results {
+            println!(
+                "| {file_name} | {:.1} MiB | {backend_name} | {} | {} | {:.2} ± {:.2} |",
+                size as f64 / (1 << 20) as f64,
+                a.threads.unwrap_or(machine.cores),
+                r.test.name(),
+                r.mean(),
+                r.stddev()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run<B: Backend>(file: &GgufFile, backend: B, tests: &[Test], reps: usize) -> Result<Vec<BenchResult>> {
+    let model = Model::load(file, backend)?;
+    let ctx = tests.iter().map(|t| t.tokens()).max().unwrap_or(1);
+    let mut cache = model.new_cache(ctx)?;
+    let mut out = Vec::new();
+    for (i, &t) in tests.iter().enumerate() {
+        eprintln!("plumb: {} ({} reps)", t.name(), reps);
+        out.push(bench::run(&model, &mut cache, t, reps, 1000 + i as u64)?);
+    }
+    Ok(out)
+}

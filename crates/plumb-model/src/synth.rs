@@ -1,0 +1,243 @@
+//! Synthetic models: GGUF files with the shapes of real models, random weights and a
+//! placeholder byte-level vocabulary, for benchmarks and GPU checks where real weights cannot
+//! travel. Every 2-D weight is stored in the requested format (as `llama-quantize --pure`
+//! does), except where a row is not a whole number of that format's blocks: then Q8_0.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use plumb_core::rng::Rng;
+use plumb_core::GgmlType;
+use rayon::prelude::*;
+
+use crate::gguf::{GgufWriter, Value, ValueType};
+use crate::Result;
+
+/// The shape of a model family member.
+#[derive(Debug, Clone, Copy)]
+pub struct SynthShape {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_layers: usize,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub vocab: usize,
+    pub ctx: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f32,
+    pub tied: bool,
+    pub qkv_bias: bool,
+}
+
+pub const SHAPES: &[SynthShape] = &[
+    SynthShape {
+        name: "smollm2-135m",
+        arch: "llama",
+        n_layers: 30,
+        d_model: 576,
+        d_ff: 1536,
+        n_heads: 9,
+        n_kv_heads: 3,
+        vocab: 49152,
+        ctx: 8192,
+        rope_theta: 100000.0,
+        rms_eps: 1e-5,
+        tied: true,
+        qkv_bias: false,
+    },
+    SynthShape {
+        name: "llama3-1b",
+        arch: "llama",
+        n_layers: 16,
+        d_model: 2048,
+        d_ff: 8192,
+        n_heads: 32,
+        n_kv_heads: 8,
+        vocab: 128256,
+        ctx: 131072,
+        rope_theta: 500000.0,
+        rms_eps: 1e-5,
+        tied: true,
+        qkv_bias: false,
+    },
+    SynthShape {
+        name: "llama3-8b",
+        arch: "llama",
+        n_layers: 32,
+        d_model: 4096,
+        d_ff: 14336,
+        n_heads: 32,
+        n_kv_heads: 8,
+        vocab: 128256,
+        ctx: 8192,
+        rope_theta: 500000.0,
+        rms_eps: 1e-5,
+        tied: false,
+        qkv_bias: false,
+    },
+    SynthShape {
+        name: "qwen2.5-0.5b",
+        arch: "qwen2",
+        n_layers: 24,
+        d_model: 896,
+        d_ff: 4864,
+        n_heads: 14,
+        n_kv_heads: 2,
+        vocab: 151936,
+        ctx: 32768,
+        rope_theta: 1000000.0,
+        rms_eps: 1e-6,
+        tied: true,
+        qkv_bias: true,
+    },
+];
+
+pub fn shape(name: &str) -> Option<&'static SynthShape> {
+    SHAPES.iter().find(|s| s.name == name)
+}
+
+/// GPT-2's byte-to-character map: printable bytes stand for themselves, the rest are shifted
+/// past U+0100 so that every byte has a visible, non-space character.
+fn byte_char(b: u8) -> char {
+    let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    if printable {
+        b as char
+    } else {
+        let rank = (0..b).filter(|&c| {
+            !((b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c))
+        });
+        char::from_u32(256 + rank.count() as u32).unwrap_or('?')
+    }
+}
+
+/// Writes a synthetic model of `shape` with matrices in `quant` to `out`.
+/// `progress(done, total)` is called after each tensor is written.
+pub fn write_synthetic(
+    shape: &SynthShape,
+    quant: GgmlType,
+    seed: u64,
+    out: &Path,
+    progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
+) -> Result<()> {
+    let s = shape;
+    let head_dim = s.d_model / s.n_heads;
+    let (q, kv) = (s.n_heads * head_dim, s.n_kv_heads * head_dim);
+    let mut w = GgufWriter::new();
+    let a = |k: &str| format!("{}.{k}", s.arch);
+    w.add_metadata("general.architecture", Value::String(s.arch.into()));
+    w.add_metadata("general.name", Value::String(format!("synthetic {} {}", s.name, quant.name())));
+    w.add_metadata(a("block_count"), Value::U32(s.n_layers as u32));
+    w.add_metadata(a("context_length"), Value::U32(s.ctx as u32));
+    w.add_metadata(a("embedding_length"), Value::U32(s.d_model as u32));
+    w.add_metadata(a("feed_forward_length"), Value::U32(s.d_ff as u32));
+    w.add_metadata(a("attention.head_count"), Value::U32(s.n_heads as u32));
+    w.add_metadata(a("attention.head_count_kv"), Value::U32(s.n_kv_heads as u32));
+    w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
+    w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
+    w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
+    // Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then unused fillers.
+    let mut tokens: Vec<Value> = (0..=255u8).map(|b| Value::String(byte_char(b).to_string())).collect();
+    tokens.push(Value::String("<s>".into()));
+    tokens.push(Value::String("</s>".into()));
+    let mut types: Vec<Value> = vec![Value::I32(1); 256];
+    types.extend([Value::I32(3), Value::I32(3)]);
+    for i in tokens.len()..s.vocab {
+        tokens.push(Value::String(format!("<synth_{i}>")));
+        types.push(Value::I32(5));
+    }
+    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
+    w.add_metadata("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens));
+    w.add_metadata("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
+    w.add_metadata("tokenizer.ggml.merges", Value::Array(ValueType::String, Vec::new()));
+    w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(256));
+    w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(257));
+    w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(false));
+
+    // (name, rows, cols, is a norm or bias vector)
+    let mut specs: Vec<(String, usize, usize, bool)> = vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
+    for l in 0..s.n_layers {
+        let n = |x: &str| format!("blk.{l}.{x}");
+        specs.push((n("attn_norm.weight"), 1, s.d_model, true));
+        specs.push((n("attn_q.weight"), q, s.d_model, false));
+        specs.push((n("attn_k.weight"), kv, s.d_model, false));
+        specs.push((n("attn_v.weight"), kv, s.d_model, false));
+        if s.qkv_bias {
+            specs.push((n("attn_q.bias"), 1, q, true));
+            specs.push((n("attn_k.bias"), 1, kv, true));
+            specs.push((n("attn_v.bias"), 1, kv, true));
+        }
+        specs.push((n("attn_output.weight"), s.d_model, q, false));
+        specs.push((n("ffn_norm.weight"), 1, s.d_model, true));
+        specs.push((n("ffn_gate.weight"), s.d_ff, s.d_model, false));
+        specs.push((n("ffn_up.weight"), s.d_ff, s.d_model, false));
+        specs.push((n("ffn_down.weight"), s.d_model, s.d_ff, false));
+    }
+    specs.push(("output_norm.weight".into(), 1, s.d_model, true));
+    if !s.tied {
+        specs.push(("output.weight".into(), s.vocab, s.d_model, false));
+    }
+
+    let total = specs.len();
+    let done = Arc::new(AtomicUsize::new(0));
+    for (i, (name, rows, cols, vector)) in specs.into_iter().enumerate() {
+        let ty = if vector {
+            GgmlType::F32
+        } else if cols % quant.block_size() == 0 {
+            quant
+        } else {
+            GgmlType::Q8_0
+        };
+        let dims: Vec<u64> = if vector { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        let tensor_seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64);
+        let is_norm = name.contains("norm");
+        let (progress, done) = (progress.clone(), done.clone());
+        w.add_tensor_fn(
+            name,
+            ty,
+            &dims,
+            Box::new(move |out| {
+                write_random(out, ty, rows, cols, tensor_seed, is_norm)?;
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                Ok(())
+            }),
+        )?;
+    }
+    w.write_file(out)?;
+    Ok(())
+}
+
+/// Streams `rows × cols` random values in `ty`, a band of rows at a time, quantized in parallel.
+/// Matrices draw uniformly with standard deviation 1/√cols (outputs keep the scale of the
+/// inputs); norm weights draw near 1.
+fn write_random(out: &mut dyn std::io::Write, ty: GgmlType, rows: usize, cols: usize, seed: u64, norm: bool) -> std::io::Result<()> {
+    let row_bytes = ty.row_bytes(cols).map_err(std::io::Error::other)?;
+    let scale = if norm { 0.1 } else { (3.0f32).sqrt() / (cols as f32).sqrt() };
+    const BAND: usize = 256;
+    let mut buf = vec![0u8; BAND * row_bytes];
+    for band_start in (0..rows).step_by(BAND) {
+        let n = BAND.min(rows - band_start);
+        buf[..n * row_bytes]
+            .par_chunks_mut(row_bytes)
+            .enumerate()
+            .try_for_each(|(r, dst)| {
+                let mut rng = Rng::new(seed ^ ((band_start + r) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let vals: Vec<f32> = (0..cols)
+                    .map(|_| {
+                        let u = (rng.next_f64() * 2.0 - 1.0) as f32 * scale;
+                        if norm {
+                            1.0 + u
+                        } else {
+                            u
+                        }
+                    })
+                    .collect();
+                plumb_core::quant::quantize_row(ty, &vals, dst).map_err(std::io::Error::other)
+            })?;
+        out.write_all(&buf[..n * row_bytes])?;
+    }
+    Ok(())
+}
