@@ -41,6 +41,10 @@ enum Command {
     Synth(cmd::synth::Args),
     /// Prompt-processing and generation throughput, llama-bench style.
     Bench(cmd::bench::Args),
+    /// Each op's time, GB/s and fraction of the measured memory bandwidth.
+    BenchOps(cmd::bench_ops::Args),
+    /// Markdown tables and SVG charts from saved bench / bench-ops JSON.
+    Report(cmd::report::Args),
 }
 
 fn main() {
@@ -60,6 +64,8 @@ fn main() {
         Command::Check(a) => cmd::check::main(a),
         Command::Synth(a) => cmd::synth::main(a),
         Command::Bench(a) => cmd::bench::main(a),
+        Command::BenchOps(a) => cmd::bench_ops::main(a),
+        Command::Report(a) => cmd::report::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

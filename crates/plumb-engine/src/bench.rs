@@ -55,7 +55,13 @@ impl BenchResult {
 }
 
 /// Runs `test` `reps` times after one warm-up run.
-pub fn run<B: Backend>(model: &Model<B>, cache: &mut KvCache<B>, test: Test, reps: usize, seed: u64) -> Result<BenchResult> {
+pub fn run<B: Backend>(
+    model: &Model<B>,
+    cache: &mut KvCache<B>,
+    test: Test,
+    reps: usize,
+    seed: u64,
+) -> Result<BenchResult> {
     if test.tokens() == 0 || test.tokens() > cache.capacity {
         return Err(EngineError::BadRequest(format!(
             "{} needs 1 to {} tokens of context",
@@ -82,7 +88,7 @@ pub fn run<B: Backend>(model: &Model<B>, cache: &mut KvCache<B>, test: Test, rep
                 }
             }
         }
-        model.backend.synchronize().map_err(plumb_model::ModelError::from)?;
+        model.backend.synchronize()?;
         let secs = t0.elapsed().as_secs_f64();
         if rep > 0 {
             samples.push(test.tokens() as f64 / secs.max(1e-12));

@@ -19,3 +19,15 @@ pub enum EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl From<plumb_ops::OpError> for EngineError {
+    fn from(e: plumb_ops::OpError) -> Self {
+        EngineError::Model(e.into())
+    }
+}
+
+impl From<plumb_model::gguf::GgufError> for EngineError {
+    fn from(e: plumb_model::gguf::GgufError) -> Self {
+        EngineError::Model(e.into())
+    }
+}

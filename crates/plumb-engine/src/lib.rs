@@ -5,11 +5,13 @@
 //!   generation with stop strings and token budgets.
 
 pub mod bench;
+pub mod bench_ops;
 pub mod check;
 pub mod error;
 pub mod generate;
 pub mod perplexity;
 pub mod sampler;
+pub mod serve;
 
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session};

@@ -20,10 +20,20 @@ pub struct Args {
     #[arg(long, short = 'm', value_name = "PATH")]
     model: Option<PathBuf>,
     /// Prompt lengths to test (comma-separated; 0 for none).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     prompt: Vec<usize>,
     /// Generation lengths to test (comma-separated; 0 for none).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "64")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "64"
+    )]
     gen: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
@@ -48,7 +58,12 @@ pub fn main(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
-    let mut tests: Vec<Test> = a.prompt.iter().filter(|&&n| n > 0).map(|&n| Test::Prompt(n)).collect();
+    let mut tests: Vec<Test> = a
+        .prompt
+        .iter()
+        .filter(|&&n| n > 0)
+        .map(|&n| Test::Prompt(n))
+        .collect();
     tests.extend(a.gen.iter().filter(|&&n| n > 0).map(|&n| Test::Generate(n)));
     if tests.is_empty() {
         bail!("nothing to run: give -p or -n a nonzero length");
@@ -56,7 +71,8 @@ pub fn main(a: Args) -> Result<()> {
     let path = crate::common::model_path(a.model.as_deref())?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let kind = a.backend.unwrap_or(BackendKind::default_backend());
-    let results = crate::common::dispatch_backend!(kind, a.threads, |b| run(&file, b, &tests, a.reps)?);
+    let results =
+        crate::common::dispatch_backend!(kind, a.threads, |b| run(&file, b, &tests, a.reps)?);
     let machine = crate::machine::describe();
     let model_name = file.get_str("general.name").unwrap_or("").to_string();
     let size: usize = file.tensors.iter().map(|t| t.n_bytes).sum();
@@ -70,7 +86,10 @@ pub fn main(a: Args) -> Result<()> {
             })
         })
         .collect();
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if a.json {
         let v = json!({
             "machine": machine,
@@ -81,11 +100,23 @@ pub fn main(a: Args) -> Result<()> {
     } else if a.csv {
         println!("model,backend,threads,test,avg_ts,stddev_ts");
         for r in &results {
-            println!("{file_name},{backend_name},{},{},{:.3},{:.3}", a.threads.unwrap_or(machine.cores), r.test.name(), r.mean(), r.stddev());
+            println!(
+                "{file_name},{backend_name},{},{},{:.3},{:.3}",
+                a.threads.unwrap_or(machine.cores),
+                r.test.name(),
+                r.mean(),
+                r.stddev()
+            );
         }
     } else {
         if !a.md {
-            eprintln!("plumb {} on {} ({} cores; {})", machine.plumb_commit, machine.cpu, machine.cores, machine.features.join(" "));
+            eprintln!(
+                "plumb {} on {} ({} cores; {})",
+                machine.plumb_commit,
+                machine.cpu,
+                machine.cores,
+                machine.features.join(" ")
+            );
         }
         println!("| model | size | backend | threads | test | t/s |");
         println!("| --- | ---: | --- | ---: | ---: | ---: |");
@@ -103,7 +134,12 @@ pub fn main(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn run<B: Backend>(file: &GgufFile, backend: B, tests: &[Test], reps: usize) -> Result<Vec<BenchResult>> {
+fn run<B: Backend>(
+    file: &GgufFile,
+    backend: B,
+    tests: &[Test],
+    reps: usize,
+) -> Result<Vec<BenchResult>> {
     let model = Model::load(file, backend)?;
     let ctx = tests.iter().map(|t| t.tokens()).max().unwrap_or(1);
     let mut cache = model.new_cache(ctx)?;

@@ -1,8 +1,10 @@
 pub mod bench;
+pub mod bench_ops;
 pub mod chat;
 pub mod check;
 pub mod inspect;
 pub mod perplexity;
+pub mod report;
 pub mod run;
 pub mod synth;
 pub mod tokenize;

@@ -9,8 +9,10 @@ use plumb_core::GgmlType;
 use plumb_model::synth;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Shapes: smollm2-135m, llama3-1b, llama3-8b, qwen2.5-0.5b.\n\
-Example: plumb synth --shape llama3-8b --quant q4_0 -o /tmp/llama3-8b-q4_0.gguf")]
+#[command(
+    after_help = "Shapes: smollm2-135m, llama3-1b, llama3-8b, qwen2.5-0.5b.\n\
+Example: plumb synth --shape llama3-8b --quant q4_0 -o /tmp/llama3-8b-q4_0.gguf"
+)]
 pub struct Args {
     /// Model shape to imitate.
     #[arg(long)]
@@ -30,13 +32,22 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let shape = synth::shape(&a.shape).ok_or_else(|| {
         let names: Vec<&str> = synth::SHAPES.iter().map(|s| s.name).collect();
-        anyhow!("unknown shape {:?}; known shapes: {}", a.shape, names.join(", "))
+        anyhow!(
+            "unknown shape {:?}; known shapes: {}",
+            a.shape,
+            names.join(", ")
+        )
     })?;
     let quant = GgmlType::parse(&a.quant)
         .filter(|t| *t != GgmlType::Q8K && *t != GgmlType::Q8_1)
         .ok_or_else(|| anyhow!("unknown or unsupported weight format {:?}", a.quant))?;
     let t0 = std::time::Instant::now();
-    eprintln!("plumb: writing {} ({}) to {}", shape.name, quant, a.output.display());
+    eprintln!(
+        "plumb: writing {} ({}) to {}",
+        shape.name,
+        quant,
+        a.output.display()
+    );
     let tty = std::io::stderr().is_terminal();
     let progress = Arc::new(move |done: usize, total: usize| {
         if tty && (done == total || done % 16 == 0) {
@@ -47,6 +58,10 @@ pub fn main(a: Args) -> Result<()> {
     synth::write_synthetic(shape, quant, a.seed, &a.output, progress)
         .with_context(|| format!("writing {}", a.output.display()))?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
-    eprintln!("\nplumb: wrote {:.1} MiB in {:.1} s", size as f64 / (1 << 20) as f64, t0.elapsed().as_secs_f64());
+    eprintln!(
+        "\nplumb: wrote {:.1} MiB in {:.1} s",
+        size as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

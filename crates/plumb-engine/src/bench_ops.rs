@@ -1,0 +1,204 @@
+//! Per-op timing against the memory roofline: each op runs on the shapes of a model, and its
+//! bytes moved (weights + activations read and written) over its time is set against the
+//! machine's measured read bandwidth.
+
+use std::time::Instant;
+
+use plumb_core::rng::Rng;
+use plumb_core::HostWeight;
+use plumb_model::gguf::GgufFile;
+use plumb_model::ModelConfig;
+use plumb_ops::{AttnParams, Backend, RopeParams};
+
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct OpTiming {
+    pub op: String,
+    pub shape: String,
+    pub dtype: String,
+    /// Median seconds per call.
+    pub seconds: f64,
+    pub bytes: f64,
+    pub flops: f64,
+}
+
+impl OpTiming {
+    pub fn gbps(&self) -> f64 {
+        self.bytes / self.seconds / 1e9
+    }
+}
+
+/// Median time of `reps` calls of `f` after two warm-up calls.
+fn time<B: Backend>(b: &B, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..2 {
+        f()?;
+    }
+    b.synchronize()?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        f()?;
+        b.synchronize()?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// Times the ops of one decode step (n = 1) and one prefill chunk of `n_prefill` tokens on the
+/// shapes of the model in `file`, with the attention at context `ctx`.
+pub fn bench_model_ops<B: Backend>(
+    b: &B,
+    file: &GgufFile,
+    n_prefill: usize,
+    ctx: usize,
+    reps: usize,
+) -> Result<Vec<OpTiming>> {
+    let cfg = ModelConfig::from_gguf(file)?;
+    let mut rng = Rng::new(7);
+    let mut out = Vec::new();
+    let (d, ff) = (cfg.d_model, cfg.d_ff);
+    // One of each distinct matrix of layer 0, plus the output head.
+    let head = if file.tensor("output.weight").is_some() {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let names = [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.0.ffn_gate.weight",
+        "blk.0.ffn_down.weight",
+        head,
+    ];
+    for n in [1, n_prefill] {
+        for name in names {
+            let hw: HostWeight = file.weight(name)?;
+            let w = b.upload_weight(&hw)?;
+            let x = b.upload(&rng.normals(n * hw.cols, 1.0))?;
+            let mut y = b.alloc(n * hw.rows)?;
+            let s = time(b, reps, || Ok(b.matmul(&w, &x, n, &mut y)?))?;
+            out.push(OpTiming {
+                op: "matmul".into(),
+                shape: format!("{name} {}×{} n={n}", hw.rows, hw.cols),
+                dtype: hw.ty.name().into(),
+                seconds: s,
+                bytes: (hw.data.len() + 4 * n * (hw.cols + hw.rows)) as f64,
+                flops: 2.0 * (n * hw.rows * hw.cols) as f64,
+            });
+        }
+    }
+    let n = n_prefill;
+    let xs = b.upload(&rng.normals(n * ff, 1.0))?;
+    let ys = b.upload(&rng.normals(n * ff, 1.0))?;
+    let wn = b.upload(&rng.normals(d, 1.0))?;
+    let mut o = b.alloc(n * ff)?;
+    for rows in [1, n] {
+        let s = time(b, reps, || {
+            Ok(b.rms_norm(&xs, &wn, cfg.rms_eps, rows, d, &mut o)?)
+        })?;
+        out.push(OpTiming {
+            op: "rms_norm".into(),
+            shape: format!("{rows}×{d}"),
+            dtype: "F32".into(),
+            seconds: s,
+            bytes: (8 * rows * d + 4 * d) as f64,
+            flops: 3.0 * (rows * d) as f64,
+        });
+        let s = time(b, reps, || Ok(b.swiglu(&xs, &ys, rows * ff, &mut o)?))?;
+        out.push(OpTiming {
+            op: "swiglu".into(),
+            shape: format!("{rows}×{ff}"),
+            dtype: "F32".into(),
+            seconds: s,
+            bytes: (12 * rows * ff) as f64,
+            flops: 6.0 * (rows * ff) as f64,
+        });
+    }
+    let rope = RopeParams {
+        style: cfg.arch.rope_style(),
+        theta: cfg.rope_theta,
+        n_rot: cfg.n_rot,
+    };
+    let positions: Vec<u32> = (0..n as u32).map(|p| p + ctx as u32).collect();
+    let mut q = b.upload(&rng.normals(n * cfg.q_dim(), 1.0))?;
+    let s = time(b, reps, || {
+        Ok(b.rope(&mut q, &positions, cfg.n_heads, cfg.head_dim, rope, None)?)
+    })?;
+    out.push(OpTiming {
+        op: "rope".into(),
+        shape: format!("{n}×{}×{}", cfg.n_heads, cfg.head_dim),
+        dtype: "F32".into(),
+        seconds: s,
+        bytes: (8 * n * cfg.q_dim()) as f64,
+        flops: 6.0 * (n * cfg.q_dim()) as f64,
+    });
+    let cap = ctx + n;
+    let k = b.upload(&rng.normals(cap * cfg.kv_dim(), 1.0))?;
+    let v = b.upload(&rng.normals(cap * cfg.kv_dim(), 1.0))?;
+    let mut ao = b.alloc(n * cfg.q_dim())?;
+    for (nt, pos0) in [(1, ctx), (n, 0)] {
+        let p = AttnParams {
+            n_tokens: nt,
+            pos0,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+        };
+        let kv_read = (pos0 + nt) * cfg.kv_dim() * 8;
+        let s = time(b, reps, || Ok(b.attention(&q, &k, &v, p, &mut ao)?))?;
+        // Causal prefill touches about half the score matrix.
+        let pairs = if nt == 1 {
+            (pos0 + 1) as f64
+        } else {
+            (nt * (nt + 1) / 2) as f64
+        };
+        out.push(OpTiming {
+            op: "attention".into(),
+            shape: format!(
+                "{nt} tok at {pos0}, heads {}/{} × {}",
+                cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+            ),
+            dtype: "F32".into(),
+            seconds: s,
+            bytes: (kv_read + 8 * nt * cfg.q_dim()) as f64,
+            flops: 4.0 * pairs * (cfg.n_heads * cfg.head_dim) as f64,
+        });
+    }
+    Ok(out)
+}
+
+/// Read bandwidth of host memory in bytes/s: every core sums its share of a 512 MiB buffer;
+/// the best of five passes.
+pub fn host_read_bandwidth() -> f64 {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let words = (512usize << 20) / 8;
+    let data: Vec<u64> = (0..words as u64).collect();
+    let chunk = words.div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = data
+                .chunks(chunk)
+                .map(|c| {
+                    s.spawn(move || {
+                        c.chunks(8).fold(0u64, |a, w| {
+                            a.wrapping_add(w.iter().fold(0u64, |x, y| x ^ y))
+                        })
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max((words * 8) as f64 / t0.elapsed().as_secs_f64());
+    }
+    best
+}
