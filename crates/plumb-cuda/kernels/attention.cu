@@ -1,0 +1,153 @@
+// attention.cu: causal grouped-query attention over a contiguous KV cache, flash style.
+//
+// Shapes: q, out [n_tokens, n_heads, HD]; k, v [capacity, n_kv_heads, HD]. Query head h reads
+// KV head h / G (G = n_heads / n_kv_heads); token i (position pos0 + i) sees keys 0..=pos0+i.
+//
+// A "row" is one (token, query head) pair. Rows are grouped by KV head: row ρ of KV head kvh is
+// token ρ / G, head kvh*G + ρ % G, so one block serves every query head that shares a K/V tile
+// (GQA: the tile is loaded once for all G heads). With G = 3, row 7 of KV head 1 is token 2,
+// head 4.
+//
+// attn_fwd — launch: grid (ceil(n_tokens*G / 16), n_kv_heads, n_splits), block 128 = 4 warps.
+//   A block owns 16 rows; warp w handles local rows w, w+4, w+8, w+12, so decode (G rows)
+//   spreads its heads over the warps. Keys are walked in tiles of 32 staged in shared memory
+//   (K padded to HD+1 columns: lane j reads key j's row without bank conflicts; V is read
+//   row-wise, one key for all lanes). Per tile each row does: lane j scores key j, a warp max
+//   and sum update the online softmax (m, l), and the 32 probabilities are broadcast by
+//   shuffle into the output accumulator (lane l owns dims l, l+32, ...). 16 rows × 4 warps
+//   keeps ~40 KB of shared memory for HD 128, under the 48 KB static limit.
+//   Split-K (decode over long contexts): split s covers keys [s*split_len, (s+1)*split_len);
+//   with n_splits > 1 each block writes (m, l, acc[HD]) per row to `part` and attn_combine
+//   merges the splits; with one split it writes the normalized output directly.
+// attn_combine — launch: grid (n_tokens * n_heads), block HD: one thread per output dim of
+//   one row; reads the n_splits partials of that row (row index t*n_heads + h).
+
+#define BK 32
+#define ROWS 16
+
+template <int HD>
+static __device__ void attn_fwd_impl(const float* q, const float* k, const float* v, float* out,
+                                     float* part, int n_tokens, int pos0, int n_heads,
+                                     int n_kv_heads, float scale, int split_len, int n_splits) {
+    constexpr int DPL = HD / WARP;  // dims per lane
+    __shared__ float Qs[ROWS][HD];
+    __shared__ float Ks[BK][HD + 1];
+    __shared__ float Vs[BK][HD];
+    const int G = n_heads / n_kv_heads, kvh = blockIdx.y, split = blockIdx.z;
+    const int n_rows = n_tokens * G, rho0 = blockIdx.x * ROWS;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int kv_dim = n_kv_heads * HD;
+
+    // Stage the block's query rows, pre-scaled.
+    for (int i = threadIdx.x; i < ROWS * HD; i += blockDim.x) {
+        const int lr = i / HD, d = i % HD, rho = rho0 + lr;
+        float val = 0.0f;
+        if (rho < n_rows) {
+            const int t = rho / G, h = kvh * G + rho % G;
+            val = q[((size_t)t * n_heads + h) * HD + d] * scale;
+        }
+        Qs[lr][d] = val;
+    }
+    // Keys this block may need: up to the causal limit of its last row, within the split.
+    const int last_rho = min(rho0 + ROWS, n_rows) - 1;
+    const int kmax = pos0 + last_rho / G;  // inclusive
+    const int k_begin = split * split_len;
+    const int k_end = min(k_begin + split_len, kmax + 1);
+
+    float m[4], l[4], acc[4][DPL];
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        m[r] = NEG_INF; l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
+    }
+
+    for (int kt = k_begin; kt < k_end; kt += BK) {
+        __syncthreads();  // Qs written / previous tile no longer read
+        for (int i = threadIdx.x; i < BK * HD; i += blockDim.x) {
+            const int j = i / HD, d = i % HD, key = kt + j;
+            const bool ok = key < k_end;
+            const size_t off = (size_t)key * kv_dim + (size_t)kvh * HD + d;
+            Ks[j][d] = ok ? k[off] : 0.0f;
+            Vs[j][d] = ok ? v[off] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int lr = warp + 4 * r, rho = rho0 + lr;
+            if (rho >= n_rows) continue;  // uniform over the warp
+            const int limit = pos0 + rho / G;
+            const int key = kt + lane;
+            const bool valid = key < k_end && key <= limit;
+            float s = NEG_INF;
+            if (valid) {
+                s = 0.0f;
+#pragma unroll 16
+                for (int d = 0; d < HD; d++) s += Qs[lr][d] * Ks[lane][d];
+            }
+            const float tile_max = warp_max(s);
+            if (tile_max == NEG_INF) continue;  // no visible key in this tile for this row
+            const float m_new = fmaxf(m[r], tile_max);
+            const float p = valid ? expf(s - m_new) : 0.0f;
+            const float corr = expf(m[r] - m_new);  // 0 on the first visible tile
+            l[r] = l[r] * corr + warp_sum(p);
+#pragma unroll
+            for (int i = 0; i < DPL; i++) acc[r][i] *= corr;
+            for (int j = 0; j < BK; j++) {
+                const float pj = __shfl_sync(FULL_MASK, p, j);
+#pragma unroll
+                for (int i = 0; i < DPL; i++) acc[r][i] += pj * Vs[j][lane + WARP * i];
+            }
+            m[r] = m_new;
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const int rho = rho0 + warp + 4 * r;
+        if (rho >= n_rows) continue;
+        const int t = rho / G, h = kvh * G + rho % G;
+        const size_t row = (size_t)t * n_heads + h;
+        if (n_splits == 1) {
+            const float inv = 1.0f / l[r];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) out[row * HD + lane + WARP * i] = acc[r][i] * inv;
+        } else {
+            // part: [n_splits][n_tokens * n_heads][HD + 2] = (m, l, acc...)
+            float* p = part + ((size_t)split * n_tokens * n_heads + row) * (HD + 2);
+            if (lane == 0) { p[0] = m[r]; p[1] = l[r]; }
+#pragma unroll
+            for (int i = 0; i < DPL; i++) p[2 + lane + WARP * i] = acc[r][i];
+        }
+    }
+}
+
+#define ATTN(HD)                                                                               \
+    extern "C" __global__ void attn_fwd_hd##HD(const float* q, const float* k, const float* v, \
+                                               float* out, float* part, int n_tokens, int pos0, \
+                                               int n_heads, int n_kv_heads, float scale,       \
+                                               int split_len, int n_splits) {                  \
+        attn_fwd_impl<HD>(q, k, v, out, part, n_tokens, pos0, n_heads, n_kv_heads, scale,      \
+                          split_len, n_splits);                                                \
+    }
+ATTN(64)
+ATTN(128)
+
+// Splits with no visible key left (m = -inf, l = 0) weigh exp(-inf) = 0; split 0 always
+// holds key 0, so the maximum is finite.
+extern "C" __global__ void attn_combine(const float* part, float* out, int n_rows, int hd,
+                                        int n_splits) {
+    const size_t row = blockIdx.x;
+    const int d = threadIdx.x;
+    float mx = NEG_INF;
+    for (int s = 0; s < n_splits; s++)
+        mx = fmaxf(mx, part[((size_t)s * n_rows + row) * (hd + 2)]);
+    float den = 0.0f, num = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float* p = part + ((size_t)s * n_rows + row) * (hd + 2);
+        const float w = p[0] == NEG_INF ? 0.0f : expf(p[0] - mx);
+        den += p[1] * w;
+        num += p[2 + d] * w;
+    }
+    out[row * hd + d] = num / den;
+}

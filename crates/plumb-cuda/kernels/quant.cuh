@@ -1,0 +1,245 @@
+// quant.cuh: device dequantization of every stored weight format, 32 elements at a time.
+// Prepended (after common.cuh) to embedding.cu, matvec_q.cu and matmul.cu.
+//
+// The unit of work is a "chunk": 32 consecutive elements of one row. A legacy block (Q4_0 ..
+// Q8_1) is one chunk; a K-quant super-block of 256 is eight; the float formats have no
+// blocks and their last chunk may be partial (`cols` need not be a multiple of 32).
+//   row r, chunk c of a Q4_K weight with cols = 4096 (row_bytes = 16 * 144):
+//   block = c*32 / 256, sub = (c*32 % 256) / 32; c = 13 -> block 1 (bytes 144..288 of the
+//   row), sub-block 5.
+//
+// Every formula follows plumb-core's reference dequantizer operation for operation, with
+// __fmul_rn / __fadd_rn / __fsub_rn so that the compiler cannot contract `d*q - m` into an
+// FMA: the embedding check demands bit-exact values.
+//
+// Type codes are GGUF's ggml_type ids.
+
+#define T_F32 0
+#define T_F16 1
+#define T_Q4_0 2
+#define T_Q4_1 3
+#define T_Q5_0 6
+#define T_Q5_1 7
+#define T_Q8_0 8
+#define T_Q8_1 9
+#define T_Q2_K 10
+#define T_Q3_K 11
+#define T_Q4_K 12
+#define T_Q5_K 13
+#define T_Q6_K 14
+#define T_Q8_K 15
+#define T_BF16 30
+
+template <int T> struct Fmt;
+#define FMT(T, QK, BYTES, ALIGN) \
+    template <> struct Fmt<T> { static constexpr int qk = QK, bytes = BYTES, align = ALIGN; };
+// ALIGN: the largest power of two dividing the block size: rows and blocks start at
+// multiples of it (device allocations are 256-byte aligned).
+FMT(T_F32, 1, 4, 4)
+FMT(T_F16, 1, 2, 2)
+FMT(T_BF16, 1, 2, 2)
+FMT(T_Q4_0, 32, 18, 2)
+FMT(T_Q4_1, 32, 20, 4)
+FMT(T_Q5_0, 32, 22, 2)
+FMT(T_Q5_1, 32, 24, 8)
+FMT(T_Q8_0, 32, 34, 2)
+FMT(T_Q8_1, 32, 36, 4)
+FMT(T_Q2_K, 256, 84, 4)
+FMT(T_Q3_K, 256, 110, 2)
+FMT(T_Q4_K, 256, 144, 16)
+FMT(T_Q5_K, 256, 176, 16)
+FMT(T_Q6_K, 256, 210, 2)
+FMT(T_Q8_K, 256, 292, 4)
+
+// Loads N bytes (N = 16 or 32) at `p` into N/4 little-endian words with the widest loads the
+// alignment A allows: 16-byte vector loads for Q4_K/Q5_K, 4-byte or 2-byte ones otherwise.
+template <int N, int A>
+static __device__ __forceinline__ void load_words(const u8* p, u32* w) {
+    if constexpr (A >= 16) {
+#pragma unroll
+        for (int i = 0; i < N / 16; i++) {
+            uint4 v = reinterpret_cast<const uint4*>(p)[i];
+            w[4 * i] = v.x; w[4 * i + 1] = v.y; w[4 * i + 2] = v.z; w[4 * i + 3] = v.w;
+        }
+    } else if constexpr (A >= 4) {
+#pragma unroll
+        for (int i = 0; i < N / 4; i++) w[i] = reinterpret_cast<const u32*>(p)[i];
+    } else {
+        const u16* h = reinterpret_cast<const u16*>(p);
+#pragma unroll
+        for (int i = 0; i < N / 4; i++) w[i] = (u32)h[2 * i] | ((u32)h[2 * i + 1] << 16);
+    }
+}
+
+static __device__ __forceinline__ u32 byte_of(const u32* w, int i) {
+    return (w[i >> 2] >> ((i & 3) * 8)) & 0xffu;
+}
+
+static __device__ __forceinline__ float fmul(float a, float b) { return __fmul_rn(a, b); }
+static __device__ __forceinline__ float fadd(float a, float b) { return __fadd_rn(a, b); }
+static __device__ __forceinline__ float fsub(float a, float b) { return __fsub_rn(a, b); }
+
+// (scale, min) of sub-block j of Q4_K / Q5_K: ggml's get_scale_min_k4.
+static __device__ __forceinline__ void scale_min_k4(int j, const u8* s, u32& sc, u32& m) {
+    if (j < 4) {
+        sc = s[j] & 63; m = s[j + 4] & 63;
+    } else {
+        sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// Dequantizes chunk c of `row` (a row of `cols` elements in format T) into out[0..32].
+// Elements past `cols` (float formats only) read as 0.
+template <int T>
+static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, float* out) {
+    constexpr int QK = Fmt<T>::qk, BB = Fmt<T>::bytes, A = Fmt<T>::align;
+    if constexpr (T == T_F32 || T == T_F16 || T == T_BF16) {
+        const int e0 = c * 32;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            const int e = e0 + i;
+            float v = 0.0f;
+            if (e < cols) {
+                if constexpr (T == T_F32) v = reinterpret_cast<const float*>(row)[e];
+                else if constexpr (T == T_F16) v = f16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+                else v = bf16_to_f32(reinterpret_cast<const u16*>(row)[e]);
+            }
+            out[i] = v;
+        }
+    } else {
+        const u8* b = row + (size_t)(c * 32 / QK) * BB;  // the block holding the chunk
+        const int sub = (c * 32 % QK) / 32;              // which 32 of the block
+        u32 w[8], h[8];
+        if constexpr (T == T_Q4_0) {
+            const float d = f16_to_f32(ld_u16(b));
+            load_words<16, A>(b + 2, w);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const u32 q = byte_of(w, j);
+                out[j] = fmul((float)((int)(q & 15) - 8), d);
+                out[j + 16] = fmul((float)((int)(q >> 4) - 8), d);
+            }
+        } else if constexpr (T == T_Q4_1) {
+            const float d = f16_to_f32(ld_u16(b)), m = f16_to_f32(ld_u16(b + 2));
+            load_words<16, A>(b + 4, w);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const u32 q = byte_of(w, j);
+                out[j] = fadd(fmul((float)(q & 15), d), m);
+                out[j + 16] = fadd(fmul((float)(q >> 4), d), m);
+            }
+        } else if constexpr (T == T_Q5_0) {
+            const float d = f16_to_f32(ld_u16(b));
+            const u32 qh = (u32)ld_u16(b + 2) | ((u32)ld_u16(b + 4) << 16);
+            load_words<16, A>(b + 6, w);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const u32 q = byte_of(w, j);
+                const u32 q0 = (q & 15) | (((qh >> j) & 1) << 4);
+                const u32 q1 = (q >> 4) | (((qh >> (j + 16)) & 1) << 4);
+                out[j] = fmul((float)((int)q0 - 16), d);
+                out[j + 16] = fmul((float)((int)q1 - 16), d);
+            }
+        } else if constexpr (T == T_Q5_1) {
+            const float d = f16_to_f32(ld_u16(b)), m = f16_to_f32(ld_u16(b + 2));
+            const u32 qh = *reinterpret_cast<const u32*>(b + 4);
+            load_words<16, A>(b + 8, w);
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+                const u32 q = byte_of(w, j);
+                const u32 q0 = (q & 15) | (((qh >> j) & 1) << 4);
+                const u32 q1 = (q >> 4) | (((qh >> (j + 16)) & 1) << 4);
+                out[j] = fadd(fmul((float)q0, d), m);
+                out[j + 16] = fadd(fmul((float)q1, d), m);
+            }
+        } else if constexpr (T == T_Q8_0 || T == T_Q8_1) {
+            const float d = f16_to_f32(ld_u16(b));
+            load_words<32, A>(b + (T == T_Q8_0 ? 2 : 4), w);
+#pragma unroll
+            for (int j = 0; j < 32; j++) out[j] = fmul((float)(i8)byte_of(w, j), d);
+        } else if constexpr (T == T_Q8_K) {
+            const float d = *reinterpret_cast<const float*>(b);
+            load_words<32, A>(b + 4 + 32 * sub, w);
+#pragma unroll
+            for (int j = 0; j < 32; j++) out[j] = fmul(d, (float)(i8)byte_of(w, j));
+        } else if constexpr (T == T_Q2_K) {
+            // scales[16] @0, qs[64] @16, d @80, dmin @82; sub = 4*half + k: qs[32*half + l],
+            // bits 2k..2k+2; element 32*sub + l has scale byte 2*sub + l/16.
+            const float d = f16_to_f32(ld_u16(b + 80)), dmin = f16_to_f32(ld_u16(b + 82));
+            load_words<32, A>(b + 16 + 32 * (sub / 4), w);
+            const int shift = 2 * (sub % 4);
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                const u32 sc = b[2 * sub + j / 16];
+                const float dl = fmul(d, (float)(sc & 15)), ml = fmul(dmin, (float)(sc >> 4));
+                const u32 q = (byte_of(w, j) >> shift) & 3;
+                out[j] = fsub(fmul(dl, (float)q), ml);
+            }
+        } else if constexpr (T == T_Q3_K) {
+            // hmask[32] @0, qs[64] @32, scales[12] @96, d @108.
+            const float d = f16_to_f32(ld_u16(b + 108));
+            const u8* s = b + 96;
+            load_words<32, A>(b + 32 + 32 * (sub / 4), w);
+            load_words<32, A>(b, h);
+            const int shift = 2 * (sub % 4);
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                const int i = 2 * sub + j / 16;  // scale index
+                const u32 lo = i < 8 ? (s[i] & 15) : (s[i - 8] >> 4);
+                const u32 hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+                const int scale = (int)(lo | (hi << 4)) - 32;
+                const float dl = fmul(d, (float)scale);
+                const int low = (int)((byte_of(w, j) >> shift) & 3);
+                const int hbit = (int)((byte_of(h, j) >> sub) & 1);
+                out[j] = fmul(dl, (float)(low - (hbit ? 0 : 4)));
+            }
+        } else if constexpr (T == T_Q4_K || T == T_Q5_K) {
+            // d @0, dmin @2, scales[12] @4, (Q5_K: qh[32] @16,) qs[128] @16 / @48.
+            const float d = f16_to_f32(ld_u16(b)), dmin = f16_to_f32(ld_u16(b + 2));
+            u32 sc, m;
+            scale_min_k4(sub, b + 4, sc, m);
+            const float d1 = fmul(d, (float)sc), m1 = fmul(dmin, (float)m);
+            constexpr int QS = T == T_Q4_K ? 16 : 48;
+            load_words<32, A>(b + QS + 32 * (sub / 2), w);
+            if constexpr (T == T_Q5_K) load_words<32, A>(b + 16, h);
+            const int shift = 4 * (sub % 2);
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                u32 q = (byte_of(w, j) >> shift) & 15;
+                if constexpr (T == T_Q5_K) q |= ((byte_of(h, j) >> sub) & 1) << 4;
+                out[j] = fsub(fmul(d1, (float)q), m1);
+            }
+        } else if constexpr (T == T_Q6_K) {
+            // ql[128] @0, qh[64] @128, scales[16] (i8) @192, d @208; sub = 4*half + k.
+            const float d = f16_to_f32(ld_u16(b + 208));
+            const int half = sub / 4, k = sub % 4;
+            load_words<32, A>(b + 64 * half + 32 * (k % 2), w);
+            load_words<32, A>(b + 128 + 32 * half, h);
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                const u32 lo = (byte_of(w, j) >> (4 * (k / 2))) & 15;
+                const u32 hi = (byte_of(h, j) >> (2 * k)) & 3;
+                const int q = (int)(lo | (hi << 4)) - 32;
+                const float sc = (float)(i8)b[192 + 2 * sub + j / 16];
+                out[j] = fmul(fmul(d, sc), (float)q);
+            }
+        }
+    }
+}
+
+// Chunks in a row of `cols` elements.
+static __device__ __forceinline__ int n_chunks(int cols) { return (cols + 31) / 32; }
+
+// Instantiates MACRO(T, name) for every supported format; the name is the suffix of the
+// kernel entry points (matvec_warp_q4_k, embedding_bf16, ...). Keep in sync with
+// `FORMATS` in src/compile.rs.
+#ifdef PLUMB_ONE_FORMAT  // defined by src/compile.rs to compile one format at a time
+#define FOR_EACH_FORMAT(MACRO) PLUMB_ONE_FORMAT(MACRO)
+#else
+#define FOR_EACH_FORMAT(MACRO) \
+    MACRO(T_F32, f32) MACRO(T_F16, f16) MACRO(T_BF16, bf16) \
+    MACRO(T_Q4_0, q4_0) MACRO(T_Q4_1, q4_1) MACRO(T_Q5_0, q5_0) MACRO(T_Q5_1, q5_1) \
+    MACRO(T_Q8_0, q8_0) MACRO(T_Q8_1, q8_1) MACRO(T_Q2_K, q2_k) MACRO(T_Q3_K, q3_k) \
+    MACRO(T_Q4_K, q4_k) MACRO(T_Q5_K, q5_k) MACRO(T_Q6_K, q6_k) MACRO(T_Q8_K, q8_k)
+#endif

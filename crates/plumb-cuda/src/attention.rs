@@ -1,0 +1,154 @@
+//! Attention launcher: one flash-style kernel for prefill and decode, split over the keys
+//! (with a combine pass) when there are too few (token, KV head) tiles to fill the GPU.
+//! Kernel, shapes and launch reasons: kernels/attention.cu.
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use plumb_ops::{AttnParams, OpError, Result};
+
+use crate::device::{ensure_len, poisoned, CudaBackend};
+use crate::error::DriverContext;
+use crate::ops::{ensure, grid1, int};
+
+/// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
+const ROWS: usize = 16;
+const BK: usize = 32;
+/// A split never has fewer keys than this: below it the combine pass costs more than the
+/// parallelism gains.
+const MIN_SPLIT_KEYS: usize = 256;
+const MAX_SPLITS: usize = 64;
+
+/// (n_splits, split_len) for a call: enough blocks for ~2 per SM, splits of at least
+/// MIN_SPLIT_KEYS keys, split_len a multiple of the key tile.
+/// 1 token at position 4000, 8 KV heads, G = 4, 132 SMs: 8 blocks without splits; 33 wanted,
+/// ≤ 16 by key count -> 16 splits of 256 keys.
+pub(crate) fn plan_splits(n_keys: usize, base_blocks: usize, sm_count: usize) -> (usize, usize) {
+    let wanted = (2 * sm_count).div_ceil(base_blocks.max(1));
+    let by_keys = n_keys.div_ceil(MIN_SPLIT_KEYS);
+    let splits = wanted.min(by_keys).clamp(1, MAX_SPLITS);
+    let split_len = n_keys.div_ceil(splits).div_ceil(BK) * BK;
+    (n_keys.div_ceil(split_len), split_len)
+}
+
+impl CudaBackend {
+    pub(crate) fn attention_impl(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        p: AttnParams,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let AttnParams {
+            n_tokens,
+            pos0,
+            n_heads,
+            n_kv_heads,
+            head_dim: hd,
+            scale,
+        } = p;
+        ensure(
+            n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
+            "attention",
+            || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
+        )?;
+        let kv_dim = n_kv_heads * hd;
+        let n_keys = pos0 + n_tokens;
+        ensure(
+            k.len() >= n_keys * kv_dim && v.len() >= n_keys * kv_dim,
+            "attention",
+            || {
+                format!(
+                    "cache holds {} positions, need {n_keys}",
+                    k.len() / kv_dim.max(1)
+                )
+            },
+        )?;
+        let q_len = n_tokens * n_heads * hd;
+        ensure(q.len() >= q_len && out.len() >= q_len, "attention", || {
+            "q or out too short".into()
+        })?;
+        if hd != 64 && hd != 128 {
+            return Err(OpError::Unsupported {
+                op: "attention",
+                what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
+            });
+        }
+        if n_tokens == 0 || n_heads == 0 {
+            return Ok(());
+        }
+        int(n_keys * kv_dim, "attention", "cache elements")?;
+        let group = n_heads / n_kv_heads;
+        let row_tiles = (n_tokens * group).div_ceil(ROWS);
+        let (n_splits, split_len) =
+            plan_splits(n_keys, row_tiles * n_kv_heads, self.info().sm_count);
+        let n_rows = n_tokens * n_heads;
+        let ints = [
+            int(n_tokens, "attention", "tokens")?,
+            int(pos0, "attention", "pos0")?,
+            int(n_heads, "attention", "heads")?,
+            int(n_kv_heads, "attention", "KV heads")?,
+        ];
+        let (split_len_i, n_splits_i) = (split_len as i32, n_splits as i32);
+        let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
+        let part_len = if n_splits > 1 {
+            n_splits * n_rows * (hd + 2)
+        } else {
+            1
+        };
+        let part = ensure_len(&self.stream, &mut guard.part, part_len)?;
+        let cfg = LaunchConfig {
+            grid_dim: (row_tiles as u32, n_kv_heads as u32, n_splits as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = self.func("attention.cu", None, &format!("attn_fwd_hd{hd}"))?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(q).arg(k).arg(v).arg(&mut *out).arg(&mut *part);
+        for a in &ints {
+            b.arg(a);
+        }
+        b.arg(&scale).arg(&split_len_i).arg(&n_splits_i);
+        // SAFETY: q/out hold n_tokens*n_heads*hd floats, k/v (pos0+n_tokens)*kv_dim (checked);
+        // part holds n_splits*n_rows*(hd+2) floats when n_splits > 1 (the only case the
+        // kernel writes it); grid.y = n_kv_heads and grid.z = n_splits ≤ 64 are in range.
+        unsafe { b.launch(cfg) }.ctx(|| "launching attention".into())?;
+        if n_splits > 1 {
+            let (n_rows_i, hd_i) = (int(n_rows, "attention", "rows")?, hd as i32);
+            let f = self.func("attention.cu", None, "attn_combine")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&*part)
+                .arg(out)
+                .arg(&n_rows_i)
+                .arg(&hd_i)
+                .arg(&n_splits_i);
+            // SAFETY: part was fully written by the forward kernel (every row of every split);
+            // out holds n_rows*hd floats; one block of hd threads per row.
+            unsafe { b.launch(grid1(n_rows, hd as u32, 0)) }
+                .ctx(|| "launching attention combine".into())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_plans() {
+        // Long decode on an H100: 16 splits of 256 keys.
+        assert_eq!(plan_splits(4001, 8, 132), (16, 256));
+        // Prefill with plenty of tiles: no split.
+        assert_eq!(plan_splits(128, 3 * 24, 132), (1, 128));
+        // Short context: one split whatever the block count.
+        assert_eq!(plan_splits(38, 3, 132), (1, 64));
+        // Splits always cover every key.
+        for n in [1, 31, 32, 33, 255, 257, 1000, 40000] {
+            let (s, len) = plan_splits(n, 1, 132);
+            assert!(
+                s * len >= n && (s - 1) * len < n && len % BK == 0,
+                "{n}: {s} × {len}"
+            );
+        }
+    }
+}

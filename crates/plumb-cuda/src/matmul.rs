@@ -1,0 +1,260 @@
+//! matmul launchers: quantized matvec for decode (n ≤ 8) and the prefill paths (n > 8).
+//! Kernels and the reasons of their launch configurations: kernels/matvec_q.cu, matmul.cu.
+
+use std::ffi::c_void;
+
+use cudarc::cublas::result::gemm_ex;
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
+};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use plumb_core::GgmlType;
+use plumb_ops::{OpError, Result};
+
+use crate::compile::format_suffix;
+use crate::device::{ensure_len, poisoned, CudaBackend};
+use crate::error::{CudaError, DriverContext};
+use crate::ops::{ensure, grid1, int};
+use crate::weight::CudaWeight;
+
+/// The most tokens the matvec kernels take (their accumulator arrays, MAX_N in matvec_q.cu).
+pub const MATVEC_MAX_N: usize = 8;
+
+/// Shapes as the kernels' ints.
+struct Dims {
+    rows: i32,
+    cols: i32,
+    row_bytes: i32,
+    n: i32,
+}
+
+impl CudaBackend {
+    pub(crate) fn matmul_impl(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        n: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let (rows, cols) = (w.rows, w.cols);
+        ensure(
+            x.len() >= n * cols && out.len() >= n * rows,
+            "matmul",
+            || {
+                format!(
+                    "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
+                    n * cols,
+                    x.len(),
+                    n * rows,
+                    out.len()
+                )
+            },
+        )?;
+        if n == 0 || rows == 0 {
+            return Ok(());
+        }
+        let d = Dims {
+            rows: int(rows, "matmul", "rows")?,
+            cols: int(cols, "matmul", "cols")?,
+            row_bytes: int(w.row_bytes, "matmul", "row bytes")?,
+            n: int(n, "matmul", "n")?,
+        };
+        int(n * cols.max(rows), "matmul", "n × width")?;
+        let sfx = format_suffix(w.ty).ok_or_else(|| OpError::Unsupported {
+            op: "matmul",
+            what: w.ty.name().into(),
+        })?;
+        if n <= MATVEC_MAX_N {
+            return self.matvec(w, x, out, &d, sfx);
+        }
+        match self.variant("prefill") {
+            Some("cublas") => self.prefill_cublas(w, x, out, &d, sfx),
+            _ => self.prefill_tiled(w, x, out, &d, sfx),
+        }
+    }
+
+    fn matvec(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let tiled = self.variant("matvec") == Some("tiled");
+        let rows = d.rows as usize;
+        // warp_per_row: 4 warps = 4 rows per block; tiled: 8 rows per block and the x tile
+        // [n][1024 + 32] floats in dynamic shared memory (see matvec_q.cu).
+        let cfg = if tiled {
+            grid1(rows.div_ceil(8), 256, (d.n as u32) * 1056 * 4)
+        } else {
+            grid1(rows.div_ceil(4), 128, 0)
+        };
+        let name = format!("matvec_{}_{sfx}", if tiled { "tiled" } else { "warp" });
+        let f = self.func("matvec_q.cu", Some(sfx), &name)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&w.data).arg(x).arg(out);
+        b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
+        // SAFETY: W holds rows*row_bytes bytes (CudaWeight invariant), x n*cols floats and
+        // out n*rows (checked by matmul_impl), n ≤ MAX_N; the kernel guards rows.
+        unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
+        Ok(())
+    }
+
+    fn prefill_tiled(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let name = format!("matmul_tiled_{sfx}");
+        let f = self.func("matmul.cu", Some(sfx), &name)?;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: ((d.rows as u32).div_ceil(64), (d.n as u32).div_ceil(64), 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&w.data).arg(x).arg(out);
+        b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
+        // SAFETY: as matvec; the kernel guards rows and tokens at the tile edges.
+        unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
+        Ok(())
+    }
+
+    /// Dequantize (or convert) to a GEMM-friendly type in scratch, then one cuBLAS GEMM:
+    /// out[n, rows] (column-major rows × n) = W^T-as-stored (cols × rows, transposed) · x.
+    fn prefill_cublas(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let blas = self.blas()?;
+        let (rows, cols, n) = (d.rows as usize, d.cols as usize, d.n as usize);
+        let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
+        let scratch = &mut *guard;
+        let chunks = rows * cols.div_ceil(32);
+        let dq_cfg = grid1(chunks.div_ceil(256), 256, 0);
+        // (A pointer, A type, B pointer, B type); the guards keep cudarc's bookkeeping alive.
+        let s = &self.stream;
+        let (a_ptr, a_ty, b_ptr, b_ty);
+        let _guards;
+        match w.ty {
+            GgmlType::F32 => {
+                let (a, ga) = w.data.device_ptr(s);
+                let (b, gb) = x.device_ptr(s);
+                (a_ptr, a_ty, b_ptr, b_ty) =
+                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
+                _guards = (ga, gb);
+            }
+            GgmlType::BF16 => {
+                // bf16 -> f16 would lose range: widen to f32 and run an f32 GEMM.
+                let w32 = ensure_len(s, &mut scratch.w32, rows * cols)?;
+                let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f32_{sfx}"))?;
+                let mut l = s.launch_builder(&f);
+                l.arg(&w.data)
+                    .arg(&mut *w32)
+                    .arg(&d.rows)
+                    .arg(&d.cols)
+                    .arg(&d.row_bytes);
+                // SAFETY: w32 holds rows*cols floats; one thread per chunk, guarded.
+                unsafe { l.launch(dq_cfg) }.ctx(|| "launching dequant_f32".into())?;
+                let (a, ga) = scratch
+                    .w32
+                    .as_ref()
+                    .map(|b| b.device_ptr(s))
+                    .ok_or_else(lost)?;
+                let (b, gb) = x.device_ptr(s);
+                (a_ptr, a_ty, b_ptr, b_ty) =
+                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
+                _guards = (ga, gb);
+            }
+            _ => {
+                if w.ty != GgmlType::F16 {
+                    let w16 = ensure_len(s, &mut scratch.w16, rows * cols)?;
+                    let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f16_{sfx}"))?;
+                    let mut l = s.launch_builder(&f);
+                    l.arg(&w.data)
+                        .arg(&mut *w16)
+                        .arg(&d.rows)
+                        .arg(&d.cols)
+                        .arg(&d.row_bytes);
+                    // SAFETY: w16 holds rows*cols halves; one thread per chunk, guarded.
+                    unsafe { l.launch(dq_cfg) }.ctx(|| "launching dequant_f16".into())?;
+                }
+                let x16 = ensure_len(s, &mut scratch.x16, n * cols)?;
+                let len = (n * cols) as u64;
+                let f = self.func("matmul.cu", Some(sfx), "to_f16_f32")?;
+                let mut l = s.launch_builder(&f);
+                l.arg(x).arg(&mut *x16).arg(&len);
+                // SAFETY: x holds n*cols floats (checked), x16 as many halves.
+                unsafe { l.launch(grid1((n * cols).div_ceil(256).min(4096), 256, 0)) }
+                    .ctx(|| "launching to_f16".into())?;
+                let (a, ga) = if w.ty == GgmlType::F16 {
+                    w.data.device_ptr(s)
+                } else {
+                    scratch
+                        .w16
+                        .as_ref()
+                        .map(|b| b.device_ptr(s))
+                        .ok_or_else(lost)?
+                };
+                let (b, gb) = scratch
+                    .x16
+                    .as_ref()
+                    .map(|b| b.device_ptr(s))
+                    .ok_or_else(lost)?;
+                (a_ptr, a_ty, b_ptr, b_ty) =
+                    (a, cudaDataType_t::CUDA_R_16F, b, cudaDataType_t::CUDA_R_16F);
+                _guards = (ga, gb);
+            }
+        }
+        let (c_ptr, _gc) = out.device_ptr_mut(s);
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: A is rows×cols row-major (= cols×rows column-major, lda = cols, used
+        // transposed), B is n×cols row-major (= cols×n column-major, ldb = cols), C is
+        // rows×n column-major (ldc = rows) = out [n, rows] row-major; every buffer holds at
+        // least those elements (checked above or sized by ensure_len); alpha/beta are f32 as
+        // CUBLAS_COMPUTE_32F requires; the handle runs on this backend's stream.
+        unsafe {
+            gemm_ex(
+                *blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                d.rows,
+                d.n,
+                d.cols,
+                &alpha as *const f32 as *const c_void,
+                a_ptr as *const c_void,
+                a_ty,
+                d.cols,
+                b_ptr as *const c_void,
+                b_ty,
+                d.cols,
+                &beta as *const f32 as *const c_void,
+                c_ptr as *mut c_void,
+                cudaDataType_t::CUDA_R_32F,
+                d.rows,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| CudaError::Cublas {
+            what: format!(
+                "GEMM of a {}×{} {} weight with {n} tokens",
+                rows, cols, w.ty
+            ),
+            source: e,
+        })?;
+        Ok(())
+    }
+}
+
+fn lost() -> CudaError {
+    CudaError::Other("scratch buffer vanished".into())
+}

@@ -1,0 +1,178 @@
+//! The engine's counters, gauges and latency histograms. The engine thread updates them;
+//! [`EngineHandle::metrics`](super::EngineHandle::metrics) copies them out.
+
+use super::SubmitError;
+
+/// How a request ended (or why it never started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestStatus {
+    /// Every choice finished (stop or length).
+    Completed,
+    /// Cancelled, or its receiver was dropped.
+    Cancelled,
+    /// The engine failed on it (an error event was sent).
+    Failed,
+    /// Refused at submit: the waiting queue was full.
+    RejectedOverloaded,
+    /// Refused at submit: prompt + max_tokens over the context.
+    RejectedTooLong,
+    /// Refused at submit: invalid parameters.
+    RejectedInvalid,
+}
+
+impl RequestStatus {
+    pub const ALL: [RequestStatus; 6] = [
+        RequestStatus::Completed,
+        RequestStatus::Cancelled,
+        RequestStatus::Failed,
+        RequestStatus::RejectedOverloaded,
+        RequestStatus::RejectedTooLong,
+        RequestStatus::RejectedInvalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Completed => "completed",
+            RequestStatus::Cancelled => "cancelled",
+            RequestStatus::Failed => "failed",
+            RequestStatus::RejectedOverloaded => "rejected_overloaded",
+            RequestStatus::RejectedTooLong => "rejected_too_long",
+            RequestStatus::RejectedInvalid => "rejected_invalid",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A cumulative histogram in seconds (Prometheus style: `counts[i]` observations were
+/// `≤ bounds[i]`; `count` includes those above the last bound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// Latency buckets, 1 ms to 60 s.
+const LATENCY_BOUNDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+impl Histogram {
+    fn latency() -> Histogram {
+        Histogram {
+            bounds: LATENCY_BOUNDS,
+            counts: vec![0; LATENCY_BOUNDS.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, seconds: f64) {
+        for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// A copy of the engine's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Requests ended or refused, by status (indexed like [`RequestStatus::ALL`]).
+    pub requests: Vec<(RequestStatus, u64)>,
+    /// Prompt tokens of the requests that were admitted (counted once per request).
+    pub prompt_tokens: u64,
+    /// Tokens generated, over all choices.
+    pub generated_tokens: u64,
+    /// Submit to first token of a request.
+    pub time_to_first_token: Histogram,
+    /// Between consecutive tokens of a choice.
+    pub inter_token_latency: Histogram,
+    /// Sequences holding a KV cache now (a request with `n` choices holds `n` once forked).
+    pub running_sequences: usize,
+    /// Requests submitted and not yet running.
+    pub waiting_requests: usize,
+    /// KV cache bytes held by running sequences (each reserves `prompt + max_tokens`
+    /// positions, for every layer, keys and values, f32).
+    pub kv_bytes_used: u64,
+    /// The KV budget left: `max_batch × bytes of a full-context sequence − kv_bytes_used`.
+    pub kv_bytes_free: u64,
+    /// Engine steps run.
+    pub steps: u64,
+}
+
+impl MetricsSnapshot {
+    pub fn requests_with(&self, status: RequestStatus) -> u64 {
+        self.requests
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+pub(crate) struct Metrics {
+    requests: [u64; RequestStatus::ALL.len()],
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    pub ttft: Histogram,
+    pub itl: Histogram,
+    pub running_sequences: usize,
+    pub waiting_requests: usize,
+    pub kv_bytes_used: u64,
+    kv_budget: u64,
+    pub steps: u64,
+}
+
+impl Metrics {
+    pub fn new(kv_budget: usize) -> Metrics {
+        Metrics {
+            requests: [0; RequestStatus::ALL.len()],
+            prompt_tokens: 0,
+            generated_tokens: 0,
+            ttft: Histogram::latency(),
+            itl: Histogram::latency(),
+            running_sequences: 0,
+            waiting_requests: 0,
+            kv_bytes_used: 0,
+            kv_budget: kv_budget as u64,
+            steps: 0,
+        }
+    }
+
+    pub fn count(&mut self, status: RequestStatus) {
+        self.requests[status.index()] += 1;
+    }
+
+    pub fn rejected(&mut self, e: &SubmitError) {
+        self.count(match e {
+            SubmitError::Overloaded { .. } => RequestStatus::RejectedOverloaded,
+            SubmitError::TooLong { .. } => RequestStatus::RejectedTooLong,
+            SubmitError::Invalid(_) | SubmitError::Closed => RequestStatus::RejectedInvalid,
+        });
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            requests: RequestStatus::ALL
+                .iter()
+                .map(|&s| (s, self.requests[s.index()]))
+                .collect(),
+            prompt_tokens: self.prompt_tokens,
+            generated_tokens: self.generated_tokens,
+            time_to_first_token: self.ttft.clone(),
+            inter_token_latency: self.itl.clone(),
+            running_sequences: self.running_sequences,
+            waiting_requests: self.waiting_requests,
+            kv_bytes_used: self.kv_bytes_used,
+            kv_bytes_free: self.kv_budget.saturating_sub(self.kv_bytes_used),
+            steps: self.steps,
+        }
+    }
+}

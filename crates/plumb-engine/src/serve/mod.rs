@@ -1,0 +1,328 @@
+//! The serving engine: one thread that owns the model and runs every request to completion
+//! with continuous batching. Callers talk to it through an [`EngineHandle`] (clonable, `Send`):
+//! [`submit`](EngineHandle::submit) a [`Request`], read its [`Event`]s from the returned
+//! [`EventReceiver`] (blocking or async), [`cancel`](EngineHandle::cancel) it or just drop the
+//! receiver.
+//!
+//! ```text
+//! submit ──► commands ──► waiting queue ──(slots free)──► running
+//!                                                      │ each step:
+//!                                                      │  prefill ≤ prefill_chunk prompt tokens
+//!                                                      │  decode one token of every sequence
+//!                                                      ▼
+//!                                  Token / Done / Error events ──► EventReceiver
+//! ```
+//!
+//! - A request with `n > 1` prefills its prompt once and forks the KV cache into `n` choices.
+//! - New requests join between decode steps; long prompts are prefilled in chunks of at most
+//!   `prefill_chunk` tokens per step, so running streams keep flowing.
+//! - A cancelled request or a dropped receiver frees its sequences at the next step.
+//! - The KV state of a sequence lives behind `sequence::SeqKv` (a contiguous
+//!   [`KvCache`](plumb_model::KvCache) per sequence today, sized `prompt + max_tokens`); a paged
+//!   cache and a batched forward replace that one type.
+
+mod channel;
+mod engine;
+mod metrics;
+mod sequence;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use plumb_model::{KvCache, Model};
+use plumb_ops::Backend;
+use plumb_tokenizer::Tokenizer;
+
+use crate::error::{EngineError, Result};
+use crate::generate::FinishReason;
+use crate::sampler::SamplingParams;
+
+pub use channel::{EventReceiver, EventSender};
+pub use metrics::{Histogram, MetricsSnapshot, RequestStatus};
+
+/// Most `top_logprobs` alternatives a request may ask for.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A request's identity, unique within the process.
+pub type RequestId = u64;
+
+/// Limits of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sequences decoding at once (a request with `n` choices takes `n`).
+    pub max_batch: usize,
+    /// Context size: `prompt + max_tokens` of a request must fit in it.
+    pub ctx: usize,
+    /// Most requests waiting for a slot; more are refused with [`SubmitError::Overloaded`].
+    pub max_queue: usize,
+    /// Most prompt tokens prefilled in one step (over all requests).
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 16,
+            ctx: 2048,
+            max_queue: 256,
+            prefill_chunk: 256,
+        }
+    }
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Assigned by [`Request::new`]; the key for [`EngineHandle::cancel`].
+    pub id: RequestId,
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    /// Generation ends when the text contains one of these; the stop string is not returned.
+    pub stop: Vec<String>,
+    /// Most tokens generated per choice.
+    pub max_tokens: usize,
+    /// Number of choices; `n > 1` prefills the prompt once and forks it. Choice `i` samples
+    /// with seed `seed + i` when a seed is given.
+    pub n: usize,
+    /// `Some(k)`: report each token's log-probability and the `k` most likely alternatives
+    /// (log-softmax of the model's logits, before penalties and temperature).
+    pub logprobs: Option<usize>,
+    /// Keep going past end-of-sequence tokens.
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    pub fn new(prompt: Vec<u32>, max_tokens: usize) -> Request {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Request {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            prompt,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            max_tokens,
+            n: 1,
+            logprobs: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// What a request's receiver gets, in order: `Token`s of every choice interleaved, then one
+/// `Done` per choice — or a single `Error`, after which nothing follows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Token(TokenEvent),
+    Done(DoneEvent),
+    Error(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEvent {
+    pub choice: usize,
+    pub token: u32,
+    /// Text that became final with this token: never half a UTF-8 character, never part of a
+    /// stop string (possibly empty while text is held back).
+    pub text: String,
+    /// Present when the request asked for logprobs.
+    pub logprob: Option<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// Natural log of the token's probability.
+    pub logprob: f32,
+    /// The most likely tokens, best first, with their log-probabilities.
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DoneEvent {
+    pub choice: usize,
+    pub finish_reason: FinishReason,
+    /// Text released at the end (it was held back because it could have begun a stop string,
+    /// or was an unfinished character); usually empty. Token texts + this = the choice's text.
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Why a request was refused before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the server is overloaded: {waiting} requests are already waiting; retry later")]
+    Overloaded { waiting: usize },
+    #[error(
+        "this request needs {prompt} prompt tokens + {max_tokens} max_tokens = {} tokens, \
+         but the context holds {ctx}; shorten the prompt or lower max_tokens",
+        prompt + max_tokens
+    )]
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        ctx: usize,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the engine has stopped")]
+    Closed,
+}
+
+enum Command {
+    Submit(Box<Request>, EventSender),
+    Cancel(RequestId),
+    Shutdown,
+}
+
+/// State shared by the handles and the engine thread.
+struct Shared {
+    config: EngineConfig,
+    vocab: usize,
+    /// Requests submitted but not yet running (in the command channel or the waiting queue).
+    waiting: AtomicUsize,
+    metrics: Mutex<metrics::Metrics>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The caller's side of the engine. Cheap to clone; every clone talks to the same thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread with `model`. `tokenizer` turns ids into text and says which
+    /// tokens end a sequence.
+    pub fn start<B: Backend + 'static>(
+        model: Model<B>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+    ) -> Result<EngineHandle> {
+        if config.max_batch == 0 || config.ctx == 0 || config.prefill_chunk == 0 {
+            return Err(EngineError::BadRequest(format!(
+                "max_batch, ctx and prefill_chunk must be ≥ 1 (got {}, {}, {})",
+                config.max_batch, config.ctx, config.prefill_chunk
+            )));
+        }
+        let kv_budget = config.max_batch * KvCache::<B>::bytes(&model.config, config.ctx);
+        let shared = Arc::new(Shared {
+            vocab: model.config.vocab_size,
+            waiting: AtomicUsize::new(0),
+            metrics: Mutex::new(metrics::Metrics::new(kv_budget)),
+            thread: Mutex::new(None),
+            config,
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker = engine::Worker::new(model, tokenizer, shared.clone(), rx);
+        let thread = std::thread::Builder::new()
+            .name("plumb-engine".into())
+            .spawn(move || worker.run())
+            .map_err(|e| EngineError::BadRequest(format!("cannot start the engine thread: {e}")))?;
+        *lock(&shared.thread) = Some(thread);
+        Ok(EngineHandle { tx, shared })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Queues `req`; its events arrive on the returned receiver. Dropping the receiver cancels
+    /// the request.
+    pub fn submit(&self, req: Request) -> std::result::Result<EventReceiver, SubmitError> {
+        let outcome = self.check_and_send(req);
+        if let Err(e) = &outcome {
+            lock(&self.shared.metrics).rejected(e);
+        }
+        outcome
+    }
+
+    fn check_and_send(&self, req: Request) -> std::result::Result<EventReceiver, SubmitError> {
+        self.validate(&req)?;
+        let limit = self.shared.config.max_queue;
+        self.shared
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w < limit).then_some(w + 1)
+            })
+            .map_err(|waiting| SubmitError::Overloaded { waiting })?;
+        let (etx, erx) = channel::channel();
+        if self.tx.send(Command::Submit(Box::new(req), etx)).is_err() {
+            self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::Closed);
+        }
+        Ok(erx)
+    }
+
+    fn validate(&self, req: &Request) -> std::result::Result<(), SubmitError> {
+        let cfg = &self.shared.config;
+        let invalid = |m: String| Err(SubmitError::Invalid(m));
+        if req.prompt.is_empty() {
+            return invalid("the prompt is empty".into());
+        }
+        if let Some(&id) = req
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= self.shared.vocab)
+        {
+            return invalid(format!(
+                "prompt token id {id} is out of range (the vocabulary has {} tokens)",
+                self.shared.vocab
+            ));
+        }
+        if req.max_tokens == 0 {
+            return invalid("max_tokens must be ≥ 1".into());
+        }
+        if req.n == 0 || req.n > cfg.max_batch {
+            return invalid(format!(
+                "n must be between 1 and {} (the batch size), got {}",
+                cfg.max_batch, req.n
+            ));
+        }
+        if let Some(k) = req.logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+            return invalid(format!(
+                "at most {MAX_TOP_LOGPROBS} top logprobs can be returned, got {k}"
+            ));
+        }
+        req.sampling.validate().map_err(SubmitError::Invalid)?;
+        if req.prompt.len().saturating_add(req.max_tokens) > cfg.ctx {
+            return Err(SubmitError::TooLong {
+                prompt: req.prompt.len(),
+                max_tokens: req.max_tokens,
+                ctx: cfg.ctx,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops request `id` (waiting or running) and frees its sequences; its receiver gets a
+    /// `Done` with [`FinishReason::Cancelled`] for each unfinished choice. Unknown ids are
+    /// ignored.
+    pub fn cancel(&self, id: RequestId) {
+        let _ = self.tx.send(Command::Cancel(id));
+    }
+
+    /// Counters, gauges and histograms as of the last engine step.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        lock(&self.shared.metrics).snapshot()
+    }
+
+    /// Cancels everything and waits for the engine thread to end.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+        let thread = lock(&self.shared.thread).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Locks `m`, taking the data even if a thread panicked while holding it (the engine's
+/// shared state stays consistent between its own statements).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,205 @@
+//! One sequence's state: its KV memory ([`SeqKv`], the one type a paged cache and a batched
+//! forward will replace) and, once its prompt is in, a [`Choice`] that samples, decodes and
+//! watches for stop strings token by token.
+
+use std::time::Instant;
+
+use plumb_model::{KvCache, Logits, Model, ModelConfig};
+use plumb_ops::Backend;
+use plumb_tokenizer::Tokenizer;
+
+use super::text::{StopMatcher, Utf8Stream};
+use super::{Request, TokenEvent, TokenLogprob};
+use crate::error::Result;
+use crate::generate::FinishReason;
+use crate::sampler::Sampler;
+
+/// The keys and values of one sequence: a contiguous cache of exactly the positions the
+/// request may use (`prompt + max_tokens`).
+pub(crate) struct SeqKv<B: Backend> {
+    cache: KvCache<B>,
+}
+
+impl<B: Backend> SeqKv<B> {
+    pub(crate) fn new(model: &Model<B>, capacity: usize) -> Result<Self> {
+        Ok(SeqKv {
+            cache: model.new_cache(capacity)?,
+        })
+    }
+
+    /// Runs `tokens` after the cached ones; the last token's logits `[vocab]`.
+    pub(crate) fn forward(&mut self, model: &Model<B>, tokens: &[u32]) -> Result<Vec<f32>> {
+        Ok(model.forward(tokens, &mut self.cache, Logits::Last)?)
+    }
+
+    /// A copy holding the same positions (the prompt, when a request has several choices).
+    pub(crate) fn fork(&self, model: &Model<B>) -> Result<Self> {
+        let mut dst = model.new_cache(self.cache.capacity)?;
+        // k, v of layer l: [capacity, kv_dim]; positions 0..len are the first len·kv_dim floats.
+        let n = self.cache.len * model.config.kv_dim();
+        let b = &model.backend;
+        for (src, dst) in self.cache.k.iter().zip(dst.k.iter_mut()) {
+            b.copy(src, 0, dst, 0, n)?;
+        }
+        for (src, dst) in self.cache.v.iter().zip(dst.v.iter_mut()) {
+            b.copy(src, 0, dst, 0, n)?;
+        }
+        dst.len = self.cache.len;
+        Ok(SeqKv { cache: dst })
+    }
+
+    /// Bytes this sequence holds.
+    pub(crate) fn bytes(&self, cfg: &ModelConfig) -> usize {
+        KvCache::<B>::bytes(cfg, self.cache.capacity)
+    }
+
+    fn is_full(&self) -> bool {
+        self.cache.len >= self.cache.capacity
+    }
+}
+
+/// What one decode step of a choice produced.
+pub(crate) struct ChoiceStep {
+    pub token: TokenEvent,
+    /// Set when the choice ended: why, and the text released at the end.
+    pub finish: Option<(FinishReason, String)>,
+}
+
+/// A choice being decoded.
+pub(crate) struct Choice<B: Backend> {
+    pub index: usize,
+    pub kv: SeqKv<B>,
+    sampler: Sampler,
+    /// Prompt and generated tokens (the penalties' window).
+    history: Vec<u32>,
+    pub generated: usize,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    /// Logits to sample the next token from.
+    logits: Vec<f32>,
+    pub last_token_at: Option<Instant>,
+}
+
+impl<B: Backend> Choice<B> {
+    pub(crate) fn new(index: usize, kv: SeqKv<B>, logits: Vec<f32>, req: &Request) -> Self {
+        let mut params = req.sampling.clone();
+        params.seed = params.seed.map(|s| s.wrapping_add(index as u64));
+        Choice {
+            index,
+            kv,
+            sampler: Sampler::new(params),
+            history: req.prompt.clone(),
+            generated: 0,
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(&req.stop),
+            logits,
+            last_token_at: None,
+        }
+    }
+
+    /// Samples one token, decodes it and, unless the choice ends here, runs it through the
+    /// model for the next step's logits. An end-of-sequence token ends the choice without a
+    /// token event.
+    pub(crate) fn step(
+        &mut self,
+        model: &Model<B>,
+        tok: &Tokenizer,
+        stop_tokens: &[u32],
+        req: &Request,
+    ) -> Result<StepResult> {
+        let raw = req.logprobs.map(|_| self.logits.clone());
+        let id = self.sampler.sample(&mut self.logits, &self.history);
+        if !req.ignore_eos && stop_tokens.contains(&id) {
+            return Ok(StepResult::Eos(self.release()));
+        }
+        let logprob = raw.zip(req.logprobs).map(|(l, k)| logprobs(&l, id, k));
+        self.history.push(id);
+        self.generated += 1;
+        let piece = self.utf8.push(&tok.token_bytes(id));
+        let (text, hit) = self.stops.push(&piece);
+        let token = TokenEvent {
+            choice: self.index,
+            token: id,
+            text,
+            logprob,
+        };
+        let finish = if hit {
+            Some((FinishReason::Stop, String::new()))
+        } else if self.generated >= req.max_tokens || self.kv.is_full() {
+            Some((FinishReason::Length, self.release()))
+        } else {
+            self.logits = self.kv.forward(model, &[id])?;
+            None
+        };
+        Ok(StepResult::Token(ChoiceStep { token, finish }))
+    }
+
+    /// The text held back (unfinished characters, a possible stop-string start).
+    fn release(&mut self) -> String {
+        let (mut text, hit) = self.stops.push(&self.utf8.finish());
+        if !hit {
+            text.push_str(&self.stops.finish());
+        }
+        text
+    }
+}
+
+pub(crate) enum StepResult {
+    Token(ChoiceStep),
+    /// An end-of-sequence token: the choice ends with this released text.
+    Eos(String),
+}
+
+/// Log-softmax of `logits` at `id`, and the `k` most likely tokens (best first, ties by id).
+pub(crate) fn logprobs(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| (v as f64 - max).exp())
+        .sum();
+    let lse = max + sum.ln();
+    let lp = |i: u32| {
+        logits
+            .get(i as usize)
+            .map_or(f32::NEG_INFINITY, |&v| (v as f64 - lse) as f32)
+    };
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| {
+        let (va, vb) = (logits[*a as usize], logits[*b as usize]);
+        vb.total_cmp(&va).then(a.cmp(b))
+    };
+    let k = k.min(idx.len());
+    if k > 0 && k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, by_logit);
+    }
+    idx.truncate(k);
+    idx.sort_by(by_logit);
+    TokenLogprob {
+        logprob: lp(id),
+        top: idx.into_iter().map(|i| (i, lp(i))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_best_first() {
+        // logits ln 1, ln 3, ln 4: probabilities 1/8, 3/8, 1/2.
+        let l = [0.0f32, 3f32.ln(), 4f32.ln()];
+        let p = logprobs(&l, 1, 2);
+        assert!((p.logprob - (3.0f32 / 8.0).ln()).abs() < 1e-6);
+        assert_eq!(p.top.len(), 2);
+        assert_eq!(p.top[0].0, 2);
+        assert!((p.top[0].1 - 0.5f32.ln()).abs() < 1e-6);
+        assert_eq!(p.top[1].0, 1);
+        assert!(logprobs(&l, 0, 0).top.is_empty());
+        assert_eq!(logprobs(&l, 0, 9).top.len(), 3);
+    }
+}

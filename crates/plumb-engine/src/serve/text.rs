@@ -1,0 +1,146 @@
+//! Streamed text of one choice: token bytes to whole UTF-8 characters, then stop strings
+//! found across token boundaries and cut, with any tail that could begin a stop string held
+//! back until it is known not to.
+
+/// Bytes to text without splitting a character (the engine's [`plumb_tokenizer::StreamDecoder`]
+/// twin that owns no tokenizer borrow, so a sequence can keep it across steps).
+#[derive(Debug, Default)]
+pub(crate) struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Adds `bytes`; returns the characters now complete. Bytes that can never form a
+    /// character become U+FFFD.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut pos = 0;
+        while pos < self.pending.len() {
+            match std::str::from_utf8(&self.pending[pos..]) {
+                Ok(s) => {
+                    out.push_str(s);
+                    pos = self.pending.len();
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[pos..pos + valid]));
+                    pos += valid;
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            pos += bad;
+                        }
+                        None => break, // an unfinished character: wait for more bytes
+                    }
+                }
+            }
+        }
+        self.pending.drain(..pos);
+        out
+    }
+
+    /// Whatever is still held, unfinished characters as U+FFFD.
+    pub(crate) fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
+/// Finds stop strings in streamed text.
+#[derive(Debug)]
+pub(crate) struct StopMatcher {
+    stops: Vec<String>,
+    /// Text received but not yet emitted.
+    pending: String,
+}
+
+impl StopMatcher {
+    pub(crate) fn new(stops: &[String]) -> Self {
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    /// Adds `piece`; returns the text now safe to emit and whether a stop string was hit
+    /// (then the text stops right before it).
+    pub(crate) fn push(&mut self, piece: &str) -> (String, bool) {
+        self.pending.push_str(piece);
+        if self.stops.is_empty() {
+            return (std::mem::take(&mut self.pending), false);
+        }
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
+        if let Some(at) = hit {
+            let mut emit = std::mem::take(&mut self.pending);
+            emit.truncate(at);
+            return (emit, true);
+        }
+        // Hold back the longest suffix that is a prefix of some stop string.
+        let mut keep = 0;
+        for (i, _) in self.pending.char_indices() {
+            let suffix = &self.pending[i..];
+            if suffix.len() > keep && self.stops.iter().any(|s| s.starts_with(suffix)) {
+                keep = suffix.len();
+                break; // suffixes only get shorter from here
+            }
+        }
+        let cut = self.pending.len() - keep;
+        let emit: String = self.pending.drain(..cut).collect();
+        (emit, false)
+    }
+
+    /// Releases whatever was held back (generation ended without a stop string).
+    pub(crate) fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_strings_across_pieces_are_cut_and_never_emitted() {
+        let mut m = StopMatcher::new(&["\n\nUser:".to_string()]);
+        let mut out = String::new();
+        let mut hit = false;
+        for p in ["Hi", " there", "\n", "\nUs", "er:", " more"] {
+            let (e, h) = m.push(p);
+            out.push_str(&e);
+            if h {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit);
+        assert_eq!(out, "Hi there");
+    }
+
+    #[test]
+    fn held_back_prefix_is_released_when_it_does_not_match() {
+        let mut m = StopMatcher::new(&["END".to_string(), String::new()]);
+        assert_eq!(m.push("abcE").0, "abc");
+        assert_eq!(m.push("N").0, "");
+        assert_eq!(m.push("x").0, "ENx");
+        assert_eq!(m.push("E").0, "");
+        assert_eq!(m.finish(), "E");
+    }
+
+    #[test]
+    fn utf8_is_never_split() {
+        let mut u = Utf8Stream::default();
+        let euro = "€".as_bytes(); // e2 82 ac
+        assert_eq!(u.push(&euro[..1]), "");
+        assert_eq!(u.push(&euro[1..2]), "");
+        assert_eq!(u.push(&[euro[2], b'a']), "€a");
+        assert_eq!(u.push(&[0xff, b'b']), "\u{FFFD}b");
+        assert_eq!(u.push(&euro[..2]), "");
+        assert_eq!(u.finish(), "\u{FFFD}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The route handlers: check the key, parse the body, build the prompt, submit, respond.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use plumb_engine::serve::Request;
+use plumb_tokenizer::ChatMessage;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::respond::{self, Job, Shape};
+use crate::wire::{self, ChatRequest, Common, CompletionRequest, Prompt};
+use crate::{prom, unix_now, AppState};
+
+/// The completions endpoint's default `max_tokens`, as in OpenAI's API.
+const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
+
+impl AppState {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(key) = &self.inner.api_key else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given == Some(key.as_str()) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+        body.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large(self.inner.max_body_bytes)
+            } else {
+                ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+            }
+        })
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if model == self.inner.model_id {
+            Ok(())
+        } else {
+            Err(ApiError::model_not_found(model, &self.inner.model_id))
+        }
+    }
+
+    fn ctx(&self) -> usize {
+        self.inner.engine.config().ctx
+    }
+
+    /// Submits `req` and answers with the whole response or a stream.
+    async fn run(&self, shape: Shape, common: &Common, req: Request) -> Result<Response, ApiError> {
+        let prefix = match shape {
+            Shape::Chat => "chatcmpl",
+            Shape::Completion => "cmpl",
+        };
+        let job = Job {
+            shape,
+            id: format!("{prefix}-{}", req.id),
+            created: unix_now(),
+            model: self.inner.model_id.clone(),
+            n: req.n,
+            prompt_tokens: req.prompt.len(),
+            include_usage: common.include_usage(),
+            logprobs: req.logprobs.is_some(),
+            tok: self.inner.tokenizer.clone(),
+        };
+        let rx = self.inner.engine.submit(req)?;
+        if common.streaming() {
+            Ok(respond::stream(job, rx).into_response())
+        } else {
+            Ok(Json(respond::collect(job, rx).await?).into_response())
+        }
+    }
+
+    /// Tokenizes off the async workers (a large prompt takes a while).
+    async fn encode(&self, task: EncodeTask) -> Result<Vec<u32>, ApiError> {
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let tok = &s.inner.tokenizer;
+            match task {
+                EncodeTask::Chat(messages) => {
+                    let text = s
+                        .inner
+                        .chat_template
+                        .render(&messages, true)
+                        .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+                    // The template writes BOS itself where the model wants one.
+                    tok.encode(&text, false, true)
+                }
+                EncodeTask::Text(text) => tok.encode(&text, tok.add_bos_default(), true),
+            }
+            .map_err(|e| ApiError::invalid(format!("cannot tokenize the prompt: {e}")))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+    }
+}
+
+enum EncodeTask {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+}
+
+pub async fn chat(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let body = s.body(body)?;
+    let req: ChatRequest = wire::parse(&body)?;
+    s.check_model(&req.common.model)?;
+    let logprobs = req.logprobs()?;
+    let messages = req
+        .texts()?
+        .into_iter()
+        .map(|(role, content)| ChatMessage::new(role, content))
+        .collect();
+    let prompt = s.encode(EncodeTask::Chat(messages)).await?;
+    let max = req.max_completion_tokens.or(req.common.max_tokens);
+    let engine_req = req
+        .common
+        .to_request(prompt, max, None, s.ctx(), logprobs)?;
+    s.run(Shape::Chat, &req.common, engine_req).await
+}
+
+pub async fn completions(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    let body = s.body(body)?;
+    let req: CompletionRequest = wire::parse(&body)?;
+    s.check_model(&req.common.model)?;
+    if req.echo.unwrap_or(false) {
+        return Err(ApiError::invalid_param("echo", "echo is not supported"));
+    }
+    if req.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
+        return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
+    }
+    let logprobs = req
+        .logprobs
+        .map(|k| wire::top_count("logprobs", k))
+        .transpose()?;
+    let one = |n: usize| {
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_param(
+                "prompt",
+                format!("exactly one prompt per request is supported, got {n}"),
+            ))
+        }
+    };
+    let prompt = match req.prompt {
+        Prompt::Text(t) => s.encode(EncodeTask::Text(t)).await?,
+        Prompt::Texts(mut v) => {
+            one(v.len())?;
+            s.encode(EncodeTask::Text(v.remove(0))).await?
+        }
+        Prompt::Ids(ids) => ids,
+        Prompt::IdLists(mut v) => {
+            one(v.len())?;
+            v.remove(0)
+        }
+    };
+    let engine_req = req.common.to_request(
+        prompt,
+        req.common.max_tokens,
+        Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
+        s.ctx(),
+        logprobs,
+    )?;
+    s.run(Shape::Completion, &req.common, engine_req).await
+}
+
+fn model_object(s: &AppState) -> serde_json::Value {
+    json!({
+        "id": s.inner.model_id,
+        "object": "model",
+        "created": s.inner.created,
+        "owned_by": "plumb",
+        "max_model_len": s.ctx(),
+    })
+}
+
+pub async fn models(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    Ok(Json(json!({"object": "list", "data": [model_object(&s)]})).into_response())
+}
+
+pub async fn model(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers)?;
+    s.check_model(&id)?;
+    Ok(Json(model_object(&s)).into_response())
+}
+
+pub async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let text = prom::render(&s.inner.engine.metrics(), &s.inner.model_id);
+    ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], text).into_response()
+}
+
+pub async fn fallback(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}

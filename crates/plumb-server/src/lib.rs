@@ -1,0 +1,159 @@
+//! plumb-server: the OpenAI-compatible HTTP server, the only crate that knows HTTP and JSON
+//! wire types.
+//!
+//! - `POST /v1/chat/completions`, `POST /v1/completions` (streaming as server-sent events),
+//!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
+//!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
+//!   future resolves. [`cli`] is the `plumb serve` subcommand.
+
+pub mod cli;
+mod error;
+mod handlers;
+mod prom;
+mod respond;
+mod wire;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use plumb_engine::serve::{EngineConfig, EngineHandle};
+use plumb_model::gguf::GgufFile;
+use plumb_model::Model;
+use plumb_ops::Backend;
+use plumb_tokenizer::{ChatTemplate, Tokenizer};
+
+pub use error::ApiError;
+
+/// Default request body limit (a 2 MiB body holds prompts far over any context we run).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;
+
+/// A model loaded behind a running engine.
+pub struct Loaded {
+    pub engine: EngineHandle,
+    pub tokenizer: Arc<Tokenizer>,
+    pub chat_template: Arc<ChatTemplate>,
+    /// The model's id on the API: the file name without `.gguf`.
+    pub model_id: String,
+}
+
+/// Loads the GGUF at `path` onto `backend` and starts the engine.
+pub fn load<B: Backend + 'static>(
+    path: &Path,
+    backend: B,
+    config: EngineConfig,
+) -> anyhow::Result<Loaded> {
+    let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
+    let chat_template =
+        ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
+    let model = Model::load(&file, backend).context("loading the weights")?;
+    let tokenizer = Arc::new(tokenizer);
+    let engine = EngineHandle::start(model, tokenizer.clone(), config)?;
+    let model_id = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_else(|| "plumb".into());
+    Ok(Loaded {
+        engine,
+        tokenizer,
+        chat_template: Arc::new(chat_template),
+        model_id,
+    })
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: EngineHandle,
+    tokenizer: Arc<Tokenizer>,
+    chat_template: Arc<ChatTemplate>,
+    model_id: String,
+    api_key: Option<String>,
+    max_body_bytes: usize,
+    created: u64,
+}
+
+impl AppState {
+    /// With `api_key`, every `/v1` route wants `Authorization: Bearer <api_key>`.
+    pub fn new(loaded: &Loaded, api_key: Option<String>, max_body_bytes: usize) -> AppState {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        AppState {
+            inner: Arc::new(Inner {
+                engine: loaded.engine.clone(),
+                tokenizer: loaded.tokenizer.clone(),
+                chat_template: loaded.chat_template.clone(),
+                model_id: loaded.model_id.clone(),
+                api_key: api_key.filter(|k| !k.is_empty()),
+                max_body_bytes,
+                created,
+            }),
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.inner.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{id}", get(handlers::model))
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,161 @@
+//! `GET /metrics`: the engine's metrics in the Prometheus text exposition format (0.0.4).
+
+use std::fmt::Write;
+
+use plumb_engine::serve::{Histogram, MetricsSnapshot};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub fn render(m: &MetricsSnapshot, model: &str) -> String {
+    let mut out = String::new();
+    let label = format!("model=\"{}\"", escape(model));
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (suffix_labels, value) in samples {
+            let _ = writeln!(out, "{name}{suffix_labels} {value}");
+        }
+    };
+    let plain = |v: String| vec![(format!("{{{label}}}"), v)];
+
+    let by_status: Vec<(String, String)> = m
+        .requests
+        .iter()
+        .map(|(s, n)| {
+            (
+                format!("{{{label},status=\"{}\"}}", s.as_str()),
+                n.to_string(),
+            )
+        })
+        .collect();
+    metric(
+        "plumb_requests_total",
+        "counter",
+        "Requests ended or refused, by status.",
+        &by_status,
+    );
+    metric(
+        "plumb_prompt_tokens_total",
+        "counter",
+        "Prompt tokens of admitted requests.",
+        &plain(m.prompt_tokens.to_string()),
+    );
+    metric(
+        "plumb_generation_tokens_total",
+        "counter",
+        "Tokens generated over all choices.",
+        &plain(m.generated_tokens.to_string()),
+    );
+    metric(
+        "plumb_running_sequences",
+        "gauge",
+        "Sequences holding a KV cache.",
+        &plain(m.running_sequences.to_string()),
+    );
+    metric(
+        "plumb_waiting_requests",
+        "gauge",
+        "Requests waiting for a batch slot.",
+        &plain(m.waiting_requests.to_string()),
+    );
+    metric(
+        "plumb_kv_cache_used_bytes",
+        "gauge",
+        "KV cache bytes held by running sequences.",
+        &plain(m.kv_bytes_used.to_string()),
+    );
+    metric(
+        "plumb_kv_cache_free_bytes",
+        "gauge",
+        "KV budget left (max_batch full-context sequences minus used).",
+        &plain(m.kv_bytes_free.to_string()),
+    );
+    metric(
+        "plumb_engine_steps_total",
+        "counter",
+        "Scheduler steps run.",
+        &plain(m.steps.to_string()),
+    );
+    metric(
+        "plumb_time_to_first_token_seconds",
+        "histogram",
+        "Submit to first token.",
+        &histogram(&label, &m.time_to_first_token),
+    );
+    metric(
+        "plumb_inter_token_latency_seconds",
+        "histogram",
+        "Time between consecutive tokens of a choice.",
+        &histogram(&label, &m.inter_token_latency),
+    );
+    out
+}
+
+/// Histogram samples: `metric` prints `{name}{suffix and labels}`, so the `_bucket`, `_sum`
+/// and `_count` suffixes lead the label part.
+fn histogram(label: &str, h: &Histogram) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = h
+        .bounds
+        .iter()
+        .zip(&h.counts)
+        .map(|(b, c)| (format!("_bucket{{{label},le=\"{b}\"}}"), c.to_string()))
+        .collect();
+    v.push((
+        format!("_bucket{{{label},le=\"+Inf\"}}"),
+        h.count.to_string(),
+    ));
+    v.push((format!("_sum{{{label}}}"), h.sum.to_string()));
+    v.push((format!("_count{{{label}}}"), h.count.to_string()));
+    v
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_well_formed() {
+        let m = MetricsSnapshot {
+            requests: vec![(plumb_engine::serve::RequestStatus::Cancelled, 2)],
+            prompt_tokens: 5,
+            generated_tokens: 7,
+            time_to_first_token: Histogram {
+                bounds: &[0.1, 1.0],
+                counts: vec![1, 2],
+                sum: 0.6,
+                count: 3,
+            },
+            inter_token_latency: Histogram {
+                bounds: &[0.1],
+                counts: vec![0],
+                sum: 0.0,
+                count: 0,
+            },
+            running_sequences: 1,
+            waiting_requests: 0,
+            kv_bytes_used: 10,
+            kv_bytes_free: 20,
+            steps: 3,
+        };
+        let t = render(&m, "m\"x");
+        assert!(t.contains("plumb_requests_total{model=\"m\\\"x\",status=\"cancelled\"} 2\n"));
+        assert!(t.contains("plumb_running_sequences{model=\"m\\\"x\"} 1\n"));
+        assert!(t.contains(
+            "plumb_time_to_first_token_seconds_bucket{model=\"m\\\"x\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(t.contains("plumb_time_to_first_token_seconds_count{model=\"m\\\"x\"} 3\n"));
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').expect("name value");
+            assert!(
+                series.starts_with("plumb_") && value.parse::<f64>().is_ok(),
+                "{line}"
+            );
+        }
+    }
+}
