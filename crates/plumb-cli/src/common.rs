@@ -10,28 +10,169 @@ use plumb_engine::store;
 pub enum BackendKind {
     /// The frozen reference ops: slow, obviously correct.
     Reference,
+    /// Optimized CPU kernels (SIMD, 8-bit activations, a persistent thread pool).
+    Cpu,
+    /// NVIDIA GPU kernels compiled at first use by NVRTC.
+    Cuda,
 }
 
 impl BackendKind {
-    /// What runs when --backend is not given.
-    pub fn default_backend() -> BackendKind {
-        BackendKind::Reference
-    }
-
-    /// The backends `plumb check` checks by default.
-    pub fn checked() -> Vec<BackendKind> {
-        vec![BackendKind::Reference]
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Reference => "reference",
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        }
     }
 }
+
+/// Where and how the ops run: `--device`, `--backend`, `--threads`, `--variant`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// `cpu`, `cuda` or `cuda:N` (the N-th GPU).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
+    /// The implementation of the ops [default: cpu on the CPU, cuda on a GPU].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Worker threads of the CPU backend [default: every core].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Pick a kernel variant, e.g. `--variant matvec=tiled` (repeatable; CUDA).
+    #[arg(long = "variant", value_name = "OP=NAME")]
+    pub variants: Vec<String>,
+}
+
+/// A resolved backend choice.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Reference,
+    Cpu {
+        threads: Option<usize>,
+    },
+    Cuda {
+        ordinal: usize,
+        variants: Vec<(String, String)>,
+    },
+}
+
+impl Choice {
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Choice::Reference => BackendKind::Reference,
+            Choice::Cpu { .. } => BackendKind::Cpu,
+            Choice::Cuda { .. } => BackendKind::Cuda,
+        }
+    }
+}
+
+impl DeviceArgs {
+    pub fn cuda_ordinal(&self) -> Result<Option<usize>> {
+        match self.device.as_str() {
+            "cpu" => Ok(None),
+            "cuda" | "gpu" => Ok(Some(0)),
+            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Some(n)),
+                _ => anyhow::bail!("unknown device {d:?}: use cpu, cuda or cuda:N"),
+            },
+        }
+    }
+
+    pub fn choice(&self) -> Result<Choice> {
+        self.choice_with(self.backend)
+    }
+
+    /// The choice for an explicit backend kind (the device still gives the GPU number).
+    pub fn choice_with(&self, backend: Option<BackendKind>) -> Result<Choice> {
+        let ordinal = self.cuda_ordinal()?;
+        let kind = backend.unwrap_or(if ordinal.is_some() {
+            BackendKind::Cuda
+        } else {
+            BackendKind::Cpu
+        });
+        if ordinal.is_some() && kind != BackendKind::Cuda {
+            anyhow::bail!("--device {} needs --backend cuda", self.device);
+        }
+        let variants = self
+            .variants
+            .iter()
+            .map(|v| {
+                v.split_once('=')
+                    .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--variant {v:?}: write OP=NAME, e.g. matvec=tiled")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(match kind {
+            BackendKind::Reference => Choice::Reference,
+            BackendKind::Cpu => Choice::Cpu {
+                threads: self.threads,
+            },
+            BackendKind::Cuda => Choice::Cuda {
+                ordinal: ordinal.unwrap_or(0),
+                variants,
+            },
+        })
+    }
+}
+
+pub fn cpu_backend(threads: Option<usize>) -> Result<plumb_ops::CpuBackend> {
+    Ok(match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => plumb_ops::CpuBackend::with_threads(n),
+        None => plumb_ops::CpuBackend::new(),
+    })
+}
+
+pub fn cuda_backend(
+    ordinal: usize,
+    variants: &[(String, String)],
+) -> Result<plumb_cuda::CudaBackend> {
+    let b = plumb_cuda::CudaBackend::new(ordinal).context("opening the GPU")?;
+    for (op, name) in variants {
+        b.set_variant(op, name)
+            .with_context(|| format!("--variant {op}={name}"))?;
+    }
+    let i = b.info();
+    eprintln!(
+        "plumb: {} ({}, {} SMs, {:.0} GiB)",
+        i.name,
+        b.arch(),
+        i.sm_count,
+        i.total_memory as f64 / (1u64 << 30) as f64
+    );
+    Ok(b)
+}
+
+/// Builds the backend of `$choice` and evaluates `$body` with it bound to `$b`, whatever its type.
+macro_rules! with_backend {
+    ($choice:expr, |$b:ident| $body:expr) => {{
+        match $choice {
+            $crate::common::Choice::Reference => {
+                let $b = plumb_ops::ReferenceBackend::default();
+                $body
+            }
+            $crate::common::Choice::Cpu { threads } => {
+                let $b = $crate::common::cpu_backend(*threads)?;
+                $body
+            }
+            $crate::common::Choice::Cuda { ordinal, variants } => {
+                let $b = $crate::common::cuda_backend(*ordinal, variants)?;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_backend;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
     /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched on first use]
     #[arg(long, short = 'm', value_name = "PATH")]
     pub model: Option<PathBuf>,
-    /// Which implementation runs the ops.
-    #[arg(long, value_enum, default_value_t = BackendKind::Reference)]
-    pub backend: BackendKind,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// The model path, fetching the default model (with messages on stderr) when none is given.
@@ -43,30 +184,26 @@ pub fn model_path(model: Option<&Path>) -> Result<PathBuf> {
 macro_rules! with_session {
     ($args:expr, $ctx:expr, |$s:ident| $body:expr) => {{
         let path = $crate::common::model_path($args.model.as_deref())?;
-        let t0 = std::time::Instant::now();
-        match $args.backend {
-            $crate::common::BackendKind::Reference => {
-                #[allow(unused_mut)]
-                let mut $s = anyhow::Context::with_context(
-                    plumb_engine::Session::load(
-                        &path,
-                        plumb_ops::ReferenceBackend::default(),
-                        $ctx,
-                    ),
-                    || format!("loading {}", path.display()),
-                )?;
-                $crate::common::loaded(&path, t0);
-                $body
-            }
-        }
+        let choice = $args.device.choice()?;
+        $crate::common::with_backend!(&choice, |backend| {
+            let t0 = std::time::Instant::now();
+            #[allow(unused_mut)]
+            let mut $s = anyhow::Context::with_context(
+                plumb_engine::Session::load(&path, backend, $ctx),
+                || format!("loading {}", path.display()),
+            )?;
+            $crate::common::loaded(&path, choice.kind(), t0);
+            $body
+        })
     }};
 }
 pub(crate) use with_session;
 
-pub fn loaded(path: &Path, t0: std::time::Instant) {
+pub fn loaded(path: &Path, kind: BackendKind, t0: std::time::Instant) {
     eprintln!(
-        "plumb: loaded {} in {:.2} s",
+        "plumb: loaded {} on {} in {:.2} s",
         path.display(),
+        kind.name(),
         t0.elapsed().as_secs_f64()
     );
 }
@@ -120,17 +257,3 @@ impl SamplingArgs {
         Ok(p)
     }
 }
-
-/// Builds the chosen backend and evaluates `$body` with it bound to `$b` (any `Backend`).
-macro_rules! dispatch_backend {
-    ($kind:expr, $threads:expr, |$b:ident| $body:expr) => {{
-        let _threads: Option<usize> = $threads;
-        match $kind {
-            $crate::common::BackendKind::Reference => {
-                let $b = plumb_ops::ReferenceBackend::default();
-                $body
-            }
-        }
-    }};
-}
-pub(crate) use dispatch_backend;

@@ -45,6 +45,8 @@ enum Command {
     BenchOps(cmd::bench_ops::Args),
     /// Markdown tables and SVG charts from saved bench / bench-ops JSON.
     Report(cmd::report::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
+    Serve(cmd::serve::Args),
 }
 
 fn main() {
@@ -66,6 +68,7 @@ fn main() {
         Command::Bench(a) => cmd::bench::main(a),
         Command::BenchOps(a) => cmd::bench_ops::main(a),
         Command::Report(a) => cmd::report::main(a),
+        Command::Serve(a) => cmd::serve::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

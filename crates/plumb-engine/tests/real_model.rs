@@ -7,12 +7,12 @@ use std::sync::Mutex;
 
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::{GenerateParams, SamplingParams, Session};
-use plumb_ops::ReferenceBackend;
+use plumb_ops::CpuBackend;
 
-type TestBackend = ReferenceBackend;
+type TestBackend = plumb_ops::ReferenceBackend;
 
 fn backend() -> TestBackend {
-    ReferenceBackend::default()
+    plumb_ops::ReferenceBackend::default()
 }
 
 fn fixtures() -> PathBuf {
@@ -49,6 +49,7 @@ fn greedy_continuations_match_llama_cpp() {
     assert_eq!(cases.len(), 8);
     let mut full = 0;
     let mut report = String::new();
+    let mut early = Vec::new();
     for case in cases {
         let prompt = case["prompt"].as_str().unwrap();
         let want_ids: Vec<u32> = case["prompt_token_ids"]
@@ -83,11 +84,9 @@ fn greedy_continuations_match_llama_cpp() {
             "{prompt:?}: {agree} tokens agree; ours {:?}\n",
             g.text
         ));
-        assert!(
-            agree >= 8.min(want_gen.len()),
-            "{prompt:?}: only {agree} of the first 8 tokens agree\n ours: {:?}\n want: {want:?}\n",
-            g.text
-        );
+        if agree < 8.min(want_gen.len()) {
+            early.push(format!("{prompt:?}: only {agree} of the first 8 tokens agree\n ours: {:?}\n want: {want:?}", g.text));
+        }
         if g.text == want {
             full += 1;
         } else {
@@ -103,6 +102,7 @@ fn greedy_continuations_match_llama_cpp() {
         }
     }
     eprintln!("{report}");
+    assert!(early.is_empty(), "{}", early.join("\n"));
     assert!(
         full >= 6,
         "only {full} of 8 continuations match all 24 tokens\n{report}"

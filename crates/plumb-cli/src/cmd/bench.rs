@@ -9,7 +9,7 @@ use plumb_model::Model;
 use plumb_ops::Backend;
 use serde_json::json;
 
-use crate::common::BackendKind;
+use crate::common::DeviceArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: plumb bench -p 128 -n 64 -r 5 --md\n\
@@ -38,11 +38,8 @@ pub struct Args {
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
-    /// Worker threads of the CPU backend (default: every core).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
-    #[arg(long, value_enum)]
-    backend: Option<BackendKind>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Print JSON (an object with `machine`, `model` and `results`).
     #[arg(long, conflicts_with_all = ["csv", "md"])]
     json: bool,
@@ -70,19 +67,24 @@ pub fn main(a: Args) -> Result<()> {
     }
     let path = crate::common::model_path(a.model.as_deref())?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let kind = a.backend.unwrap_or(BackendKind::default_backend());
-    let results =
-        crate::common::dispatch_backend!(kind, a.threads, |b| run(&file, b, &tests, a.reps)?);
+    let choice = a.device.choice()?;
+    let results = crate::common::with_backend!(&choice, |b| run(&file, b, &tests, a.reps)?);
+    let threads = match &choice {
+        crate::common::Choice::Cpu { threads } => {
+            threads.unwrap_or(crate::machine::describe().cores)
+        }
+        _ => 0,
+    };
     let machine = crate::machine::describe();
     let model_name = file.get_str("general.name").unwrap_or("").to_string();
     let size: usize = file.tensors.iter().map(|t| t.n_bytes).sum();
-    let backend_name = format!("{kind:?}").to_lowercase();
+    let backend_name = choice.kind().name();
     let rows: Vec<serde_json::Value> = results
         .iter()
         .map(|r| {
             json!({
                 "test": r.test.name(), "n_tokens": r.test.tokens(), "avg_ts": r.mean(), "stddev_ts": r.stddev(),
-                "samples_ts": r.samples, "backend": backend_name, "threads": a.threads.unwrap_or(machine.cores),
+                "samples_ts": r.samples, "backend": backend_name, "threads": threads,
             })
         })
         .collect();
@@ -102,7 +104,7 @@ pub fn main(a: Args) -> Result<()> {
         for r in &results {
             println!(
                 "{file_name},{backend_name},{},{},{:.3},{:.3}",
-                a.threads.unwrap_or(machine.cores),
+                threads,
                 r.test.name(),
                 r.mean(),
                 r.stddev()
@@ -124,7 +126,7 @@ pub fn main(a: Args) -> Result<()> {
             println!(
                 "| {file_name} | {:.1} MiB | {backend_name} | {} | {} | {:.2} ± {:.2} |",
                 size as f64 / (1 << 20) as f64,
-                a.threads.unwrap_or(machine.cores),
+                threads,
                 r.test.name(),
                 r.mean(),
                 r.stddev()

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use plumb_engine::bench_ops::{bench_model_ops, host_read_bandwidth, OpTiming};
+use plumb_engine::bench_ops::{
+    backend_copy_bandwidth, bench_model_ops, host_read_bandwidth, OpTiming,
+};
 use plumb_model::gguf::GgufFile;
 use serde_json::json;
 
-use crate::common::BackendKind;
+use crate::common::{BackendKind, DeviceArgs};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -19,11 +21,8 @@ pub struct Args {
     /// GGUF model whose shapes to use [default: SmolLM2-135M-Instruct Q4_1].
     #[arg(long, short = 'm', value_name = "PATH")]
     model: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    backend: Option<BackendKind>,
-    /// Worker threads of the CPU backend (default: every core).
-    #[arg(short = 't', long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Tokens of the prefill shapes.
     #[arg(long, default_value_t = 128)]
     prefill: usize,
@@ -41,19 +40,22 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let path = crate::common::model_path(a.model.as_deref())?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let kind = a.backend.unwrap_or(BackendKind::default_backend());
+    let choice = a.device.choice()?;
     eprintln!("plumb: measuring memory bandwidth");
-    let bw = host_read_bandwidth();
-    eprintln!("plumb: read bandwidth {:.1} GB/s; timing ops", bw / 1e9);
-    let rows: Vec<OpTiming> =
-        crate::common::dispatch_backend!(kind, a.threads, |b| bench_model_ops(
-            &b,
-            &file,
-            a.prefill,
-            a.ctx,
-            a.reps.max(1)
-        )?);
-    let backend = format!("{kind:?}").to_lowercase();
+    let (bw, rows): (f64, Vec<OpTiming>) = crate::common::with_backend!(&choice, |b| {
+        // The roofline: host read bandwidth for CPU backends, the device's own copy
+        // bandwidth (read + write) for a GPU.
+        let bw = match choice.kind() {
+            BackendKind::Cuda => backend_copy_bandwidth(&b, 1024)?,
+            _ => host_read_bandwidth(),
+        };
+        eprintln!("plumb: memory bandwidth {:.1} GB/s; timing ops", bw / 1e9);
+        (
+            bw,
+            bench_model_ops(&b, &file, a.prefill, a.ctx, a.reps.max(1))?,
+        )
+    });
+    let backend = choice.kind().name();
     if a.json {
         let ops: Vec<_> = rows
             .iter()

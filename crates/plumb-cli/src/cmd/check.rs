@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use plumb_ops::check::{self, CaseResult, CheckOptions, Status};
 use plumb_ops::Backend;
 
-use crate::common::BackendKind;
+use crate::common::{BackendKind, Choice, DeviceArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,9 +15,8 @@ pub struct Args {
     /// rope, attention, swiglu, add).
     #[arg(long)]
     op: Option<String>,
-    /// Backend to check (default: every non-reference backend this build has).
-    #[arg(long, value_enum)]
-    backend: Option<BackendKind>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Seed of the random inputs (fresh each run when not given).
     #[arg(long)]
     seed: Option<u64>,
@@ -52,16 +51,50 @@ pub fn main(a: Args) -> Result<()> {
         quick: a.quick,
     };
     eprintln!("plumb: check seed {seed} (repeat with --seed {seed})");
-    let backends = match a.backend {
-        Some(b) => vec![b],
-        None => BackendKind::checked(),
+    // Without --backend: every optimized CPU kernel level, or the GPU with --device cuda.
+    let choices: Vec<Choice> = match (a.device.backend, a.device.cuda_ordinal()?) {
+        (Some(_), _) | (None, Some(_)) => vec![a.device.choice()?],
+        (None, None) => vec![a.device.choice_with(Some(BackendKind::Cpu))?],
     };
     let mut all = Vec::new();
-    for kind in backends {
-        let results = match kind {
-            BackendKind::Reference => run(&plumb_ops::ReferenceBackend::default(), &opts, a.json),
-        };
-        all.extend(results);
+    for choice in &choices {
+        match choice {
+            Choice::Cpu { threads } => {
+                // Every SIMD level this machine has, so the fallbacks are proven too.
+                for level in plumb_ops::cpu::SimdLevel::available() {
+                    let b = crate::common::cpu_backend(*threads)?.with_level(level)?;
+                    eprintln!(
+                        "plumb: cpu backend, {level:?} kernels, {} threads",
+                        b.threads()
+                    );
+                    all.extend(run(&b, &opts, a.json));
+                }
+            }
+            Choice::Cuda { ordinal, variants } if variants.is_empty() => {
+                // Every variant of every op, one at a time on top of the defaults.
+                let b = crate::common::cuda_backend(*ordinal, &[])?;
+                all.extend(run(&b, &opts, a.json));
+                for op in ["matvec", "prefill", "attention"] {
+                    let default = b.variant(op);
+                    for &v in plumb_cuda::variants(op) {
+                        if Some(v) == default {
+                            continue;
+                        }
+                        b.set_variant(op, v)?;
+                        eprintln!("plumb: cuda with {op}={v}");
+                        let only = CheckOptions {
+                            op: Some(a.op.clone().unwrap_or_else(|| cuda_op(op).into())),
+                            ..opts.clone()
+                        };
+                        all.extend(run(&b, &only, a.json));
+                    }
+                    if let Some(d) = default {
+                        b.set_variant(op, d)?;
+                    }
+                }
+            }
+            c => all.extend(crate::common::with_backend!(c, |b| run(&b, &opts, a.json))),
+        }
     }
     let (pass, fail, skip) = check::summarize(&all);
     eprintln!("plumb: {pass} passed, {fail} failed, {skip} skipped");
@@ -118,20 +151,22 @@ fn finite(x: f64) -> serde_json::Value {
 fn model_check(a: &Args, model: &std::path::Path) -> Result<()> {
     let explicit = (!model.as_os_str().is_empty()).then_some(model);
     let path = crate::common::model_path(explicit)?;
-    let kind = a.backend.unwrap_or(BackendKind::default_backend());
-    let reference = plumb_engine::Session::load(&path, plumb_ops::ReferenceBackend::default(), 512)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let choice = a.device.choice()?;
+    let kind = choice.kind();
+    let mut reference =
+        plumb_engine::Session::load(&path, plumb_ops::ReferenceBackend::default(), 512)
+            .with_context(|| format!("loading {}", path.display()))?;
     let ids = reference.encode(&a.prompt)?;
-    let mut reference = reference;
     let want = reference.logits_all(&ids)?;
-    let got = match kind {
-        BackendKind::Reference => want.clone(),
-    };
+    let got = crate::common::with_backend!(&choice, |b| {
+        let mut s = plumb_engine::Session::load(&path, b, 512)?;
+        s.logits_all(&ids)?
+    });
     let vocab = reference.model.config.vocab_size;
     let c = plumb_engine::check::compare_logits(&got, &want, vocab);
     println!(
         "model check ({} vs reference, {} positions): max |Δlogit| {:.4}, top-1 agreement {}/{} ({:.1}%)",
-        format!("{kind:?}").to_lowercase(),
+        kind.name(),
         c.positions,
         c.max_abs,
         c.top1_agree,
@@ -139,4 +174,12 @@ fn model_check(a: &Args, model: &std::path::Path) -> Result<()> {
         100.0 * c.top1_agree as f64 / c.positions as f64
     );
     Ok(())
+}
+
+/// The check-harness op a CUDA variant family implements.
+fn cuda_op(family: &str) -> &'static str {
+    match family {
+        "attention" => "attention",
+        _ => "matmul",
+    }
 }

@@ -6,5 +6,6 @@ pub mod inspect;
 pub mod perplexity;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod synth;
 pub mod tokenize;

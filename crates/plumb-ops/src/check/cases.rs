@@ -3,7 +3,7 @@
 use plumb_core::rng::Rng;
 use plumb_core::{GgmlType, HostWeight};
 
-use super::compare::compare;
+use super::compare::compare_with_scale;
 use super::{CaseResult, CheckOptions, Status};
 use crate::backend::{AttnParams, Backend, RopeParams, RopeStyle};
 use crate::error::Result;
@@ -53,6 +53,20 @@ impl<B: Backend> Ctx<'_, B> {
         tol: f64,
         run: Result<Vec<(Vec<f32>, Vec<f32>)>>,
     ) {
+        let run = run.map(|v| v.into_iter().map(|(g, w)| (g, w, None)).collect());
+        self.case_scaled(op, dtype, shape, tol, run)
+    }
+
+    /// Records one case whose outputs carry an optional NMSE denominator.
+    #[allow(clippy::type_complexity)]
+    fn case_scaled(
+        &mut self,
+        op: &'static str,
+        dtype: String,
+        shape: String,
+        tol: f64,
+        run: Result<Vec<(Vec<f32>, Vec<f32>, Option<f64>)>>,
+    ) {
         let backend = self.b.name().to_string();
         let mut r = CaseResult {
             op,
@@ -76,8 +90,8 @@ impl<B: Backend> Ctx<'_, B> {
                 r.detail = format!("error: {e}");
             }
             Ok(pairs) => {
-                for (got, want) in pairs {
-                    let c = compare(&got, &want);
+                for (got, want, scale) in pairs {
+                    let c = compare_with_scale(&got, &want, scale);
                     r.max_abs = r.max_abs.max(c.max_abs);
                     if c.nmse > r.nmse || c.nmse.is_nan() {
                         r.nmse = c.nmse;
@@ -231,9 +245,13 @@ fn matmul<B: Backend>(cx: &mut Ctx<B>, quick: bool) {
                 let wb = cx.b.upload_weight(&w)?;
                 let mut out = cx.poisoned(n * rows)?;
                 cx.b.matmul(&wb, &cx.b.upload(&x)?, n, &mut out)?;
-                Ok(vec![(cx.down(&out, want.len())?, want)])
+                Ok(vec![(
+                    cx.down(&out, want.len())?,
+                    want,
+                    Some(product_scale(&w, &x, n)?),
+                )])
             })();
-            cx.case(
+            cx.case_scaled(
                 "matmul",
                 ty.name().into(),
                 format!("W {rows}×{cols}, n {n}"),
@@ -364,4 +382,23 @@ fn attention<B: Backend>(cx: &mut Ctx<B>, quick: bool) {
         let shape = format!("{n} tok at {pos0}, heads {h}/{kvh}, dim {hd}");
         cx.case("attention", "F32".into(), shape, 1e-7, run);
     }
+}
+
+/// Σ_t Σ_r Σ_k (W[r,k] · x[t,k])²: the scale a dot product's rounding error is measured against.
+fn product_scale(w: &HostWeight, x: &[f32], n: usize) -> Result<f64> {
+    let cols = w.cols;
+    let mut row = vec![0f32; cols];
+    let mut total = 0f64;
+    for r in 0..w.rows {
+        w.dequantize_row(r, &mut row)?;
+        for t in 0..n {
+            let xt = &x[t * cols..(t + 1) * cols];
+            total += row
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| (a as f64 * b as f64).powi(2))
+                .sum::<f64>();
+        }
+    }
+    Ok(total)
 }

@@ -14,6 +14,12 @@ pub struct Comparison {
 }
 
 pub fn compare(got: &[f32], want: &[f32]) -> Comparison {
+    compare_with_scale(got, want, None)
+}
+
+/// Like [`compare`], with the NMSE's denominator given: for a dot product the natural scale of
+/// the error is Σ_k (w_k x_k)², not the (possibly cancelled) square of the result.
+pub fn compare_with_scale(got: &[f32], want: &[f32], scale: Option<f64>) -> Comparison {
     let (mut num, mut den, mut max_abs, mut worst, mut non_finite) =
         (0f64, 0f64, 0f64, 0usize, 0usize);
     let mut first = Vec::new();
@@ -36,6 +42,7 @@ pub fn compare(got: &[f32], want: &[f32]) -> Comparison {
             first.push((i, g, w));
         }
     }
+    let den = scale.unwrap_or(den);
     let nmse = if non_finite > 0 || got.len() != want.len() {
         f64::INFINITY
     } else if den == 0.0 {

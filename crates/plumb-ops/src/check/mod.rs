@@ -10,7 +10,7 @@ mod compare;
 
 use crate::backend::Backend;
 
-pub use compare::{compare, Comparison};
+pub use compare::{compare, compare_with_scale, Comparison};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
