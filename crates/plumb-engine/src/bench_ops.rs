@@ -202,3 +202,13 @@ pub fn host_read_bandwidth() -> f64 {
     }
     best
 }
+
+/// Copy bandwidth of a backend's own memory in bytes/s (bytes read plus bytes written), from
+/// the best of five copies of a `mib` MiB buffer: the roofline of GPU backends.
+pub fn backend_copy_bandwidth<B: Backend>(b: &B, mib: usize) -> Result<f64> {
+    let len = (mib << 20) / 4;
+    let src = b.upload(&vec![1.0f32; len])?;
+    let mut dst = b.alloc(len)?;
+    let s = time(b, 5, || Ok(b.copy(&src, 0, &mut dst, 0, len)?))?;
+    Ok(2.0 * (len * 4) as f64 / s)
+}

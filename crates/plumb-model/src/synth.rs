@@ -102,12 +102,15 @@ pub fn shape(name: &str) -> Option<&'static SynthShape> {
 /// GPT-2's byte-to-character map: printable bytes stand for themselves, the rest are shifted
 /// past U+0100 so that every byte has a visible, non-space character.
 fn byte_char(b: u8) -> char {
-    let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable =
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     if printable {
         b as char
     } else {
         let rank = (0..b).filter(|&c| {
-            !((b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c))
+            !((b'!'..=b'~').contains(&c)
+                || (0xA1..=0xAC).contains(&c)
+                || (0xAE..=0xFF).contains(&c))
         });
         char::from_u32(256 + rank.count() as u32).unwrap_or('?')
     }
@@ -128,18 +131,26 @@ pub fn write_synthetic(
     let mut w = GgufWriter::new();
     let a = |k: &str| format!("{}.{k}", s.arch);
     w.add_metadata("general.architecture", Value::String(s.arch.into()));
-    w.add_metadata("general.name", Value::String(format!("synthetic {} {}", s.name, quant.name())));
+    w.add_metadata(
+        "general.name",
+        Value::String(format!("synthetic {} {}", s.name, quant.name())),
+    );
     w.add_metadata(a("block_count"), Value::U32(s.n_layers as u32));
     w.add_metadata(a("context_length"), Value::U32(s.ctx as u32));
     w.add_metadata(a("embedding_length"), Value::U32(s.d_model as u32));
     w.add_metadata(a("feed_forward_length"), Value::U32(s.d_ff as u32));
     w.add_metadata(a("attention.head_count"), Value::U32(s.n_heads as u32));
-    w.add_metadata(a("attention.head_count_kv"), Value::U32(s.n_kv_heads as u32));
+    w.add_metadata(
+        a("attention.head_count_kv"),
+        Value::U32(s.n_kv_heads as u32),
+    );
     w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
     w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
     w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
     // Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then unused fillers.
-    let mut tokens: Vec<Value> = (0..=255u8).map(|b| Value::String(byte_char(b).to_string())).collect();
+    let mut tokens: Vec<Value> = (0..=255u8)
+        .map(|b| Value::String(byte_char(b).to_string()))
+        .collect();
     tokens.push(Value::String("<s>".into()));
     tokens.push(Value::String("</s>".into()));
     let mut types: Vec<Value> = vec![Value::I32(1); 256];
@@ -150,15 +161,25 @@ pub fn write_synthetic(
     }
     w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
     w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
-    w.add_metadata("tokenizer.ggml.tokens", Value::Array(ValueType::String, tokens));
-    w.add_metadata("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types));
-    w.add_metadata("tokenizer.ggml.merges", Value::Array(ValueType::String, Vec::new()));
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.merges",
+        Value::Array(ValueType::String, Vec::new()),
+    );
     w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(256));
     w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(257));
     w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(false));
 
     // (name, rows, cols, is a norm or bias vector)
-    let mut specs: Vec<(String, usize, usize, bool)> = vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
+    let mut specs: Vec<(String, usize, usize, bool)> =
+        vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
     for l in 0..s.n_layers {
         let n = |x: &str| format!("blk.{l}.{x}");
         specs.push((n("attn_norm.weight"), 1, s.d_model, true));
@@ -191,7 +212,11 @@ pub fn write_synthetic(
         } else {
             GgmlType::Q8_0
         };
-        let dims: Vec<u64> = if vector { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        let dims: Vec<u64> = if vector {
+            vec![cols as u64]
+        } else {
+            vec![cols as u64, rows as u64]
+        };
         let tensor_seed = seed.wrapping_mul(0x9E37_79B9).wrapping_add(i as u64);
         let is_norm = name.contains("norm");
         let (progress, done) = (progress.clone(), done.clone());
@@ -213,9 +238,20 @@ pub fn write_synthetic(
 /// Streams `rows × cols` random values in `ty`, a band of rows at a time, quantized in parallel.
 /// Matrices draw uniformly with standard deviation 1/√cols (outputs keep the scale of the
 /// inputs); norm weights draw near 1.
-fn write_random(out: &mut dyn std::io::Write, ty: GgmlType, rows: usize, cols: usize, seed: u64, norm: bool) -> std::io::Result<()> {
+fn write_random(
+    out: &mut dyn std::io::Write,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+    norm: bool,
+) -> std::io::Result<()> {
     let row_bytes = ty.row_bytes(cols).map_err(std::io::Error::other)?;
-    let scale = if norm { 0.1 } else { (3.0f32).sqrt() / (cols as f32).sqrt() };
+    let scale = if norm {
+        0.1
+    } else {
+        (3.0f32).sqrt() / (cols as f32).sqrt()
+    };
     const BAND: usize = 256;
     let mut buf = vec![0u8; BAND * row_bytes];
     for band_start in (0..rows).step_by(BAND) {
@@ -224,7 +260,8 @@ fn write_random(out: &mut dyn std::io::Write, ty: GgmlType, rows: usize, cols: u
             .par_chunks_mut(row_bytes)
             .enumerate()
             .try_for_each(|(r, dst)| {
-                let mut rng = Rng::new(seed ^ ((band_start + r) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let mut rng =
+                    Rng::new(seed ^ ((band_start + r) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
                 let vals: Vec<f32> = (0..cols)
                     .map(|_| {
                         let u = (rng.next_f64() * 2.0 - 1.0) as f32 * scale;
