@@ -47,6 +47,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Serve the model over an OpenAI-compatible HTTP API with continuous batching.
     Serve(cmd::serve::Args),
+    /// List the CUDA kernels or compile them ahead of time (NVRTC only, no GPU needed).
+    Kernels(cmd::kernels::Args),
 }
 
 fn main() {
@@ -69,6 +71,7 @@ fn main() {
         Command::BenchOps(a) => cmd::bench_ops::main(a),
         Command::Report(a) => cmd::report::main(a),
         Command::Serve(a) => cmd::serve::main(a),
+        Command::Kernels(a) => cmd::kernels::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -81,10 +81,10 @@ pub fn run<B: Backend>(
                 model.forward(&ids, cache, Logits::Last)?;
             }
             Test::Generate(n) => {
+                // Greedy decode on the backend: only token ids cross to the host.
                 let mut id = rng.below(vocab) as u32;
                 for _ in 0..n {
-                    let logits = model.forward(&[id], cache, Logits::Last)?;
-                    id = crate::sampler::argmax(&logits);
+                    id = model.decode_argmax(id, cache)?;
                 }
             }
         }

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::{GenerateParams, SamplingParams, Session};
-use plumb_ops::CpuBackend;
 
 type TestBackend = plumb_ops::ReferenceBackend;
 

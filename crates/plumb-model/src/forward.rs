@@ -13,6 +13,8 @@
 //! x += Wdown · (silu(Wgate·xn) * (Wup·xn))
 //! ```
 
+use std::sync::Mutex;
+
 use plumb_ops::{AttnParams, Backend, RopeParams};
 
 use crate::config::ModelConfig;
@@ -30,8 +32,8 @@ pub enum Logits {
 }
 
 /// Scratch activations for up to `cap` tokens.
-struct Workspace<B: Backend> {
-    cap: usize,
+pub(crate) struct Workspace<B: Backend> {
+    pub(crate) cap: usize,
     x: B::Buf,
     xn: B::Buf,
     q: B::Buf,
@@ -43,11 +45,11 @@ struct Workspace<B: Backend> {
     gate: B::Buf,
     up: B::Buf,
     act: B::Buf,
-    logits: B::Buf,
+    pub(crate) logits: B::Buf,
 }
 
 impl<B: Backend> Workspace<B> {
-    fn new(b: &B, cfg: &ModelConfig, cap: usize, logit_rows: usize) -> Result<Self> {
+    pub(crate) fn new(b: &B, cfg: &ModelConfig, cap: usize, logit_rows: usize) -> Result<Self> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         Ok(Workspace {
             cap,
@@ -58,7 +60,7 @@ impl<B: Backend> Workspace<B> {
             v: b.alloc(cap * kv)?,
             tmp: b.alloc(cap * q.max(kv).max(d))?,
             attn: b.alloc(cap * q)?,
-            proj: b.alloc(cap * d)?,
+            proj: b.alloc(cap * d.max(q))?,
             gate: b.alloc(cap * ff)?,
             up: b.alloc(cap * ff)?,
             act: b.alloc(cap * ff)?,
@@ -73,6 +75,11 @@ pub struct Model<B: Backend> {
     pub weights: Weights<B>,
     /// Most tokens one forward pass processes at once; longer inputs go in chunks.
     pub max_batch: usize,
+    /// The workspace of single-token decode steps, kept so that its buffers stay put and a
+    /// recorded step can be replayed.
+    decode_ws: Mutex<Option<Workspace<B>>>,
+    /// The workspace of batched forwards (see `batch.rs`).
+    pub(crate) batch_ws: crate::batch::BatchWorkspace<B>,
 }
 
 impl<B: Backend> Model<B> {
@@ -82,7 +89,69 @@ impl<B: Backend> Model<B> {
             backend,
             weights,
             max_batch: 256,
+            decode_ws: Mutex::new(None),
+            batch_ws: Mutex::new(None),
         }
+    }
+
+    /// One decode step: runs `token` at the cache's next position and returns the argmax of
+    /// its logits, moving only the token id off the backend.
+    pub fn decode_argmax(&self, token: u32, cache: &mut KvCache<B>) -> Result<u32> {
+        self.decode_step(
+            token,
+            cache,
+            |b, ws, vocab| Ok(b.argmax(&ws.logits, vocab)?),
+        )
+    }
+
+    /// One decode step through the kept workspace; recorded on first use for this cache and
+    /// replayed afterwards where the backend can. `read` takes the result off the backend.
+    fn decode_step<T>(
+        &self,
+        token: u32,
+        cache: &mut KvCache<B>,
+        read: impl FnOnce(&B, &Workspace<B>, usize) -> Result<T>,
+    ) -> Result<T> {
+        let (b, cfg) = (&self.backend, &self.config);
+        if cache.len + 1 > cache.capacity {
+            return Err(ModelError::ContextFull {
+                needed: cache.len + 1,
+                capacity: cache.capacity,
+            });
+        }
+        if token as usize >= cfg.vocab_size {
+            return Err(ModelError::BadToken {
+                id: token,
+                vocab: cfg.vocab_size,
+            });
+        }
+        let mut guard = self.decode_ws.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(Workspace::new(b, cfg, 1, 1)?);
+        }
+        let ws = guard
+            .as_mut()
+            .ok_or_else(|| ModelError::Config("decode workspace".into()))?;
+        let pos = cache.len as u32;
+        b.begin_step(&[token], &[pos])?;
+        // A recording bakes in the cache's buffers, so it is keyed by the cache.
+        let key = cache.id;
+        let run = (|| -> Result<()> {
+            if b.replay(key)? {
+                cache.len += 1;
+                return Ok(());
+            }
+            let recording = b.record_begin(key)?;
+            self.forward_chunk(&[token], cache, ws, Logits::Last)?;
+            if recording {
+                b.record_end(key)?;
+            }
+            Ok(())
+        })();
+        let ended = b.end_step();
+        run?;
+        ended?;
+        read(b, ws, cfg.vocab_size)
     }
 
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache<B>> {
@@ -114,6 +183,13 @@ impl<B: Backend> Model<B> {
                 vocab: cfg.vocab_size,
             });
         }
+        if tokens.len() == 1 && want == Logits::Last {
+            return self.decode_step(tokens[0], cache, |b, ws, vocab| {
+                let mut out = vec![0f32; vocab];
+                b.download(&ws.logits, &mut out)?;
+                Ok(out)
+            });
+        }
         let cap = tokens.len().min(self.max_batch);
         let logit_rows = if want == Logits::All { cap } else { 1 };
         let mut ws = Workspace::new(&self.backend, cfg, cap, logit_rows)?;
@@ -123,7 +199,13 @@ impl<B: Backend> Model<B> {
             cfg.vocab_size
         });
         for chunk in tokens.chunks(cap) {
-            let rows = self.forward_chunk(chunk, cache, &mut ws, want)?;
+            let positions: Vec<u32> = (cache.len..cache.len + chunk.len())
+                .map(|p| p as u32)
+                .collect();
+            self.backend.begin_step(chunk, &positions)?;
+            let rows = self.forward_chunk(chunk, cache, &mut ws, want);
+            self.backend.end_step()?;
+            let rows = rows?;
             let start = out.len();
             out.resize(start + rows * cfg.vocab_size, 0.0);
             self.backend.download(&ws.logits, &mut out[start..])?;
@@ -135,7 +217,8 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
-    /// One chunk of at most `ws.cap` tokens; leaves logits in `ws.logits`, returns their rows.
+    /// One chunk of at most `ws.cap` tokens of one sequence, inside a step the backend was
+    /// told of; leaves logits in `ws.logits` and returns their rows.
     fn forward_chunk(
         &self,
         tokens: &[u32],
@@ -143,24 +226,45 @@ impl<B: Backend> Model<B> {
         ws: &mut Workspace<B>,
         want: Logits,
     ) -> Result<usize> {
+        let positions: Vec<u32> = (cache.len..cache.len + tokens.len())
+            .map(|p| p as u32)
+            .collect();
+        let mut segs = [Segment {
+            off: 0,
+            len: tokens.len(),
+            cache,
+        }];
+        self.forward_segments(tokens, &positions, &mut segs, ws, want)
+    }
+
+    /// The layers over `tokens`, which are consecutive runs (`segs`) of different sequences,
+    /// each appended to its own cache. Matmuls, norms and RoPE run over all rows at once;
+    /// attention runs per segment. With one segment the ops see exactly the step's values
+    /// (`kv_write`, attention in place), so a single-sequence step can be recorded.
+    pub(crate) fn forward_segments(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        segs: &mut [Segment<'_, B>],
+        ws: &mut Workspace<B>,
+        want: Logits,
+    ) -> Result<usize> {
         let (b, cfg, w) = (&self.backend, &self.config, &self.weights);
         let n = tokens.len();
-        debug_assert!(n <= ws.cap);
-        let (d, qd, kvd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim());
-        let pos0 = cache.len;
-        let positions: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
+        debug_assert!(n <= ws.cap && segs.iter().map(|s| s.len).sum::<usize>() == n);
+        let (d, qd, kvd, hd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let rope = RopeParams {
             style: cfg.arch.rope_style(),
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };
-        let attn = AttnParams {
-            n_tokens: n,
-            pos0,
+        let attn = |seg: &Segment<'_, B>| AttnParams {
+            n_tokens: seg.len,
+            pos0: seg.cache.len,
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
-            head_dim: cfg.head_dim,
-            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
         };
 
         b.embedding(&w.tok_embd, tokens, &mut ws.x)?;
@@ -176,38 +280,53 @@ impl<B: Backend> Model<B> {
                 b.add_bias(&mut ws.v, bv, n, kvd)?;
             }
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                b.rms_norm(
-                    &ws.q,
-                    qn,
-                    cfg.rms_eps,
-                    n * cfg.n_heads,
-                    cfg.head_dim,
-                    &mut ws.tmp,
-                )?;
+                b.rms_norm(&ws.q, qn, cfg.rms_eps, n * cfg.n_heads, hd, &mut ws.tmp)?;
                 std::mem::swap(&mut ws.q, &mut ws.tmp);
-                b.rms_norm(
-                    &ws.k,
-                    kn,
-                    cfg.rms_eps,
-                    n * cfg.n_kv_heads,
-                    cfg.head_dim,
-                    &mut ws.tmp,
-                )?;
+                b.rms_norm(&ws.k, kn, cfg.rms_eps, n * cfg.n_kv_heads, hd, &mut ws.tmp)?;
                 std::mem::swap(&mut ws.k, &mut ws.tmp);
             }
             let ff = w.rope_freqs.as_ref();
-            b.rope(&mut ws.q, &positions, cfg.n_heads, cfg.head_dim, rope, ff)?;
-            b.rope(
-                &mut ws.k,
-                &positions,
-                cfg.n_kv_heads,
-                cfg.head_dim,
-                rope,
-                ff,
-            )?;
-            b.copy(&ws.k, 0, &mut cache.k[li], pos0 * kvd, n * kvd)?;
-            b.copy(&ws.v, 0, &mut cache.v[li], pos0 * kvd, n * kvd)?;
-            b.attention(&ws.q, &cache.k[li], &cache.v[li], attn, &mut ws.attn)?;
+            b.rope(&mut ws.q, positions, cfg.n_heads, hd, rope, ff)?;
+            b.rope(&mut ws.k, positions, cfg.n_kv_heads, hd, rope, ff)?;
+            if let [seg] = segs {
+                b.kv_write(&ws.k, &mut seg.cache.k[li], seg.cache.len, n, kvd)?;
+                b.kv_write(&ws.v, &mut seg.cache.v[li], seg.cache.len, n, kvd)?;
+                b.attention(
+                    &ws.q,
+                    &seg.cache.k[li],
+                    &seg.cache.v[li],
+                    attn(seg),
+                    &mut ws.attn,
+                )?;
+            } else {
+                // q rows of a segment: [off, off+len) → tmp; its output → attn rows.
+                for seg in segs.iter_mut() {
+                    let (off, len, pos0) = (seg.off, seg.len, seg.cache.len);
+                    b.copy(
+                        &ws.k,
+                        off * kvd,
+                        &mut seg.cache.k[li],
+                        pos0 * kvd,
+                        len * kvd,
+                    )?;
+                    b.copy(
+                        &ws.v,
+                        off * kvd,
+                        &mut seg.cache.v[li],
+                        pos0 * kvd,
+                        len * kvd,
+                    )?;
+                    b.copy(&ws.q, off * qd, &mut ws.tmp, 0, len * qd)?;
+                    b.attention(
+                        &ws.tmp,
+                        &seg.cache.k[li],
+                        &seg.cache.v[li],
+                        attn(seg),
+                        &mut ws.proj,
+                    )?;
+                    b.copy(&ws.proj, 0, &mut ws.attn, off * qd, len * qd)?;
+                }
+            }
             b.matmul(&lw.wo, &ws.attn, n, &mut ws.proj)?;
             b.add_rms_norm(
                 &mut ws.x,
@@ -238,7 +357,9 @@ impl<B: Backend> Model<B> {
                 &mut ws.xn,
             )?;
         }
-        cache.len = pos0 + n;
+        for seg in segs.iter_mut() {
+            seg.cache.len += seg.len;
+        }
 
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
@@ -247,10 +368,19 @@ impl<B: Backend> Model<B> {
                 Ok(n)
             }
             Logits::Last => {
-                b.copy(&ws.xn, (n - 1) * d, &mut ws.proj, 0, d)?;
-                b.matmul(head, &ws.proj, 1, &mut ws.logits)?;
-                Ok(1)
+                for (i, seg) in segs.iter().enumerate() {
+                    b.copy(&ws.xn, (seg.off + seg.len - 1) * d, &mut ws.proj, i * d, d)?;
+                }
+                b.matmul(head, &ws.proj, segs.len(), &mut ws.logits)?;
+                Ok(segs.len())
             }
         }
     }
+}
+
+/// A run of consecutive tokens of one sequence inside a batch.
+pub(crate) struct Segment<'a, B: Backend> {
+    pub off: usize,
+    pub len: usize,
+    pub cache: &'a mut KvCache<B>,
 }

@@ -7,6 +7,8 @@ use crate::config::ModelConfig;
 use crate::error::Result;
 
 pub struct KvCache<B: Backend> {
+    /// Unique per cache: recorded decode steps are keyed by the cache they write.
+    pub id: u64,
     pub k: Vec<B::Buf>,
     pub v: Vec<B::Buf>,
     /// Positions written so far.
@@ -23,7 +25,10 @@ impl<B: Backend> KvCache<B> {
             k.push(backend.alloc(n)?);
             v.push(backend.alloc(n)?);
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(KvCache {
+            id,
             k,
             v,
             len: 0,

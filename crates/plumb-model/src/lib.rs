@@ -7,6 +7,7 @@
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
 //! - [`store`]: the model cache directory and the fetch of the default model.
 
+pub mod batch;
 pub mod config;
 pub mod error;
 pub mod forward;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod synth;
 pub mod weights;
 
+pub use batch::BatchItem;
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::{Logits, Model};

@@ -146,4 +146,45 @@ pub trait Backend: Send + Sync {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+
+    // --- steps: what lets a backend record a decode step once and replay it ---
+
+    /// `cache[pos0*kv_dim ..][.. n*kv_dim] = src[.. n*kv_dim]`: the KV-cache write of a step.
+    fn kv_write(&self, src: &Self::Buf, cache: &mut Self::Buf, pos0: usize, n: usize, kv_dim: usize) -> Result<()> {
+        self.copy(src, 0, cache, pos0 * kv_dim, n * kv_dim)
+    }
+
+    /// Announces the tokens and positions of the forward step about to run. Until
+    /// [`Backend::end_step`], the ops of the step receive exactly these values (`ids` of
+    /// `embedding`, `positions` of `rope`, `pos0 = positions[0]` of `attention` and `kv_write`),
+    /// so a backend may read them from its own device-side copy, which is what lets a recorded
+    /// step be replayed with new values.
+    fn begin_step(&self, tokens: &[u32], positions: &[u32]) -> Result<()> {
+        let _ = (tokens, positions);
+        Ok(())
+    }
+
+    fn end_step(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts recording the ops that follow (inside a step) under `key`. Returns `false` when
+    /// the backend does not record, in which case the ops simply run.
+    fn record_begin(&self, key: u64) -> Result<bool> {
+        let _ = key;
+        Ok(false)
+    }
+
+    /// Ends the recording started by `record_begin` and runs what was recorded once.
+    fn record_end(&self, key: u64) -> Result<()> {
+        let _ = key;
+        Ok(())
+    }
+
+    /// Replays the step recorded under `key` (with the values of the current step) and
+    /// returns `true`, or returns `false` if there is no such recording.
+    fn replay(&self, key: u64) -> Result<bool> {
+        let _ = key;
+        Ok(false)
+    }
 }

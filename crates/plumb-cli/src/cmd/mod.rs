@@ -3,6 +3,7 @@ pub mod bench_ops;
 pub mod chat;
 pub mod check;
 pub mod inspect;
+pub mod kernels;
 pub mod perplexity;
 pub mod report;
 pub mod run;

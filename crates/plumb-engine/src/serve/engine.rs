@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plumb_model::Model;
+use plumb_model::{BatchItem, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
@@ -289,6 +289,68 @@ impl<B: Backend> Worker<B> {
                 None => i += 1,
             }
         }
+        self.decode_batch(stats);
+    }
+
+    /// Runs the token every decoding choice sampled this step through the model as one
+    /// batch (in slices of at most `max_batch` tokens), and hands each choice its logits.
+    /// A failed batch fails the requests in it.
+    fn decode_batch(&mut self, stats: &mut StepStats) {
+        let limit = self.model.max_batch.max(1);
+        loop {
+            let model = &self.model;
+            let mut batch: Vec<(usize, &mut Choice<B>)> = self
+                .running
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(ri, a)| match &mut a.phase {
+                    Phase::Decode { choices } => choices.iter_mut().map(|c| (ri, c)).collect(),
+                    Phase::Prefill { .. } => Vec::new(),
+                })
+                .filter(|(_, c)| c.pending.is_some())
+                .take(limit)
+                .collect();
+            if batch.is_empty() {
+                return;
+            }
+            let ids: Vec<u32> = batch
+                .iter_mut()
+                .filter_map(|(_, c)| c.pending.take())
+                .collect();
+            let owners: Vec<usize> = batch.iter().map(|(ri, _)| *ri).collect();
+            let result = {
+                let mut items: Vec<BatchItem<'_, B>> = batch
+                    .iter_mut()
+                    .zip(&ids)
+                    .map(|((_, c), id)| BatchItem {
+                        tokens: std::slice::from_ref(id),
+                        cache: c.kv.cache_mut(),
+                    })
+                    .collect();
+                catch_unwind(AssertUnwindSafe(|| model.forward_batch(&mut items)))
+            };
+            match result {
+                Ok(Ok(logits)) => {
+                    for ((_, c), l) in batch.iter_mut().zip(logits) {
+                        c.set_logits(l);
+                    }
+                }
+                failure => {
+                    let msg = match failure {
+                        Ok(Err(e)) => format!("generation failed: {e}"),
+                        _ => "internal error in the batched forward".to_string(),
+                    };
+                    drop(batch);
+                    let mut owners = owners;
+                    owners.dedup();
+                    for &ri in owners.iter().rev() {
+                        let a = self.running.remove(ri);
+                        a.tx.send(Event::Error(msg.clone()));
+                        stats.ended.push(RequestStatus::Failed);
+                    }
+                }
+            }
+        }
     }
 
     fn publish(&self, stats: StepStats, stepped: bool) {
@@ -370,7 +432,7 @@ fn advance<B: Backend>(
     let mut i = 0;
     while i < choices.len() {
         let c = &mut choices[i];
-        let (finish, tail) = match c.step(model, tok, stop_tokens, &a.req)? {
+        let (finish, tail) = match c.step(tok, stop_tokens, &a.req)? {
             StepResult::Eos(tail) => (Some(FinishReason::Stop), tail),
             StepResult::Token(step) => {
                 let now = Instant::now();

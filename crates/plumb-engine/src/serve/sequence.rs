@@ -56,6 +56,11 @@ impl<B: Backend> SeqKv<B> {
     fn is_full(&self) -> bool {
         self.cache.len >= self.cache.capacity
     }
+
+    /// The cache, for a batched forward.
+    pub(crate) fn cache_mut(&mut self) -> &mut KvCache<B> {
+        &mut self.cache
+    }
 }
 
 /// What one decode step of a choice produced.
@@ -77,6 +82,8 @@ pub(crate) struct Choice<B: Backend> {
     stops: StopMatcher,
     /// Logits to sample the next token from.
     logits: Vec<f32>,
+    /// The token sampled in this step, waiting for the step's batched forward.
+    pub pending: Option<u32>,
     pub last_token_at: Option<Instant>,
 }
 
@@ -93,16 +100,17 @@ impl<B: Backend> Choice<B> {
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             logits,
+            pending: None,
             last_token_at: None,
         }
     }
 
-    /// Samples one token, decodes it and, unless the choice ends here, runs it through the
-    /// model for the next step's logits. An end-of-sequence token ends the choice without a
-    /// token event.
+    /// Samples one token and decodes it; unless the choice ends here, the token is left in
+    /// `pending` for the step's batched forward, which brings the next logits
+    /// ([`Choice::set_logits`]). An end-of-sequence token ends the choice without a token
+    /// event.
     pub(crate) fn step(
         &mut self,
-        model: &Model<B>,
         tok: &Tokenizer,
         stop_tokens: &[u32],
         req: &Request,
@@ -128,10 +136,15 @@ impl<B: Backend> Choice<B> {
         } else if self.generated >= req.max_tokens || self.kv.is_full() {
             Some((FinishReason::Length, self.release()))
         } else {
-            self.logits = self.kv.forward(model, &[id])?;
+            // The engine runs every pending token of the step in one batched forward.
+            self.pending = Some(id);
             None
         };
         Ok(StepResult::Token(ChoiceStep { token, finish }))
+    }
+
+    pub(crate) fn set_logits(&mut self, logits: Vec<f32>) {
+        self.logits = logits;
     }
 
     /// The text held back (unfinished characters, a possible stop-string start).

@@ -1,0 +1,89 @@
+//! Batched forward: one pass over the new tokens of many sequences, each with its own cache
+//! (continuous batching). The weights are read once for the whole batch.
+
+use std::sync::Mutex;
+
+use plumb_ops::Backend;
+
+use crate::error::{ModelError, Result};
+use crate::forward::{Logits, Model, Segment, Workspace};
+use crate::kv_cache::KvCache;
+
+/// The new tokens of one sequence and the cache they extend.
+pub struct BatchItem<'a, B: Backend> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache<B>,
+}
+
+/// A workspace kept between batches, grown when a larger batch comes.
+pub(crate) type BatchWorkspace<B> = Mutex<Option<Workspace<B>>>;
+
+impl<B: Backend> Model<B> {
+    /// Runs every item's tokens after its cache's contents and returns, per item, the logits
+    /// of its last token (`[vocab]` each). Items may mix prompt chunks and single decode
+    /// tokens. The total number of tokens must not exceed `max_batch`.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_, B>]) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.config;
+        let n: usize = items.iter().map(|it| it.tokens.len()).sum();
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if n > self.max_batch.max(items.len()) {
+            return Err(ModelError::Config(format!(
+                "a batch of {n} tokens exceeds max_batch {}",
+                self.max_batch
+            )));
+        }
+        let mut ids = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        for it in items.iter() {
+            if it.tokens.is_empty() {
+                return Err(ModelError::Config("a batch item has no tokens".into()));
+            }
+            let needed = it.cache.len + it.tokens.len();
+            if needed > it.cache.capacity {
+                return Err(ModelError::ContextFull {
+                    needed,
+                    capacity: it.cache.capacity,
+                });
+            }
+            if let Some(&id) = it.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(ModelError::BadToken {
+                    id,
+                    vocab: cfg.vocab_size,
+                });
+            }
+            ids.extend_from_slice(it.tokens);
+            positions.extend((it.cache.len..needed).map(|p| p as u32));
+        }
+        let mut guard = self.batch_ws.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_none_or(|ws| ws.cap < n) {
+            // Grow in powers of two so that a slowly growing batch reallocates rarely.
+            let cap = n.next_power_of_two().min(self.max_batch.max(n));
+            *guard = None;
+            *guard = Some(Workspace::new(&self.backend, cfg, cap, cap)?);
+        }
+        let ws = guard
+            .as_mut()
+            .ok_or_else(|| ModelError::Config("batch workspace".into()))?;
+        let mut off = 0;
+        let mut segs: Vec<Segment<'_, B>> = items
+            .iter_mut()
+            .map(|it| {
+                let s = Segment {
+                    off,
+                    len: it.tokens.len(),
+                    cache: &mut *it.cache,
+                };
+                off += s.len;
+                s
+            })
+            .collect();
+        // Not a step: the segments have different positions, so the ops take their arguments.
+        let rows = self.forward_segments(&ids, &positions, &mut segs, ws, Logits::Last)?;
+        let vocab = cfg.vocab_size;
+        let mut all = vec![0f32; rows * vocab];
+        self.backend.download(&ws.logits, &mut all)?;
+        Ok(all.chunks(vocab).map(|c| c.to_vec()).collect())
+    }
+}
