@@ -59,29 +59,54 @@ pub fn bench_model_ops<B: Backend>(
     let mut rng = Rng::new(7);
     let mut out = Vec::new();
     let (d, ff) = (cfg.d_model, cfg.d_ff);
-    // One of each distinct matrix of layer 0, plus the output head.
+    // Each distinct matrix, taken from every layer in turn so that repeated calls stream from
+    // memory rather than from a cache; plus the output head.
     let head = if file.tensor("output.weight").is_some() {
         "output.weight"
     } else {
         "token_embd.weight"
     };
-    let names = [
-        "blk.0.attn_q.weight",
-        "blk.0.attn_k.weight",
-        "blk.0.ffn_gate.weight",
-        "blk.0.ffn_down.weight",
+    let kinds = [
+        "attn_q.weight",
+        "attn_k.weight",
+        "ffn_gate.weight",
+        "ffn_down.weight",
         head,
     ];
     for n in [1, n_prefill] {
-        for name in names {
-            let hw: HostWeight = file.weight(name)?;
-            let w = b.upload_weight(&hw)?;
+        for kind in kinds {
+            let names: Vec<String> = if kind == head {
+                vec![head.to_string()]
+            } else {
+                (0..cfg.n_layers)
+                    .map(|l| format!("blk.{l}.{kind}"))
+                    .collect()
+            };
+            let host: Vec<HostWeight> = names
+                .iter()
+                .map(|nm| file.weight(nm))
+                .collect::<std::result::Result<_, _>>()?;
+            let ws: Vec<B::Weight> = host
+                .iter()
+                .map(|h| b.upload_weight(h))
+                .collect::<std::result::Result<_, _>>()?;
+            let hw = &host[0];
             let x = b.upload(&rng.normals(n * hw.cols, 1.0))?;
             let mut y = b.alloc(n * hw.rows)?;
-            let s = time(b, reps, || Ok(b.matmul(&w, &x, n, &mut y)?))?;
+            let s = time(b, reps, || {
+                for w in &ws {
+                    b.matmul(w, &x, n, &mut y)?;
+                }
+                Ok(())
+            })? / ws.len() as f64;
             out.push(OpTiming {
                 op: "matmul".into(),
-                shape: format!("{name} {}×{} n={n}", hw.rows, hw.cols),
+                shape: format!(
+                    "{} {}×{} n={n}",
+                    names[0].replace("blk.0.", "blk.*."),
+                    hw.rows,
+                    hw.cols
+                ),
                 dtype: hw.ty.name().into(),
                 seconds: s,
                 bytes: (hw.data.len() + 4 * n * (hw.cols + hw.rows)) as f64,
@@ -170,13 +195,14 @@ pub fn bench_model_ops<B: Backend>(
     Ok(out)
 }
 
-/// Read bandwidth of host memory in bytes/s: every core sums its share of a 512 MiB buffer;
-/// the best of five passes.
+/// Read bandwidth of host memory in bytes/s: every core sums its share of a 1 GiB buffer
+/// (32× a large L3, so the caches do not help) with wide, independent accumulators; the best
+/// of five passes.
 pub fn host_read_bandwidth() -> f64 {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let words = (512usize << 20) / 8;
+    let words = (1usize << 30) / 8;
     let data: Vec<u64> = (0..words as u64).collect();
     let chunk = words.div_ceil(threads);
     let mut best = 0f64;
@@ -187,9 +213,13 @@ pub fn host_read_bandwidth() -> f64 {
                 .chunks(chunk)
                 .map(|c| {
                     s.spawn(move || {
-                        c.chunks(8).fold(0u64, |a, w| {
-                            a.wrapping_add(w.iter().fold(0u64, |x, y| x ^ y))
-                        })
+                        let mut acc = [0u64; 8];
+                        for w in c.chunks_exact(8) {
+                            for (a, x) in acc.iter_mut().zip(w) {
+                                *a = a.wrapping_add(*x);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
                     })
                 })
                 .collect();

@@ -26,9 +26,10 @@ pub struct Args {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     json: bool,
-    /// Instead of the ops, run PROMPT through this model on the reference backend and on the
-    /// checked one and compare the logits at every position.
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    /// Instead of the ops, run --prompt through this model (the default model when PATH is
+    /// omitted) on the reference backend and on the checked one, and compare the logits at
+    /// every position.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "default")]
     model: Option<PathBuf>,
     /// The prompt of the model-level check.
     #[arg(
@@ -149,7 +150,8 @@ fn finite(x: f64) -> serde_json::Value {
 }
 
 fn model_check(a: &Args, model: &std::path::Path) -> Result<()> {
-    let explicit = (!model.as_os_str().is_empty()).then_some(model);
+    // `--model` alone checks the default model.
+    let explicit = (model.as_os_str() != "default").then_some(model);
     let path = crate::common::model_path(explicit)?;
     let choice = a.device.choice()?;
     let kind = choice.kind();

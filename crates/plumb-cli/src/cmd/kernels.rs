@@ -3,9 +3,11 @@
 use anyhow::{bail, Context, Result};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Kernels are compiled by NVRTC at first use and cached in $PLUMB_HOME/kernels, keyed by \
+#[command(
+    after_help = "Kernels are compiled by NVRTC at first use and cached in $PLUMB_HOME/kernels, keyed by \
 source hash, GPU architecture and NVRTC version. --compile does it ahead of time and needs only NVRTC, \
-not a GPU.\nExample: plumb kernels --compile --arch sm_90")]
+not a GPU.\nExample: plumb kernels --compile --arch sm_90"
+)]
 pub struct Args {
     /// Compile every kernel file (for every weight format where a file is per format).
     #[arg(long)]
@@ -25,7 +27,8 @@ pub fn main(a: Args) -> Result<()> {
     }
     let mut failed = 0;
     for arch in &a.arch {
-        let reports = plumb_cuda::compile_all(arch).with_context(|| format!("compiling for {arch}"))?;
+        let reports =
+            plumb_cuda::compile_all(arch).with_context(|| format!("compiling for {arch}"))?;
         let total: f64 = reports.iter().map(|r| r.compile_ms).sum();
         for r in &reports {
             println!(
@@ -43,7 +46,11 @@ pub fn main(a: Args) -> Result<()> {
             }
         }
         let (maj, min) = reports.first().map(|r| r.nvrtc_version).unwrap_or((0, 0));
-        eprintln!("plumb: {arch}: {} units in {:.1} s (NVRTC {maj}.{min})", reports.len(), total / 1e3);
+        eprintln!(
+            "plumb: {arch}: {} units in {:.1} s (NVRTC {maj}.{min})",
+            reports.len(),
+            total / 1e3
+        );
     }
     if failed > 0 {
         bail!("{failed} unit(s) have no kernels");
