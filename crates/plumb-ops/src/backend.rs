@@ -150,7 +150,14 @@ pub trait Backend: Send + Sync {
     // --- steps: what lets a backend record a decode step once and replay it ---
 
     /// `cache[pos0*kv_dim ..][.. n*kv_dim] = src[.. n*kv_dim]`: the KV-cache write of a step.
-    fn kv_write(&self, src: &Self::Buf, cache: &mut Self::Buf, pos0: usize, n: usize, kv_dim: usize) -> Result<()> {
+    fn kv_write(
+        &self,
+        src: &Self::Buf,
+        cache: &mut Self::Buf,
+        pos0: usize,
+        n: usize,
+        kv_dim: usize,
+    ) -> Result<()> {
         self.copy(src, 0, cache, pos0 * kv_dim, n * kv_dim)
     }
 

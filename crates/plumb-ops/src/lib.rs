@@ -6,10 +6,12 @@
 
 pub mod backend;
 pub mod check;
+pub mod cpu;
 pub mod error;
 pub mod ops;
 pub mod reference;
 
 pub use backend::{AttnParams, Backend, RopeParams, RopeStyle};
+pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
 pub use reference::ReferenceBackend;

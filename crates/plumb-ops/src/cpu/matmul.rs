@@ -1,0 +1,253 @@
+//! Matmul dispatch: weight upload (repacking), activation quantization, and the split of
+//! weight rows over the thread pool.
+
+use plumb_core::{GgmlType, HostWeight};
+
+use super::float::{self, FloatRows, OutPtr};
+use super::layout::{repack, QFmt, QWeight};
+use super::pool::split;
+use super::{act, scalar, CpuBackend};
+use crate::error::{ensure, Result};
+
+/// A weight resident on the CPU backend, repacked for its kernels.
+#[derive(Clone)]
+pub struct CpuWeight {
+    pub(crate) ty: GgmlType,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) kind: Kind,
+}
+
+#[derive(Clone)]
+pub(crate) enum Kind {
+    Quant(QWeight),
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    BF16(Vec<u16>),
+    /// Formats without a kernel of their own (Q8_K): dequantized a row at a time.
+    Raw(HostWeight),
+}
+
+impl std::fmt::Debug for CpuWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuWeight({} {}×{})", self.ty, self.rows, self.cols)
+    }
+}
+
+impl CpuWeight {
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held by this weight.
+    pub fn size_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Quant(q) => q.data.len(),
+            Kind::F32(v) => 4 * v.len(),
+            Kind::F16(v) | Kind::BF16(v) => 2 * v.len(),
+            Kind::Raw(h) => h.data.len(),
+        }
+    }
+
+    pub(crate) fn upload(w: &HostWeight) -> Result<CpuWeight> {
+        let b = w.data.as_slice();
+        let halfs = || {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect::<Vec<u16>>()
+        };
+        let kind = match w.ty {
+            GgmlType::F32 => Kind::F32(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            GgmlType::F16 => Kind::F16(halfs()),
+            GgmlType::BF16 => Kind::BF16(halfs()),
+            ty => match QFmt::from_ggml(ty) {
+                Some(fmt) => Kind::Quant(repack(w, fmt)?),
+                None => Kind::Raw(w.clone()),
+            },
+        };
+        Ok(CpuWeight {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            kind,
+        })
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values).
+    pub(crate) fn dequant_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        let c = self.cols;
+        match &self.kind {
+            Kind::Quant(q) => scalar::dequant_row(q, r, out),
+            Kind::F32(v) => out.copy_from_slice(&v[r * c..(r + 1) * c]),
+            Kind::F16(v) => {
+                for (o, h) in out.iter_mut().zip(&v[r * c..(r + 1) * c]) {
+                    *o = half::f16::from_bits(*h).to_f32();
+                }
+            }
+            Kind::BF16(v) => {
+                for (o, h) in out.iter_mut().zip(&v[r * c..(r + 1) * c]) {
+                    *o = f32::from_bits((*h as u32) << 16);
+                }
+            }
+            Kind::Raw(h) => h.dequantize_row(r, out)?,
+        }
+        Ok(())
+    }
+}
+
+/// A raw pointer that may cross to pool threads; each thread writes disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: used only to hand disjoint output ranges to the pool's threads, which all finish
+// before the owning borrow ends (`ThreadPool::run` returns after every share).
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer. (A method, so that closures capture the `SendPtr`, not its field.)
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Chunks of rows per pool thread: more than one, so that a thread that starts late (a
+/// busy machine) only delays its last chunk; few, since each claim moves a cache line.
+pub(crate) const CHUNKS_PER_THREAD: usize = 2;
+
+/// Below this many multiply-adds a matmul runs on the calling thread alone.
+const PAR_MIN: usize = 1 << 15;
+const PAR_MIN_MACS: usize = PAR_MIN;
+
+pub(crate) fn matmul(
+    be: &CpuBackend,
+    w: &CpuWeight,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let (rows, cols) = (w.rows, w.cols);
+    ensure(
+        x.len() >= n * cols && out.len() >= n * rows,
+        "matmul",
+        || {
+            format!(
+                "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
+                n * cols,
+                x.len(),
+                n * rows,
+                out.len()
+            )
+        },
+    )?;
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    // Rows go to the pool in chunks (a few per thread, claimed dynamically).
+    let chunks = if n * rows * cols < PAR_MIN_MACS {
+        1
+    } else {
+        // Decode: one chunk per thread (each chunk starts with cold weight streams).
+        let per = if n < 4 { 1 } else { CHUNKS_PER_THREAD };
+        (per * be.pool.threads()).min(rows.div_ceil(8))
+    };
+    let out_p = SendPtr(out.as_mut_ptr());
+    let run = |f: &(dyn Fn(usize) + Sync)| be.pool.run(chunks, f);
+    match &w.kind {
+        Kind::Quant(q) => {
+            let mut buf = be.take_scratch();
+            buf.reserve_len(n * q.act_bytes);
+            let ab = q.act_bytes;
+            let ap = SendPtr(buf.as_mut_slice().as_mut_ptr());
+            let qchunks = if n >= 8 { chunks.min(n) } else { 1 };
+            let quant = |c: usize| {
+                for t in split(n, qchunks, c, 1) {
+                    // SAFETY: token `t`'s bytes lie inside the buffer (reserved above) and
+                    // each chunk quantizes different tokens.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(ap.get().add(t * ab), ab) };
+                    act::quantize_token(be.level, &q.groups, &x[t * cols..(t + 1) * cols], dst);
+                }
+            };
+            be.pool.run(qchunks, &quant);
+            let act = buf.as_slice();
+            run(&|c| {
+                let r = split(rows, chunks, c, 8);
+                if r.is_empty() {
+                    return;
+                }
+                match be.level {
+                    #[cfg(target_arch = "x86_64")]
+                    super::SimdLevel::Avx512 => {
+                        // SAFETY: the level was detected; `act` holds `n` tokens quantized
+                        // for `q` in a 64-byte aligned buffer; `out` holds `n * rows` values
+                        // and this chunk alone writes rows `r`.
+                        unsafe { super::x86_512::matmul_rows(q, act, n, r, out_p.get()) }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    super::SimdLevel::Avx2 => {
+                        // SAFETY: as for AVX-512.
+                        unsafe { super::x86_avx2::matmul_rows(q, act, n, r, out_p.get()) }
+                    }
+                    _ => scalar::matmul_rows(q, act, n, r, &mut |t, r, v| {
+                        // SAFETY: `t < n`, `r < rows` (checked above), and each chunk writes
+                        // only its own rows.
+                        unsafe { *out_p.get().add(t * rows + r) = v }
+                    }),
+                }
+            });
+            be.put_scratch(buf);
+        }
+        Kind::F32(_) | Kind::F16(_) | Kind::BF16(_) => {
+            run(&|c| {
+                let r = split(rows, chunks, c, 4);
+                let (a, b) = (r.start * cols, r.end * cols);
+                let fr = match &w.kind {
+                    Kind::F32(v) => FloatRows::F32(&v[a..b]),
+                    Kind::F16(v) => FloatRows::F16(&v[a..b]),
+                    Kind::BF16(v) => FloatRows::BF16(&v[a..b]),
+                    _ => return,
+                };
+                let o = OutPtr {
+                    ptr: out_p.get(),
+                    stride: rows,
+                    row0: r.start,
+                };
+                // SAFETY: `out` holds `n * rows` values; this chunk writes rows `r` only.
+                unsafe { float::matmul_rows(be.level, fr, cols, x, n, r.len(), o) }
+            });
+        }
+        Kind::Raw(h) => {
+            let err = std::sync::Mutex::new(None);
+            run(&|c| {
+                let mut row = vec![0f32; cols];
+                for r in split(rows, chunks, c, 1) {
+                    if let Err(e) = h.dequantize_row(r, &mut row) {
+                        *err.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                        return;
+                    }
+                    let o = OutPtr {
+                        ptr: out_p.get(),
+                        stride: rows,
+                        row0: r,
+                    };
+                    // SAFETY: `out` holds `n * rows` values; this chunk writes row `r` only.
+                    unsafe { float::matmul_rows(be.level, FloatRows::F32(&row), cols, x, n, 1, o) }
+                }
+            });
+            if let Some(e) = err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
