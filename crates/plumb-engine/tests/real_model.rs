@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::{GenerateParams, SamplingParams, Session};
 
-type TestBackend = plumb_ops::ReferenceBackend;
+type TestBackend = plumb_ops::CpuBackend;
 
 fn backend() -> TestBackend {
-    plumb_ops::ReferenceBackend::default()
+    plumb_ops::CpuBackend::new()
 }
 
 fn fixtures() -> PathBuf {

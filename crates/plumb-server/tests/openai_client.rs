@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plumb_engine::serve::EngineConfig;
-use plumb_ops::ReferenceBackend;
+use plumb_ops::CpuBackend;
 use plumb_server::{load, router, serve, AppState};
 
 const API_KEY: &str = "plumb-test-key";
@@ -49,7 +49,7 @@ fn openai_python_client_suite() {
         max_queue: 64,
         prefill_chunk: 256,
     };
-    let loaded = load(&path, ReferenceBackend::default(), config).expect("loading the model");
+    let loaded = load(&path, CpuBackend::new(), config).expect("loading the model");
     let open = AppState::new(&loaded, None, MAX_BODY);
     let keyed = AppState::new(&loaded, Some(API_KEY.to_string()), MAX_BODY);
 
