@@ -35,6 +35,11 @@ pub struct Args {
         default_value = "64"
     )]
     gen: Vec<usize>,
+    /// Run this many sequences at once (comma-separated list), llama-batched-bench style: each
+    /// gets a prompt of the first -p length, then the first -n length of tokens is decoded for
+    /// all of them together; figures are aggregate tokens per second.
+    #[arg(long, value_delimiter = ',')]
+    parallel: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
@@ -68,7 +73,15 @@ pub fn main(a: Args) -> Result<()> {
     let path = crate::common::model_path(a.model.as_deref())?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let choice = a.device.choice()?;
-    let results = crate::common::with_backend!(&choice, |b| run(&file, b, &tests, a.reps)?);
+    let parallel = a.parallel.clone();
+    let (pp_len, tg_len) = (a.prompt.first().copied().unwrap_or(128), a.gen.first().copied().unwrap_or(128));
+    let results: Vec<(Option<usize>, BenchResult)> = crate::common::with_backend!(&choice, |b| {
+        if parallel.is_empty() {
+            run(&file, b, &tests, a.reps)?.into_iter().map(|r| (None, r)).collect()
+        } else {
+            run_parallel(&file, b, &parallel, pp_len, tg_len, a.reps)?
+        }
+    });
     let threads = match &choice {
         crate::common::Choice::Cpu { threads } => {
             threads.unwrap_or(crate::machine::describe().cores)
@@ -81,8 +94,9 @@ pub fn main(a: Args) -> Result<()> {
     let backend_name = choice.kind().name();
     let rows: Vec<serde_json::Value> = results
         .iter()
-        .map(|r| {
+        .map(|(par, r)| {
             json!({
+                "parallel": par.unwrap_or(1),
                 "test": r.test.name(), "n_tokens": r.test.tokens(), "avg_ts": r.mean(), "stddev_ts": r.stddev(),
                 "samples_ts": r.samples, "backend": backend_name, "threads": threads,
             })
@@ -100,11 +114,12 @@ pub fn main(a: Args) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if a.csv {
-        println!("model,backend,threads,test,avg_ts,stddev_ts");
-        for r in &results {
+        println!("model,backend,threads,parallel,test,avg_ts,stddev_ts");
+        for (par, r) in &results {
             println!(
-                "{file_name},{backend_name},{},{},{:.3},{:.3}",
+                "{file_name},{backend_name},{},{},{},{:.3},{:.3}",
                 threads,
+                par.unwrap_or(1),
                 r.test.name(),
                 r.mean(),
                 r.stddev()
@@ -120,13 +135,14 @@ pub fn main(a: Args) -> Result<()> {
                 machine.features.join(" ")
             );
         }
-        println!("| model | size | backend | threads | test | t/s |");
-        println!("| --- | ---: | --- | ---: | ---: | ---: |");
-        for r in &results {
+        println!("| model | size | backend | threads | parallel | test | t/s |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+        for (par, r) in &results {
             println!(
-                "| {file_name} | {:.1} MiB | {backend_name} | {} | {} | {:.2} ± {:.2} |",
+                "| {file_name} | {:.1} MiB | {backend_name} | {} | {} | {} | {:.2} ± {:.2} |",
                 size as f64 / (1 << 20) as f64,
                 threads,
+                par.unwrap_or(1),
                 r.test.name(),
                 r.mean(),
                 r.stddev()
@@ -149,6 +165,25 @@ fn run<B: Backend>(
     for (i, &t) in tests.iter().enumerate() {
         eprintln!("plumb: {} ({} reps)", t.name(), reps);
         out.push(bench::run(&model, &mut cache, t, reps, 1000 + i as u64)?);
+    }
+    Ok(out)
+}
+
+fn run_parallel<B: Backend>(
+    file: &GgufFile,
+    backend: B,
+    parallel: &[usize],
+    prompt: usize,
+    gen: usize,
+    reps: usize,
+) -> Result<Vec<(Option<usize>, BenchResult)>> {
+    let model = Model::load(file, backend)?;
+    let mut out = Vec::new();
+    for (i, &p) in parallel.iter().enumerate() {
+        eprintln!("plumb: {p} sequences × (pp{prompt} + tg{gen}) ({reps} reps)");
+        let (pp, tg) = bench::run_parallel(&model, p, prompt, gen, reps, 2000 + i as u64)?;
+        out.push((Some(p), pp));
+        out.push((Some(p), tg));
     }
     Ok(out)
 }
