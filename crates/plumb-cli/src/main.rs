@@ -49,6 +49,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// List the CUDA kernels or compile them ahead of time (NVRTC only, no GPU needed).
     Kernels(cmd::kernels::Args),
+    /// Replay requests against a running `plumb serve` at several concurrency levels.
+    BenchServe(plumb_server::bench_serve::Args),
 }
 
 fn main() {
@@ -72,6 +74,7 @@ fn main() {
         Command::Report(a) => cmd::report::main(a),
         Command::Serve(a) => cmd::serve::main(a),
         Command::Kernels(a) => cmd::kernels::main(a),
+        Command::BenchServe(a) => plumb_server::bench_serve::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -7,6 +7,7 @@
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
 //!   future resolves. [`cli`] is the `plumb serve` subcommand.
 
+pub mod bench_serve;
 pub mod cli;
 mod error;
 mod handlers;

@@ -74,10 +74,16 @@ pub fn main(a: Args) -> Result<()> {
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let choice = a.device.choice()?;
     let parallel = a.parallel.clone();
-    let (pp_len, tg_len) = (a.prompt.first().copied().unwrap_or(128), a.gen.first().copied().unwrap_or(128));
+    let (pp_len, tg_len) = (
+        a.prompt.first().copied().unwrap_or(128),
+        a.gen.first().copied().unwrap_or(128),
+    );
     let results: Vec<(Option<usize>, BenchResult)> = crate::common::with_backend!(&choice, |b| {
         if parallel.is_empty() {
-            run(&file, b, &tests, a.reps)?.into_iter().map(|r| (None, r)).collect()
+            run(&file, b, &tests, a.reps)?
+                .into_iter()
+                .map(|r| (None, r))
+                .collect()
         } else {
             run_parallel(&file, b, &parallel, pp_len, tg_len, a.reps)?
         }

@@ -1,0 +1,306 @@
+//! `plumb bench-serve`: replays requests against a running server at given concurrency levels
+//! and reports throughput, time to first token and inter-token latency. A minimal HTTP/1.1
+//! client over a TCP stream reads the SSE stream token by token (no client library: the timings
+//! are of the server, not of a client's buffering).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Server address, host:port (the server must listen there already).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Requests per concurrency level.
+    #[arg(short = 'n', long, default_value_t = 32)]
+    pub requests: usize,
+    /// Concurrency levels to run (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,16")]
+    pub concurrency: Vec<usize>,
+    /// Tokens generated per request (end-of-sequence is ignored so every request runs in full).
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Words in each prompt (each request's prompt differs).
+    #[arg(long, default_value_t = 100)]
+    pub prompt_words: usize,
+    /// Bearer key, if the server wants one.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One request's timings.
+#[derive(Debug, Clone, Default)]
+struct Trace {
+    ttft: f64,
+    itl: Vec<f64>,
+    tokens: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    pub requests: usize,
+    pub seconds: f64,
+    pub output_tokens_per_s: f64,
+    pub requests_per_s: f64,
+    pub ttft_ms: Percentiles,
+    pub itl_ms: Percentiles,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles {
+            p50: 0.0,
+            p90: 0.0,
+            p99: 0.0,
+        };
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] * 1e3;
+    Percentiles {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+    }
+}
+
+pub fn main(a: Args) -> Result<()> {
+    if a.requests == 0 || a.concurrency.contains(&0) {
+        bail!("--requests and every --concurrency level must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let model = rt.block_on(model_id(&a))?;
+    eprintln!("plumb: benchmarking {model} at {}", a.addr);
+    let mut results = Vec::new();
+    for &c in &a.concurrency {
+        eprintln!("plumb: {} requests at concurrency {c}", a.requests);
+        let r = rt.block_on(level(&a, &model, c))?;
+        results.push(r);
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?
+        );
+        return Ok(());
+    }
+    println!("| concurrency | requests | output t/s | req/s | TTFT p50/p90/p99 ms | ITL p50/p90/p99 ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} |",
+            r.concurrency,
+            r.requests,
+            r.output_tokens_per_s,
+            r.requests_per_s,
+            r.ttft_ms.p50,
+            r.ttft_ms.p90,
+            r.ttft_ms.p99,
+            r.itl_ms.p50,
+            r.itl_ms.p90,
+            r.itl_ms.p99
+        );
+    }
+    Ok(())
+}
+
+/// The id of the model the server serves (the first of `GET /v1/models`).
+async fn model_id(a: &Args) -> Result<String> {
+    let auth = a
+        .api_key
+        .as_ref()
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let mut stream = TcpStream::connect(&a.addr)
+        .await
+        .with_context(|| format!("connecting to {}", a.addr))?;
+    let req = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: {}\r\n{auth}Connection: close\r\n\r\n",
+        a.addr
+    );
+    stream.write_all(req.as_bytes()).await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    let (start, end) = (text.find('{'), text.rfind('}'));
+    let body = match (start, end) {
+        (Some(s), Some(e)) if s < e => &text[s..=e],
+        _ => bail!(
+            "GET /v1/models gave no JSON: {}",
+            text.lines().next().unwrap_or("")
+        ),
+    };
+    let v: serde_json::Value = serde_json::from_str(body).context("GET /v1/models")?;
+    v["data"][0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("GET /v1/models lists no model"))
+}
+
+async fn level(a: &Args, model: &str, concurrency: usize) -> Result<LevelResult> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (a, next, model) = (a.clone(), next.clone(), model.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut traces = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= a.requests {
+                    return Ok::<_, anyhow::Error>(traces);
+                }
+                traces.push(one_request(&a, &model, i).await?);
+            }
+        }));
+    }
+    let mut traces = Vec::new();
+    for t in tasks {
+        traces.extend(
+            t.await
+                .map_err(|e| anyhow!("a client task failed: {e}"))??,
+        );
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let tokens: usize = traces.iter().map(|t| t.tokens).sum();
+    Ok(LevelResult {
+        concurrency,
+        requests: traces.len(),
+        seconds,
+        output_tokens_per_s: tokens as f64 / seconds,
+        requests_per_s: traces.len() as f64 / seconds,
+        ttft_ms: percentiles(traces.iter().map(|t| t.ttft).collect()),
+        itl_ms: percentiles(traces.iter().flat_map(|t| t.itl.iter().copied()).collect()),
+    })
+}
+
+const WORDS: &[&str] = &[
+    "river", "stone", "light", "quiet", "engine", "garden", "paper", "winter", "signal", "orbit",
+];
+
+async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
+    let prompt: Vec<&str> = (0..a.prompt_words)
+        .map(|w| WORDS[(w * 7 + i * 3 + w / 3) % WORDS.len()])
+        .collect();
+    let body = serde_json::json!({
+        "model": model,
+        "prompt": format!("Request {i}: {}", prompt.join(" ")),
+        "max_tokens": a.max_tokens,
+        "temperature": 0.8,
+        "seed": i,
+        "stream": true,
+        "ignore_eos": true,
+    })
+    .to_string();
+    let auth = a
+        .api_key
+        .as_ref()
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        a.addr,
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&a.addr)
+        .await
+        .with_context(|| format!("connecting to {}", a.addr))?;
+    let t0 = Instant::now();
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut r = BufReader::new(stream);
+    let mut status = String::new();
+    r.read_line(&mut status).await?;
+    if !status.contains(" 200 ") {
+        let mut rest = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_string(&mut rest)).await;
+        bail!(
+            "the server answered {}: {}",
+            status.trim(),
+            rest.lines().last().unwrap_or("")
+        );
+    }
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("the connection closed in the headers");
+        }
+        if line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+        {
+            chunked = true;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut trace = Trace::default();
+    let mut last: Option<Instant> = None;
+    let mut pending = String::new();
+    loop {
+        let data = if chunked {
+            let mut size = String::new();
+            if r.read_line(&mut size).await? == 0 {
+                break;
+            }
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                .context("a bad chunk size")?;
+            let mut buf = vec![0u8; n + 2];
+            r.read_exact(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        } else {
+            let mut line = String::new();
+            if r.read_line(&mut line).await? == 0 {
+                break;
+            }
+            line
+        };
+        pending.push_str(&data);
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let Some(payload) = event.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let payload = payload.trim();
+            if payload == "[DONE]" {
+                return Ok(trace);
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(payload).context("a malformed SSE event")?;
+            let has_text = v["choices"][0]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty());
+            if !has_text {
+                continue;
+            }
+            let now = Instant::now();
+            match last {
+                None => trace.ttft = (now - t0).as_secs_f64(),
+                Some(prev) => trace.itl.push((now - prev).as_secs_f64()),
+            }
+            last = Some(now);
+            trace.tokens += 1;
+        }
+    }
+    Ok(trace)
+}
