@@ -110,7 +110,9 @@ pub fn run_parallel<B: Backend>(
     seed: u64,
 ) -> Result<(BenchResult, BenchResult)> {
     if parallel == 0 || prompt == 0 || gen == 0 {
-        return Err(EngineError::BadRequest("parallel, prompt and generation lengths must be at least 1".into()));
+        return Err(EngineError::BadRequest(
+            "parallel, prompt and generation lengths must be at least 1".into(),
+        ));
     }
     if parallel > model.max_batch {
         return Err(EngineError::BadRequest(format!(
@@ -120,7 +122,9 @@ pub fn run_parallel<B: Backend>(
     }
     let mut rng = Rng::new(seed);
     let vocab = model.config.vocab_size as u64;
-    let mut caches = (0..parallel).map(|_| model.new_cache(prompt + gen)).collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut caches = (0..parallel)
+        .map(|_| model.new_cache(prompt + gen))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     // Whole prompts per prefill batch, as many as fit the token limit.
     let per_batch = (model.max_batch / prompt).max(1);
@@ -128,13 +132,20 @@ pub fn run_parallel<B: Backend>(
         for c in caches.iter_mut() {
             c.clear();
         }
-        let prompts: Vec<Vec<u32>> =
-            (0..parallel).map(|_| (0..prompt).map(|_| rng.below(vocab) as u32).collect()).collect();
+        let prompts: Vec<Vec<u32>> = (0..parallel)
+            .map(|_| (0..prompt).map(|_| rng.below(vocab) as u32).collect())
+            .collect();
         let t0 = Instant::now();
         let mut last = Vec::with_capacity(parallel);
         for (ps, cs) in prompts.chunks(per_batch).zip(caches.chunks_mut(per_batch)) {
-            let mut items: Vec<BatchItem<'_, B>> =
-                ps.iter().zip(cs.iter_mut()).map(|(p, c)| BatchItem { tokens: p, cache: c }).collect();
+            let mut items: Vec<BatchItem<'_, B>> = ps
+                .iter()
+                .zip(cs.iter_mut())
+                .map(|(p, c)| BatchItem {
+                    tokens: p,
+                    cache: c,
+                })
+                .collect();
             for logits in model.forward_batch(&mut items)? {
                 last.push(crate::sampler::argmax(&logits));
             }
@@ -146,7 +157,10 @@ pub fn run_parallel<B: Backend>(
             let mut items: Vec<BatchItem<'_, B>> = last
                 .iter()
                 .zip(caches.iter_mut())
-                .map(|(id, c)| BatchItem { tokens: std::slice::from_ref(id), cache: c })
+                .map(|(id, c)| BatchItem {
+                    tokens: std::slice::from_ref(id),
+                    cache: c,
+                })
                 .collect();
             let out = model.forward_batch(&mut items)?;
             last = out.iter().map(|l| crate::sampler::argmax(l)).collect();
@@ -159,7 +173,13 @@ pub fn run_parallel<B: Backend>(
         }
     }
     Ok((
-        BenchResult { test: Test::Prompt(prompt), samples: pp },
-        BenchResult { test: Test::Generate(gen), samples: tg },
+        BenchResult {
+            test: Test::Prompt(prompt),
+            samples: pp,
+        },
+        BenchResult {
+            test: Test::Generate(gen),
+            samples: tg,
+        },
     ))
 }

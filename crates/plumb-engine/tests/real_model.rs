@@ -36,10 +36,6 @@ fn json(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
-fn first_diff(a: &str, b: &str) -> usize {
-    a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count()
-}
-
 /// Each prompt's ids, then llama.cpp's greedy continuation fed back (teacher forcing): at
 /// every position llama.cpp's token must be our top token or within a near-tie of it. The
 /// engines' arithmetic differs (llama.cpp quantizes activations differently, keeps the KV

@@ -50,7 +50,7 @@ pub fn main(a: Args) -> Result<()> {
     );
     let tty = std::io::stderr().is_terminal();
     let progress = Arc::new(move |done: usize, total: usize| {
-        if tty && (done == total || done % 16 == 0) {
+        if tty && (done == total || done.is_multiple_of(16)) {
             eprint!("\rplumb: {done}/{total} tensors");
             let _ = std::io::stderr().flush();
         }
