@@ -41,6 +41,9 @@ pub struct DeviceArgs {
     /// Pick a kernel variant, e.g. `--variant matvec=tiled` (repeatable; CUDA).
     #[arg(long = "variant", value_name = "OP=NAME")]
     pub variants: Vec<String>,
+    /// Use the variants `plumb tune` chose for this GPU (explicit --variant still wins).
+    #[arg(long)]
+    pub autotune: bool,
 }
 
 /// A resolved backend choice.
@@ -53,6 +56,7 @@ pub enum Choice {
     Cuda {
         ordinal: usize,
         variants: Vec<(String, String)>,
+        autotune: bool,
     },
 }
 
@@ -112,6 +116,7 @@ impl DeviceArgs {
             BackendKind::Cuda => Choice::Cuda {
                 ordinal: ordinal.unwrap_or(0),
                 variants,
+                autotune: self.autotune,
             },
         })
     }
@@ -129,7 +134,23 @@ pub fn cuda_backend(
     ordinal: usize,
     variants: &[(String, String)],
 ) -> Result<plumb_cuda::CudaBackend> {
+    cuda_backend_tuned(ordinal, variants, false)
+}
+
+/// The GPU backend with the variants `plumb tune` chose (when `autotune`), then the explicit
+/// `--variant`s on top.
+pub fn cuda_backend_tuned(
+    ordinal: usize,
+    variants: &[(String, String)],
+    autotune: bool,
+) -> Result<plumb_cuda::CudaBackend> {
     let b = plumb_cuda::CudaBackend::new(ordinal).context("opening the GPU")?;
+    if autotune {
+        for (op, name) in crate::cmd::tune::load_tuned(&b.info().name)? {
+            b.set_variant(&op, &name)
+                .with_context(|| format!("tuned variant {op}={name}"))?;
+        }
+    }
     for (op, name) in variants {
         b.set_variant(op, name)
             .with_context(|| format!("--variant {op}={name}"))?;
@@ -157,8 +178,12 @@ macro_rules! with_backend {
                 let $b = $crate::common::cpu_backend(*threads)?;
                 $body
             }
-            $crate::common::Choice::Cuda { ordinal, variants } => {
-                let $b = $crate::common::cuda_backend(*ordinal, variants)?;
+            $crate::common::Choice::Cuda {
+                ordinal,
+                variants,
+                autotune,
+            } => {
+                let $b = $crate::common::cuda_backend_tuned(*ordinal, variants, *autotune)?;
                 $body
             }
         }

@@ -49,6 +49,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// List the CUDA kernels or compile them ahead of time (NVRTC only, no GPU needed).
     Kernels(cmd::kernels::Args),
+    /// Time every checked kernel variant on this GPU and keep the fastest (see --autotune).
+    Tune(cmd::tune::Args),
     /// Replay requests against a running `plumb serve` at several concurrency levels.
     BenchServe(plumb_server::bench_serve::Args),
 }
@@ -75,6 +77,7 @@ fn main() {
         Command::Serve(a) => cmd::serve::main(a),
         Command::Kernels(a) => cmd::kernels::main(a),
         Command::BenchServe(a) => plumb_server::bench_serve::main(a),
+        Command::Tune(a) => cmd::tune::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

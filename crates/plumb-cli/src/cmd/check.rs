@@ -71,7 +71,11 @@ pub fn main(a: Args) -> Result<()> {
                     all.extend(run(&b, &opts, a.json));
                 }
             }
-            Choice::Cuda { ordinal, variants } if variants.is_empty() => {
+            Choice::Cuda {
+                ordinal,
+                variants,
+                autotune: false,
+            } if variants.is_empty() => {
                 // Every variant of every op, one at a time on top of the defaults.
                 let b = crate::common::cuda_backend(*ordinal, &[])?;
                 all.extend(run(&b, &opts, a.json));
