@@ -33,6 +33,9 @@ pub struct Args {
     reps: usize,
 }
 
+/// Whether a timed op (with the prefill length) belongs to a variant family.
+type Selects = fn(&plumb_engine::bench_ops::OpTiming, usize) -> bool;
+
 /// Which ops of `bench_model_ops` a family's variants change, and which check-harness op
 /// proves them.
 fn family(
