@@ -38,12 +38,7 @@ type Selects = fn(&plumb_engine::bench_ops::OpTiming, usize) -> bool;
 
 /// Which ops of `bench_model_ops` a family's variants change, and which check-harness op
 /// proves them.
-fn family(
-    name: &str,
-) -> Option<(
-    &'static str,
-    fn(&plumb_engine::bench_ops::OpTiming, usize) -> bool,
-)> {
+fn family(name: &str) -> Option<(&'static str, Selects)> {
     match name {
         "matvec" => Some(("matmul", |t, _| {
             t.op == "matmul" && t.shape.ends_with("n=1")
