@@ -11,6 +11,7 @@ use plumb_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 
 use crate::error::{EngineError, Result};
 use crate::sampler::{Sampler, SamplingParams};
+use crate::text::StopMatcher;
 
 #[derive(Debug, Clone)]
 pub struct GenerateParams {
@@ -182,6 +183,7 @@ impl<B: Backend> Session<B> {
         let mut out_ids = Vec::new();
         let mut decoder = StreamDecoder::new(&self.tokenizer);
         let mut stops = StopMatcher::new(&params.stop);
+        let mut text = String::new();
         let stop_tokens = self.tokenizer.stop_tokens().to_vec();
         let mut finish = FinishReason::Length;
         while out_ids.len() < params.max_tokens {
@@ -194,6 +196,7 @@ impl<B: Backend> Session<B> {
             history.push(id);
             let piece = decoder.push(id);
             let (emit, hit) = stops.push(&piece);
+            text.push_str(&emit);
             if !emit.is_empty() && !on_text(&emit) {
                 finish = FinishReason::Cancelled;
                 break;
@@ -209,15 +212,15 @@ impl<B: Backend> Session<B> {
             self.cached.push(id);
         }
         if finish == FinishReason::Length {
-            let (emit, _) = stops.push(&decoder.finish());
-            let rest = stops.finish();
-            let tail = emit + &rest;
+            let (emit, hit) = stops.push(&decoder.finish());
+            let tail = if hit { emit } else { emit + &stops.finish() };
+            text.push_str(&tail);
             if !tail.is_empty() {
                 on_text(&tail);
             }
         }
         Ok(Generation {
-            text: stops.text,
+            text,
             token_ids: out_ids,
             prompt_tokens: prompt.len(),
             cached_tokens: common,
@@ -225,98 +228,5 @@ impl<B: Backend> Session<B> {
             prefill_time,
             decode_time: t1.elapsed(),
         })
-    }
-}
-
-/// Finds stop strings in streamed text, holding back any tail that could begin one.
-struct StopMatcher<'a> {
-    stops: &'a [String],
-    /// Text accepted so far (up to a stop string, exclusive).
-    text: String,
-    /// Text received but not yet emitted.
-    pending: String,
-}
-
-impl<'a> StopMatcher<'a> {
-    fn new(stops: &'a [String]) -> Self {
-        StopMatcher {
-            stops,
-            text: String::new(),
-            pending: String::new(),
-        }
-    }
-
-    /// Adds `piece`; returns the text now safe to emit and whether a stop string was hit.
-    fn push(&mut self, piece: &str) -> (String, bool) {
-        self.pending.push_str(piece);
-        let hit = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min();
-        if let Some(at) = hit {
-            let emit = self.pending[..at].to_string();
-            self.text.push_str(&emit);
-            self.pending.clear();
-            return (emit, true);
-        }
-        // Hold back the longest suffix that is a prefix of some stop string.
-        let mut keep = 0;
-        for s in self.stops {
-            for (i, _) in self.pending.char_indices() {
-                let suffix = &self.pending[i..];
-                if suffix.len() > keep && s.starts_with(suffix) {
-                    keep = suffix.len();
-                }
-            }
-        }
-        let cut = self.pending.len() - keep;
-        let emit: String = self.pending.drain(..cut).collect();
-        self.text.push_str(&emit);
-        (emit, false)
-    }
-
-    /// Releases whatever was held back (generation ended without a stop string).
-    fn finish(&mut self) -> String {
-        let rest = std::mem::take(&mut self.pending);
-        self.text.push_str(&rest);
-        rest
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stop_strings_across_pieces_are_cut_and_never_emitted() {
-        let stops = vec!["\n\nUser:".to_string()];
-        let mut m = StopMatcher::new(&stops);
-        let mut out = String::new();
-        let mut hit = false;
-        for p in ["Hi", " there", "\n", "\nUs", "er:", " more"] {
-            let (e, h) = m.push(p);
-            out.push_str(&e);
-            if h {
-                hit = true;
-                break;
-            }
-        }
-        assert!(hit);
-        assert_eq!(out, "Hi there");
-        assert_eq!(m.text, "Hi there");
-    }
-
-    #[test]
-    fn held_back_prefix_is_released_when_it_does_not_match() {
-        let stops = vec!["END".to_string()];
-        let mut m = StopMatcher::new(&stops);
-        assert_eq!(m.push("abcE").0, "abc");
-        assert_eq!(m.push("N").0, "");
-        assert_eq!(m.push("x").0, "ENx");
-        assert_eq!(m.push("E").0, "");
-        assert_eq!(m.finish(), "E");
-        assert_eq!(m.text, "abcENxE");
     }
 }

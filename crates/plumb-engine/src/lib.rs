@@ -12,6 +12,7 @@ pub mod generate;
 pub mod perplexity;
 pub mod sampler;
 pub mod serve;
+pub(crate) mod text;
 
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session};

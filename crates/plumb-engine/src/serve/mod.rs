@@ -25,7 +25,6 @@ mod channel;
 mod engine;
 mod metrics;
 mod sequence;
-mod text;
 
 #[cfg(test)]
 mod tests;

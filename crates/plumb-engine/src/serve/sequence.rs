@@ -8,11 +8,11 @@ use plumb_model::{KvCache, Logits, Model, ModelConfig};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
-use super::text::{StopMatcher, Utf8Stream};
 use super::{Request, TokenEvent, TokenLogprob};
 use crate::error::Result;
 use crate::generate::FinishReason;
 use crate::sampler::Sampler;
+use crate::text::{StopMatcher, Utf8Stream};
 
 /// The keys and values of one sequence: a contiguous cache of exactly the positions the
 /// request may use (`prompt + max_tokens`).
