@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use super::matmul::SendPtr;
-use super::mv::{exp, multiversion};
+use super::mv::multiversion;
 use super::pool::split;
 use super::simd::{dot, simd_fn, Simd};
 use super::CpuBackend;
@@ -122,18 +122,27 @@ unsafe fn swiglu_g<S: Simd>(g: &[f32], u: &[f32], out: &mut [f32]) {
     assert!(g.len() >= n && u.len() >= n);
     let (gp, up, op) = (g.as_ptr(), u.as_ptr(), out.as_mut_ptr());
     let (one, neg) = (S::splat(1.0), S::splat(-1.0));
-    let mut i = 0;
-    while i + S::N <= n {
-        let a = S::load(gp.add(i));
+    let f = |g: *const f32, u: *const f32, o: *mut f32| {
+        let a = S::load(g);
         let den = S::add(one, S::exp(S::mul(a, neg)));
         // a / den as a * (1 / den): the vector abstraction has no divide.
         let r = S::recip(den);
-        S::store(op.add(i), S::mul(S::mul(a, r), S::load(up.add(i))));
+        S::store(o, S::mul(S::mul(a, r), S::load(u)));
+    };
+    let mut i = 0;
+    while i + S::N <= n {
+        f(gp.add(i), up.add(i), op.add(i));
         i += S::N;
     }
-    for i in i..n {
-        let a = *gp.add(i);
-        *op.add(i) = a / (1.0 + exp(-a)) * *up.add(i);
+    if i < n {
+        // The tail through the same vector code (padded), so that an element's value does
+        // not depend on where the call's (or a thread's) range ends. `S::N` ≤ 16.
+        let k = n - i;
+        let (mut ga, mut ua, mut oa) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+        ga[..k].copy_from_slice(&g[i..n]);
+        ua[..k].copy_from_slice(&u[i..n]);
+        f(ga.as_ptr(), ua.as_ptr(), oa.as_mut_ptr());
+        out[i..n].copy_from_slice(&oa[..k]);
     }
 }
 

@@ -249,9 +249,13 @@ mod x86 {
                 }
                 c += 16;
             }
-            for (t, a) in acc.iter().enumerate() {
-                *out.ptr.add((t0 + t) * out.stride + out.row0 + i) =
-                    _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+            // One fixed summation order for every tile size (see `x86_512::reduce4`).
+            let s: [__m512; T] = std::array::from_fn(|t| _mm512_add_ps(acc[t][0], acc[t][1]));
+            let r = crate::cpu::x86_512::reduce4(s[0], s[1 % T], s[2 % T], s[3 % T]);
+            let mut v = [0f32; 4];
+            _mm_storeu_ps(v.as_mut_ptr(), r);
+            for (t, &v) in v.iter().enumerate().take(T) {
+                *out.ptr.add((t0 + t) * out.stride + out.row0 + i) = v;
             }
         }
     }

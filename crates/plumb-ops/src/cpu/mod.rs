@@ -17,6 +17,13 @@
 //! - Norms, swiglu, argmax (`simd.rs`) and rope, add (`mv.rs`) are written once and compiled
 //!   per level.
 //!
+//! - Batch invariance: a token's results are bitwise the same whatever shares the call (the
+//!   number of tokens, its place, the thread count), so a greedy request gives the same
+//!   tokens alone or in a batch. Every kernel of a level computes a (token, row) dot product
+//!   with the same operations in the same order: decode and prefill differ only in how many
+//!   rows or tokens they share loads across, and horizontal sums all use `reduce4`'s order;
+//!   vector loops run their tails through the same vector code (`tests_batch.rs`).
+//!
 //! The SIMD level is detected once (`is_x86_feature_detected!`) and can be lowered with
 //! [`CpuBackend::with_level`] (the tests force every level the machine has).
 //!
@@ -45,6 +52,8 @@ mod x86_avx2;
 mod bench;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_batch;
 #[cfg(test)]
 mod tests_ops;
 

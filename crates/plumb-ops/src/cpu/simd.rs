@@ -219,7 +219,8 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn sum(v: __m512) -> f32 {
-            _mm512_reduce_add_ps(v)
+            // `sum4`'s order (not the intrinsic's, whose order is the compiler's choice).
+            crate::cpu::x86_512::hsum(v)
         }
         #[inline]
         #[target_feature(enable = "avx512f")]

@@ -4,7 +4,11 @@
 //! the weight's values are unpacked once into up to 8 vectors of unsigned bytes, then each
 //! token does `vpdpbusd` against its quantized activations (one block per lane for g = 16),
 //! converts the lane sums to f32 and applies `dw * d_x` and `mw * s_x` with two FMAs. The
-//! horizontal sum happens once per row and token.
+//! horizontal sums happen once per row, for up to four tokens together (`reduce4`).
+//!
+//! Both kernels do the same per-lane operations in the same order and sum lanes in
+//! `reduce4`'s order, so a (token, row) result is bitwise the same from either (batch
+//! invariance, see `mod.rs`).
 //!
 //! Decode (`rows4`, n < 4): four rows × one token, the activation vectors loaded once per
 //! group for the four rows, one combined horizontal sum, and a software prefetch of the
@@ -392,8 +396,13 @@ unsafe fn rows<F: Fmt, const T: usize>(
                 (false, _) => group::<F, 1, T>(p, &a, &mut facc),
             }
         }
-        for (t, f) in facc.iter().enumerate() {
-            *out.add((t0 + t) * w.rows + r) = _mm512_reduce_add_ps(*f);
+        // The horizontal sums in `reduce4`'s order, as the decode kernel's (`rows4`): a
+        // token's result must not depend on the kernel that computed it.
+        let s = reduce4(facc[0], facc[1 % T], facc[2 % T], facc[3 % T]);
+        let mut v = [0f32; 4];
+        _mm_storeu_ps(v.as_mut_ptr(), s);
+        for (t, &v) in v.iter().enumerate().take(T) {
+            *out.add((t0 + t) * w.rows + r) = v;
         }
     }
 }
@@ -445,7 +454,11 @@ unsafe fn group_rows<F: Fmt, const G: usize, const R: usize>(
     }
 }
 
-/// The lane sums of four vectors: `[Σa, Σb, Σc, Σd]`.
+/// The lane sums of four vectors: `[Σa, Σb, Σc, Σd]`. Each sum is computed in one fixed
+/// order whatever the other three vectors are (lanes `i` and `i + 2` of each 128-bit quarter,
+/// then the two pairs, then quarters 0 + 2 and 1 + 3, then those two), so that every
+/// horizontal sum of the AVX-512 kernels, one vector or four at a time, rounds alike: see
+/// [`hsum`].
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
@@ -459,6 +472,13 @@ pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m1
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
     let s = _mm256_add_ps(lo, hi);
     _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s))
+}
+
+/// The lane sum of `a` in `reduce4`'s order (bitwise equal to `reduce4(a, ..)[0]`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn hsum(a: __m512) -> f32 {
+    _mm_cvtss_f32(reduce4(a, a, a, a))
 }
 
 /// How many 4-row blocks ahead the decode kernel prefetches.
