@@ -16,6 +16,8 @@
 //   and sum update the online softmax (m, l), and the 32 probabilities are broadcast by
 //   shuffle into the output accumulator (lane l owns dims l, l+32, ...). 16 rows × 4 warps
 //   keeps ~40 KB of shared memory for HD 128, under the 48 KB static limit.
+//   pos0 is read from the device (the step's positions[0], src/step.rs); for one token the
+//   launcher plans the splits on the cache capacity, so a recorded step's grid stays valid.
 //   Split-K (decode over long contexts): split s covers keys [s*split_len, (s+1)*split_len);
 //   with n_splits > 1 each block writes (m, l, acc[HD]) per row to `part` and attn_combine
 //   merges the splits; with one split it writes the normalized output directly.
@@ -27,8 +29,9 @@
 
 template <int HD>
 static __device__ void attn_fwd_impl(const float* q, const float* k, const float* v, float* out,
-                                     float* part, int n_tokens, int pos0, int n_heads,
-                                     int n_kv_heads, float scale, int split_len, int n_splits) {
+                                     float* part, int n_tokens, const u32* pos0p, int n_heads,
+                                     int n_kv_heads, float scale, int split_len, int n_splits,
+                                     int capacity) {
     constexpr int DPL = HD / WARP;  // dims per lane
     __shared__ float Qs[ROWS][HD];
     __shared__ float Ks[BK][HD + 1];
@@ -37,6 +40,7 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     const int n_rows = n_tokens * G, rho0 = blockIdx.x * ROWS;
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int kv_dim = n_kv_heads * HD;
+    const int pos0 = (int)*pos0p;  // from the device: the step's position (src/step.rs)
 
     // Stage the block's query rows, pre-scaled.
     for (int i = threadIdx.x; i < ROWS * HD; i += blockDim.x) {
@@ -52,7 +56,7 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     const int last_rho = min(rho0 + ROWS, n_rows) - 1;
     const int kmax = pos0 + last_rho / G;  // inclusive
     const int k_begin = split * split_len;
-    const int k_end = min(k_begin + split_len, kmax + 1);
+    const int k_end = min(min(k_begin + split_len, kmax + 1), capacity);
 
     float m[4], l[4], acc[4][DPL];
 #pragma unroll
@@ -124,11 +128,12 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
 
 #define ATTN(HD)                                                                               \
     extern "C" __global__ void attn_fwd_hd##HD(const float* q, const float* k, const float* v, \
-                                               float* out, float* part, int n_tokens, int pos0, \
-                                               int n_heads, int n_kv_heads, float scale,       \
-                                               int split_len, int n_splits) {                  \
-        attn_fwd_impl<HD>(q, k, v, out, part, n_tokens, pos0, n_heads, n_kv_heads, scale,      \
-                          split_len, n_splits);                                                \
+                                               float* out, float* part, int n_tokens,          \
+                                               const u32* pos0p, int n_heads, int n_kv_heads,  \
+                                               float scale, int split_len, int n_splits,       \
+                                               int capacity) {                                 \
+        attn_fwd_impl<HD>(q, k, v, out, part, n_tokens, pos0p, n_heads, n_kv_heads, scale,     \
+                          split_len, n_splits, capacity);                                      \
     }
 ATTN(64)
 ATTN(128)

@@ -68,3 +68,24 @@ static __device__ __forceinline__ float block_sum(float v, float* scratch) {
     v = lane < n_warps ? scratch[lane] : 0.0f;
     return warp_sum(v);
 }
+
+// dp4a: c + Σ_i a.byte[i] · b.byte[i] over four signed bytes (sm_61+), as inline PTX so that
+// no CUDA header is needed.
+static __device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// q8_1 activations (the matvec's input, see matvec_q8.cu): for every group g of 32
+// consecutive elements, qs[32g + i] = round(x / d) as int8 with d = max|x| / 127, and
+// ds[g] = (d, d · Σ_i qs[32g + i]), so that Σ_i w_i · (d · q_i) is exact for any w.
+// Called by a whole warp, lane i holding element i of group g (index `e` = 32g + i).
+static __device__ __forceinline__ void q8_group(float v, int g, int e, i8* qs, float2* ds) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    const float sum = warp_sum((float)q);  // exact: |Σ| ≤ 32 · 127
+    qs[e] = (i8)q;
+    if ((threadIdx.x & 31) == 0) ds[g] = make_float2(d, d * sum);
+}

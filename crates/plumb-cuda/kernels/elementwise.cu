@@ -1,4 +1,5 @@
-// elementwise.cu: add (x += y), add_bias (x[r, :] += b), swiglu (out = silu(g) * u).
+// elementwise.cu: add (x += y), add_bias (x[r, :] += b), swiglu (out = silu(g) * u), the
+// KV-cache write of a step and the q8_1 quantization of a matvec's activations.
 //
 // Launch: grid min(ceil(len / 256), 4096), block 256, grid-stride loop. These ops move 8-12 bytes per element and do almost no math:
 // any configuration that keeps enough loads in flight saturates bandwidth; 256 threads × up
@@ -19,10 +20,38 @@ extern "C" __global__ void add_bias_f32(float* x, const float* b, u64 len, u32 d
 }
 
 // silu(g) = g / (1 + e^-g); expf (not __expf) keeps the error near 1 ulp.
-extern "C" __global__ void swiglu_f32(const float* g, const float* u, float* out, u64 len) {
+// With `qs` not null (len a multiple of 32, checked by the launcher) also writes out's q8_1
+// form for the matvec that follows: each warp's 32 consecutive elements are one q8 group.
+extern "C" __global__ void swiglu_f32(const float* g, const float* u, float* out, u64 len,
+                                      i8* qs, float2* ds) {
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
          i += (u64)gridDim.x * blockDim.x) {
         const float gv = g[i];
-        out[i] = gv / (1.0f + expf(-gv)) * u[i];
+        const float o = gv / (1.0f + expf(-gv)) * u[i];
+        out[i] = o;
+        if (qs != nullptr) q8_group(o, (int)(i / 32), (int)i, qs, ds);
     }
+}
+
+// The KV-cache write of a step: cache[pos0 * kv_dim + i] = src[i] for i < len (= n * kv_dim),
+// with pos0 read from the device (the step's positions[0], so a replayed step writes its own
+// position). Rows past `capacity` are never written. Launch: as the ops above.
+extern "C" __global__ void kv_write_f32(const float* src, float* cache, const u32* pos0,
+                                        u64 len, u32 kv_dim, u64 capacity) {
+    const u64 p0 = *pos0;
+    if ((p0 * kv_dim + len) > capacity * kv_dim) return;
+    float* dst = cache + p0 * kv_dim;
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
+         i += (u64)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
+// x [groups * 32] -> q8_1 (common.cuh's q8_group): the matvec's activations when the op that
+// produced x did not write them. Launch: grid ceil(groups / 8), block 256: one warp per group
+// of 32 elements; group 9 is warp 1 of block 1, elements 288..320.
+extern "C" __global__ void quantize_q8(const float* x, i8* qs, float2* ds, int groups) {
+    const int g = blockIdx.x * 8 + threadIdx.x / WARP;
+    if (g >= groups) return;  // whole warps leave
+    const int e = g * 32 + threadIdx.x % WARP;
+    q8_group(x[e], g, e, qs, ds);
 }

@@ -7,15 +7,21 @@
 // host), out [n_ids, cols]. Token t = 2 with id 42, cols 576 (18 chunks): thread 5 writes
 // out[2*576 + 160 .. 2*576 + 192] from chunk 5 of row 42.
 
+// ids may come from the device step buffer (src/step.rs), written after the host checked
+// them; an id ≥ vocab (which the host never lets through) writes zeros instead of reading
+// outside the table.
 template <int T>
 static __device__ void embedding_impl(const u8* table, const u32* ids, float* out, int cols,
-                                      int row_bytes) {
+                                      int row_bytes, int vocab) {
     const int t = blockIdx.x;
-    const u8* row = table + (size_t)ids[t] * row_bytes;
+    const u32 id = ids[t];
+    const u8* row = table + (size_t)(id < (u32)vocab ? id : 0) * row_bytes;
     float* o = out + (size_t)t * cols;
     for (int c = threadIdx.x; c < n_chunks(cols); c += blockDim.x) {
         float v[32];
         dq32<T>(row, c, cols, v);
+        if (id >= (u32)vocab)
+            for (int i = 0; i < 32; i++) v[i] = 0.0f;
 #pragma unroll
         for (int i = 0; i < 32; i++)
             if (c * 32 + i < cols) o[c * 32 + i] = v[i];
@@ -24,7 +30,7 @@ static __device__ void embedding_impl(const u8* table, const u32* ids, float* ou
 
 #define EMBEDDING(T, name)                                                                  \
     extern "C" __global__ void embedding_##name(const u8* table, const u32* ids, float* out, \
-                                                int cols, int row_bytes) {                  \
-        embedding_impl<T>(table, ids, out, cols, row_bytes);                                \
+                                                int cols, int row_bytes, int vocab) {       \
+        embedding_impl<T>(table, ids, out, cols, row_bytes, vocab);                         \
     }
 FOR_EACH_FORMAT(EMBEDDING)

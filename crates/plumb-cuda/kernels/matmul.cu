@@ -13,6 +13,7 @@
 // Launch: grid ceil(rows * n_chunks / 256), block 256: one thread per 32-element chunk; the
 // op is a streaming conversion. Thread g = r * n_chunks + c: g = 300 with cols 4096
 // (128 chunks) is row 2, chunk 44 -> out[2*4096 + 1408 .. + 1440].
+// dequant_f32 (BF16 weights; v1 of dequant_f16 too).
 template <int T, bool HALF>
 static __device__ void dequant_impl(const u8* W, void* out, int rows, int cols, int row_bytes) {
     const long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x;
@@ -28,6 +29,41 @@ static __device__ void dequant_impl(const u8* W, void* out, int rows, int cols, 
             if constexpr (HALF) reinterpret_cast<u16*>(out)[o + i] = f32_to_f16(v[i]);
             else reinterpret_cast<float*>(out)[o + i] = v[i];
         }
+    }
+}
+
+// dequant_f16 v2: one warp per run of 32 chunks (1024 elements) of a row; each lane
+// dequantizes one chunk into shared memory as f16 pairs (row stride 17 words: the 32 lanes'
+// stores land in 32 banks), then the warp writes the run with 16-byte stores, 512 contiguous
+// bytes per instruction. v1 (dequant_impl<T, true>) wrote 2-byte values 64 bytes apart
+// across the lanes: 32 partial sectors per store.
+// Launch: grid ceil(rows · runs / 8), block 256 = 8 warps; runs = ceil(cols / 1024). Only for
+// the quantized formats (cols % 32 == 0). Warp 9 of a 4096-column W (4 runs) is row 2, run 1:
+// out[2·4096 + 1024 .. + 2048].
+template <int T>
+static __device__ void dequant16_impl(const u8* W, u16* out, int rows, int cols, int row_bytes) {
+    __shared__ u32 sm[8][32 * 17];
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int nc = cols / 32, runs = (nc + 31) / 32;
+    const long long gw = (long long)blockIdx.x * 8 + warp;
+    if (gw >= (long long)rows * runs) return;  // whole warps leave
+    const int r = (int)(gw / runs), run = (int)(gw % runs);
+    const int c = run * 32 + lane;
+    u32* s = sm[warp];
+    if (c < nc) {
+        float v[32];
+        dq32<T>(W + (size_t)r * row_bytes, c, cols, v);
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            s[lane * 17 + i] = (u32)f32_to_f16(v[2 * i]) | ((u32)f32_to_f16(v[2 * i + 1]) << 16);
+    }
+    __syncwarp();
+    const int here = min(32, nc - run * 32);  // chunks in this run
+    uint4* o = reinterpret_cast<uint4*>(out + (size_t)r * cols + (size_t)run * 1024);
+    // 16-byte piece p: chunk p / 4, its words 4 (p % 4) .. + 4.
+    for (int p = lane; p < here * 4; p += WARP) {
+        const int w0 = (p / 4) * 17 + 4 * (p % 4);
+        o[p] = make_uint4(s[w0], s[w0 + 1], s[w0 + 2], s[w0 + 3]);
     }
 }
 
@@ -103,7 +139,7 @@ static __device__ void matmul_tiled_impl(const u8* W, const float* x, float* out
 #define MATMUL(T, name)                                                                       \
     extern "C" __global__ void dequant_f16_##name(const u8* W, u16* out, int rows, int cols,  \
                                                   int row_bytes) {                            \
-        dequant_impl<T, true>(W, out, rows, cols, row_bytes);                                 \
+        dequant16_impl<T>(W, out, rows, cols, row_bytes);                                     \
     }                                                                                         \
     extern "C" __global__ void dequant_f32_##name(const u8* W, float* out, int rows, int cols, \
                                                   int row_bytes) {                            \

@@ -3,16 +3,34 @@
 //   rms_norm:      out[r, i] = x[r, i] / sqrt(mean_j x[r, j]^2 + eps) * w[i]
 //   add_rms_norm:  res[r, :] += x[r, :]; out[r, :] = rms_norm(res[r, :])
 //
-// Launch: grid (rows), block 256. One block per row: a row (dim ≤ ~16k) fits one block's
-// strided loop, and the sum of squares needs only one block reduction (warp shuffles, then
-// 8 partials through shared memory). 256 threads keep 8 warps in flight per row; small
-// widths (dim 64) simply leave threads idle.
+// Launch: grid (rows), block min(1024, dim / 4 rounded up to a warp) (src/ops.rs). One block
+// per row: the sum of squares needs one block reduction (warp shuffles, then ≤ 32 partials in
+// shared memory). v1 used 256 threads whatever the width: 16 dependent loads per thread for a
+// 4096-wide row; v2 sizes the block to ~4 elements per thread (4096 -> 1024 threads, 576 ->
+// 160), so a decode step's norm is one round of loads.
 // Shapes: x, res, out [rows, dim]; w [dim]. Row 2 of dim 769 is x[1538 .. 2307].
+//
+// v2 also writes the q8_1 form of `out` (qs, ds; common.cuh) when `qs` is not null, for the
+// matvec that follows (src/q8.rs): dim is then a multiple of 32 and the block a multiple of
+// 32, so each warp's 32 consecutive elements of one loop round are exactly one q8 group.
 //
 // The inverse norm is computed in double from the f32 sum, as the reference does in f64.
 
+static __device__ __forceinline__ void norm_out(const float* v, const float* w, float* out,
+                                                i8* qs, float2* ds, size_t base, int dim,
+                                                double inv) {
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float o = (float)((double)v[base + i] * inv) * w[i];
+        out[base + i] = o;
+        if (qs != nullptr) {
+            const size_t e = base + i;  // whole warps: dim % 32 == 0 (checked by the launcher)
+            q8_group(o, (int)(e / 32), (int)e, qs, ds);
+        }
+    }
+}
+
 extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* out, int dim,
-                                        float eps) {
+                                        float eps, i8* qs, float2* ds) {
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -22,12 +40,12 @@ extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* o
     }
     ss = block_sum(ss, scratch);
     const double inv = 1.0 / sqrt((double)ss / dim + (double)eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        out[base + i] = (float)((double)x[base + i] * inv) * w[i];
+    norm_out(x, w, out, qs, ds, base, dim, inv);
 }
 
 extern "C" __global__ void add_rms_norm_f32(float* res, const float* x, const float* w,
-                                            float* out, int dim, float eps) {
+                                            float* out, int dim, float eps, i8* qs,
+                                            float2* ds) {
     __shared__ float scratch[32];
     const size_t base = (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -38,6 +56,5 @@ extern "C" __global__ void add_rms_norm_f32(float* res, const float* x, const fl
     }
     ss = block_sum(ss, scratch);
     const double inv = 1.0 / sqrt((double)ss / dim + (double)eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        out[base + i] = (float)((double)res[base + i] * inv) * w[i];
+    norm_out(res, w, out, qs, ds, base, dim, inv);
 }

@@ -13,6 +13,17 @@
 // FMA: the embedding check demands bit-exact values.
 //
 // Type codes are GGUF's ggml_type ids.
+//
+// Repacked layouts. Four formats are stored on the device in a layout of their own (written by
+// src/weight.rs at upload), because their blocks (18, 20, 34 and 210 bytes) leave the quants
+// only 2- or 4-byte aligned and the matvec wants 16-byte loads. Each row separates the quants
+// from the scales, keeping every byte and padding the row to a multiple of 16 bytes:
+//   Q4_0: [nb × qs[16]] [nb × d(f16)]              nb = cols / 32
+//   Q4_1: [nb × qs[16]] [nb × (d, m)(f16 × 2)]
+//   Q8_0: [nb × qs[32]] [nb × d(f16)]
+//   Q6_K: [nb × (ql[128] qh[64])] [nb × scales[16]] [nb × d(f16)]   nb = cols / 256
+// Q4_0 row of 4096 columns: 128 × 16 = 2048 bytes of quants, then 256 bytes of scales: block
+// 5's quants at bytes 80..96 and its d at 2048 + 10. The other formats keep GGUF's layout.
 
 #define T_F32 0
 #define T_F16 1
@@ -111,18 +122,19 @@ static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, floa
         const u8* b = row + (size_t)(c * 32 / QK) * BB;  // the block holding the chunk
         const int sub = (c * 32 % QK) / 32;              // which 32 of the block
         u32 w[8], h[8];
-        if constexpr (T == T_Q4_0) {
-            const float d = f16_to_f32(ld_u16(b));
-            load_words<16, A>(b + 2, w);
+        if constexpr (T == T_Q4_0) {  // repacked
+            const float d = f16_to_f32(reinterpret_cast<const u16*>(row + 16 * (cols / 32))[c]);
+            load_words<16, 16>(row + 16 * c, w);
 #pragma unroll
             for (int j = 0; j < 16; j++) {
                 const u32 q = byte_of(w, j);
                 out[j] = fmul((float)((int)(q & 15) - 8), d);
                 out[j + 16] = fmul((float)((int)(q >> 4) - 8), d);
             }
-        } else if constexpr (T == T_Q4_1) {
-            const float d = f16_to_f32(ld_u16(b)), m = f16_to_f32(ld_u16(b + 2));
-            load_words<16, A>(b + 4, w);
+        } else if constexpr (T == T_Q4_1) {  // repacked
+            const u16* dm = reinterpret_cast<const u16*>(row + 16 * (cols / 32)) + 2 * c;
+            const float d = f16_to_f32(dm[0]), m = f16_to_f32(dm[1]);
+            load_words<16, 16>(row + 16 * c, w);
 #pragma unroll
             for (int j = 0; j < 16; j++) {
                 const u32 q = byte_of(w, j);
@@ -153,9 +165,14 @@ static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, floa
                 out[j] = fadd(fmul((float)q0, d), m);
                 out[j + 16] = fadd(fmul((float)q1, d), m);
             }
-        } else if constexpr (T == T_Q8_0 || T == T_Q8_1) {
+        } else if constexpr (T == T_Q8_0) {  // repacked
+            const float d = f16_to_f32(reinterpret_cast<const u16*>(row + 32 * (cols / 32))[c]);
+            load_words<32, 16>(row + 32 * c, w);
+#pragma unroll
+            for (int j = 0; j < 32; j++) out[j] = fmul((float)(i8)byte_of(w, j), d);
+        } else if constexpr (T == T_Q8_1) {
             const float d = f16_to_f32(ld_u16(b));
-            load_words<32, A>(b + (T == T_Q8_0 ? 2 : 4), w);
+            load_words<32, A>(b + 4, w);
 #pragma unroll
             for (int j = 0; j < 32; j++) out[j] = fmul((float)(i8)byte_of(w, j), d);
         } else if constexpr (T == T_Q8_K) {
@@ -210,18 +227,22 @@ static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, floa
                 if constexpr (T == T_Q5_K) q |= ((byte_of(h, j) >> sub) & 1) << 4;
                 out[j] = fsub(fmul(d1, (float)q), m1);
             }
-        } else if constexpr (T == T_Q6_K) {
-            // ql[128] @0, qh[64] @128, scales[16] (i8) @192, d @208; sub = 4*half + k.
-            const float d = f16_to_f32(ld_u16(b + 208));
+        } else if constexpr (T == T_Q6_K) {  // repacked
+            // Per super-block: ql[128] qh[64] @192·blk, scales[16] (i8) @192·nb + 16·blk,
+            // d @208·nb + 2·blk; sub = 4*half + k.
+            const int nb = cols / 256, blk = c / 8;
+            const u8* q = row + 192 * blk;
+            const i8* scales = reinterpret_cast<const i8*>(row + 192 * nb + 16 * blk);
+            const float d = f16_to_f32(reinterpret_cast<const u16*>(row + 208 * nb)[blk]);
             const int half = sub / 4, k = sub % 4;
-            load_words<32, A>(b + 64 * half + 32 * (k % 2), w);
-            load_words<32, A>(b + 128 + 32 * half, h);
+            load_words<32, 16>(q + 64 * half + 32 * (k % 2), w);
+            load_words<32, 16>(q + 128 + 32 * half, h);
 #pragma unroll
             for (int j = 0; j < 32; j++) {
                 const u32 lo = (byte_of(w, j) >> (4 * (k / 2))) & 15;
                 const u32 hi = (byte_of(h, j) >> (2 * k)) & 3;
                 const int q = (int)(lo | (hi << 4)) - 32;
-                const float sc = (float)(i8)b[192 + 2 * sub + j / 16];
+                const float sc = (float)scales[2 * sub + j / 16];
                 out[j] = fmul(fmul(d, sc), (float)q);
             }
         }

@@ -1,8 +1,11 @@
 //! `impl Backend for CudaBackend`: buffers are device f32 slices, weights device bytes in
-//! their stored format. Every op is queued on the backend's one stream; `download`,
-//! `argmax` and `synchronize` wait for it.
+//! their stored (or repacked, src/weight.rs) format. Every op is queued on the backend's one
+//! stream; `download`, `argmax` and `synchronize` wait for it. Each op first forgets the q8
+//! copies of the buffers it writes (src/q8.rs); allocations forget them all. Steps and their
+//! recordings: src/step.rs. Inside a step, matvecs, ropes and KV writes may be held back until
+//! the next call and merged (src/defer.rs); every other method first launches what is held.
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_core::HostWeight;
 use plumb_ops::{AttnParams, Backend, Result, RopeParams};
 
@@ -20,6 +23,8 @@ impl Backend for CudaBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.flush()?;
+        self.q8_forget_all();
         // A zero-length device allocation is not portable: keep at least one element.
         Ok(self
             .stream
@@ -28,6 +33,8 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        self.flush()?;
+        self.q8_forget_all();
         if data.is_empty() {
             return self.alloc(0);
         }
@@ -38,12 +45,14 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, buf: &CudaSlice<f32>, out: &mut [f32]) -> Result<()> {
+        self.flush()?;
         ensure(out.len() <= buf.len(), "download", || {
             format!("{} > {}", out.len(), buf.len())
         })?;
         if out.is_empty() {
             return Ok(());
         }
+        self.not_capturing("download")?;
         self.stream
             .memcpy_dtoh(&buf.slice(0..out.len()), out)
             .ctx(|| format!("downloading {} floats", out.len()))?;
@@ -54,6 +63,8 @@ impl Backend for CudaBackend {
     }
 
     fn upload_weight(&self, w: &HostWeight) -> Result<CudaWeight> {
+        self.flush()?;
+        self.q8_forget_all();
         self.upload_weight_impl(w)
     }
 
@@ -65,6 +76,7 @@ impl Backend for CudaBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
+        self.flush()?;
         ensure(
             src_off + len <= src.len() && dst_off + len <= dst.len(),
             "copy",
@@ -73,6 +85,7 @@ impl Backend for CudaBackend {
         if len == 0 {
             return Ok(());
         }
+        self.q8_forget(self.ptr(dst));
         let s = src.slice(src_off..src_off + len);
         let mut d = dst.slice_mut(dst_off..dst_off + len);
         self.stream
@@ -82,6 +95,8 @@ impl Backend for CudaBackend {
     }
 
     fn embedding(&self, table: &CudaWeight, ids: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
+        self.flush()?;
+        self.q8_forget(self.ptr(out));
         self.embedding_impl(table, ids, out)
     }
 
@@ -94,6 +109,7 @@ impl Backend for CudaBackend {
         dim: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.flush()?;
         self.norm_impl(None, x, w, eps, rows, dim, out)
     }
 
@@ -107,6 +123,8 @@ impl Backend for CudaBackend {
         dim: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.flush()?;
+        self.q8_forget(self.ptr(residual));
         self.norm_impl(Some(residual), x, w, eps, rows, dim, out)
     }
 
@@ -117,6 +135,7 @@ impl Backend for CudaBackend {
         n: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.q8_forget(self.ptr(out));
         self.matmul_impl(w, x, n, out)
     }
 
@@ -127,6 +146,8 @@ impl Backend for CudaBackend {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
+        self.flush()?;
+        self.q8_forget(self.ptr(x));
         self.elementwise_impl("add_bias", x, bias, rows * dim, dim)
     }
 
@@ -139,6 +160,7 @@ impl Backend for CudaBackend {
         p: RopeParams,
         freq_factors: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
+        self.q8_forget(self.ptr(x));
         self.rope_impl(x, positions, n_heads, head_dim, p, freq_factors)
     }
 
@@ -150,6 +172,8 @@ impl Backend for CudaBackend {
         p: AttnParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.flush()?;
+        self.q8_forget(self.ptr(out));
         self.attention_impl(q, k, v, p, out)
     }
 
@@ -160,21 +184,67 @@ impl Backend for CudaBackend {
         len: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.flush()?;
         self.swiglu_impl(gate, up, len, out)
     }
 
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
+        self.flush()?;
+        self.q8_forget(self.ptr(x));
         self.elementwise_impl("add", x, y, len, 0)
     }
 
     fn argmax(&self, x: &CudaSlice<f32>, len: usize) -> Result<u32> {
+        self.flush()?;
+        self.not_capturing("argmax")?;
         self.argmax_impl(x, len)
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.not_capturing("synchronize")?;
         Ok(self
             .stream
             .synchronize()
             .ctx(|| "waiting for the stream".into())?)
+    }
+
+    fn kv_write(
+        &self,
+        src: &CudaSlice<f32>,
+        cache: &mut CudaSlice<f32>,
+        pos0: usize,
+        n: usize,
+        kv_dim: usize,
+    ) -> Result<()> {
+        self.q8_forget(self.ptr(cache));
+        self.kv_write_impl(src, cache, pos0, n, kv_dim)
+    }
+
+    fn begin_step(&self, tokens: &[u32], positions: &[u32]) -> Result<()> {
+        self.begin_step_impl(tokens, positions)
+    }
+
+    fn end_step(&self) -> Result<()> {
+        self.end_step_impl()
+    }
+
+    fn record_begin(&self, key: u64) -> Result<bool> {
+        self.record_begin_impl(key)
+    }
+
+    fn record_end(&self, key: u64) -> Result<()> {
+        self.record_end_impl(key)
+    }
+
+    fn replay(&self, key: u64) -> Result<bool> {
+        self.replay_impl(key)
+    }
+}
+
+impl CudaBackend {
+    /// A buffer's device address: the key of its q8 copy (src/q8.rs).
+    fn ptr(&self, b: &CudaSlice<f32>) -> u64 {
+        b.device_ptr(&self.stream).0
     }
 }

@@ -60,7 +60,22 @@ pub const KERNEL_FILES: &[KernelFile] = &[
         include_str!("../kernels/embedding.cu"),
         true,
     ),
+    kf(
+        "attn_decode.cu",
+        include_str!("../kernels/attn_decode.cu"),
+        false,
+    ),
+    kf(
+        "attn_prefill.cu",
+        include_str!("../kernels/attn_prefill.cu"),
+        false,
+    ),
     kf("matvec_q.cu", include_str!("../kernels/matvec_q.cu"), true),
+    kf(
+        "matvec_q8.cu",
+        include_str!("../kernels/matvec_q8.cu"),
+        true,
+    ),
     kf("matmul.cu", include_str!("../kernels/matmul.cu"), true),
 ];
 
@@ -91,6 +106,10 @@ pub const FORMATS: &[(GgmlType, &str)] = &[
     (GgmlType::Q8K, "q8_k"),
 ];
 
+/// The formats matvec_q8.cu has dp4a kernels for (its PLUMB_Q8_FORMATS); a one-format unit of
+/// that file exists only for these.
+pub const Q8_FORMATS: &[&str] = &["q4_0", "q4_1", "q8_0", "q4_k", "q6_k"];
+
 /// The kernel-name suffix of a weight format.
 pub fn format_suffix(ty: GgmlType) -> Option<&'static str> {
     FORMATS.iter().find(|(t, _)| *t == ty).map(|(_, s)| *s)
@@ -108,11 +127,23 @@ pub fn entry_points(file: &str) -> Vec<String> {
     let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
     match file {
         "norm.cu" => fixed(&["rms_norm_f32", "add_rms_norm_f32"]),
-        "rope.cu" => fixed(&["rope_f32"]),
-        "elementwise.cu" => fixed(&["add_f32", "add_bias_f32", "swiglu_f32"]),
+        "rope.cu" => fixed(&["rope_f32", "rope_kv_f32"]),
+        "elementwise.cu" => fixed(&[
+            "add_f32",
+            "add_bias_f32",
+            "swiglu_f32",
+            "kv_write_f32",
+            "quantize_q8",
+        ]),
         "argmax.cu" => fixed(&["argmax_f32"]),
         "attention.cu" => fixed(&["attn_fwd_hd64", "attn_fwd_hd128", "attn_combine"]),
+        "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128"]),
+        "attn_prefill.cu" => fixed(&["attn_prefill_hd64", "attn_prefill_hd128"]),
         "embedding.cu" => per_format(&["embedding"]),
+        "matvec_q8.cu" => Q8_FORMATS
+            .iter()
+            .flat_map(|s| (1..=8).map(move |n| format!("matvec_q8_n{n}_{s}")))
+            .collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
         "matmul.cu" => {
             let mut v = per_format(&["dequant_f16", "dequant_f32", "matmul_tiled"]);

@@ -2,6 +2,7 @@
 //! module cache and the variant registry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -10,7 +11,10 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use cudarc::nvrtc::Ptx;
 
 use crate::compile::{self, KernelReport};
+use crate::defer::Pending;
 use crate::error::{CudaError, DriverContext, Result};
+use crate::q8::Q8State;
+use crate::step::{Graphs, StepState};
 
 /// What the driver reports about the GPU.
 #[derive(Debug, Clone)]
@@ -26,10 +30,14 @@ pub struct DeviceInfo {
 
 /// Op families with named variants, each with its variants (the first is the default, except
 /// that `prefill` defaults to `tiled` where cuBLAS cannot be loaded).
+/// - matvec (n ≤ 8): `q8_dp4a` (matvec_q8.cu; formats without a dp4a kernel fall back to
+///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations).
+/// - attention: `split_kv` (one token: attn_decode.cu; more: the flash kernel) and
+///   `flash_split` (attention.cu for every call).
 pub const VARIANTS: &[(&str, &[&str])] = &[
-    ("matvec", &["warp_per_row", "tiled"]),
+    ("matvec", &["q8_dp4a", "warp_per_row", "tiled"]),
     ("prefill", &["cublas", "tiled"]),
-    ("attention", &["flash_split"]),
+    ("attention", &["split_kv", "flash_split"]),
 ];
 
 /// The variants of `op` (empty for an op without variants).
@@ -49,23 +57,41 @@ pub(crate) struct Scratch {
     pub w32: Option<CudaSlice<f32>>,
     pub part: Option<CudaSlice<f32>>,
     pub result: Option<CudaSlice<u32>>,
+    /// Decode attention: the splits' partials and one arrival counter per KV head (zeroed
+    /// once; the kernel resets what it uses).
+    pub dec_part: Option<CudaSlice<f32>>,
+    pub dec_count: Option<CudaSlice<u32>>,
 }
 
-/// Returns `slot`'s buffer, reallocated if shorter than `len`.
-pub(crate) fn ensure_len<'a, T: cudarc::driver::DeviceRepr>(
-    stream: &Arc<CudaStream>,
-    slot: &'a mut Option<CudaSlice<T>>,
-    len: usize,
-) -> Result<&'a mut CudaSlice<T>> {
-    if slot.as_ref().is_none_or(|s| s.len() < len) {
-        *slot = None; // free first: the old buffer may be most of the memory we need
-                      // SAFETY: scratch is always fully written by a kernel before it is read.
-        let buf = unsafe { stream.alloc::<T>(len.max(1)) }
-            .ctx(|| format!("allocating {len} elements of scratch"))?;
-        *slot = Some(buf);
+impl CudaBackend {
+    /// Returns `slot`'s buffer, reallocated (zeroed) if shorter than `len`. A reallocation
+    /// moves the buffer, so it bumps the epoch (recorded steps holding the old address are
+    /// dropped) and is refused while a step is being recorded (src/step.rs).
+    pub(crate) fn ensure_len<
+        'a,
+        T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits,
+    >(
+        &self,
+        slot: &'a mut Option<CudaSlice<T>>,
+        len: usize,
+    ) -> Result<&'a mut CudaSlice<T>> {
+        if slot.as_ref().is_none_or(|s| s.len() < len) {
+            if self.is_capturing() {
+                return Err(CudaError::Other(format!(
+                    "scratch of {len} elements needed while recording a step"
+                )));
+            }
+            *slot = None; // free first: the old buffer may be most of the memory we need
+            let buf = self
+                .stream
+                .alloc_zeros::<T>(len.max(1))
+                .ctx(|| format!("allocating {len} elements of scratch"))?;
+            *slot = Some(buf);
+            self.bump_epoch();
+        }
+        slot.as_mut()
+            .ok_or_else(|| CudaError::Other("scratch allocation vanished".into()))
     }
-    slot.as_mut()
-        .ok_or_else(|| CudaError::Other("scratch allocation vanished".into()))
 }
 
 /// The CUDA backend: one GPU, one stream, kernels compiled by NVRTC at first use.
@@ -80,7 +106,22 @@ pub struct CudaBackend {
     blas: OnceLock<std::result::Result<CudaBlas, String>>,
     variants: Mutex<HashMap<&'static str, &'static str>>,
     pub(crate) scratch: Mutex<Scratch>,
+    pub(crate) step: Mutex<StepState>,
+    pub(crate) graphs: Mutex<Graphs>,
+    pub(crate) q8: Mutex<Q8State>,
+    /// Launches held back inside a step (src/defer.rs).
+    pub(crate) pending: Mutex<Vec<Pending>>,
+    /// Whether the stream is being captured into a recording (src/step.rs).
+    pub(crate) capturing: AtomicBool,
+    /// Bumped whenever a buffer a recording may hold moves (src/step.rs).
+    pub(crate) epoch: AtomicU64,
     _ctx: Arc<CudaContext>,
+}
+
+/// `PLUMB_CUDA_RECORD=0` turns the recording of decode steps off (A/B timing, and an escape
+/// hatch should a driver misbehave under stream capture).
+fn record_from_env() -> bool {
+    std::env::var("PLUMB_CUDA_RECORD").map_or(true, |v| v != "0")
 }
 
 fn cublas_present() -> bool {
@@ -128,12 +169,22 @@ impl CudaBackend {
             blas: OnceLock::new(),
             variants: Mutex::new(defaults),
             scratch: Mutex::new(Scratch::default()),
+            step: Mutex::new(StepState::default()),
+            graphs: Mutex::new(Graphs::new(record_from_env())),
+            q8: Mutex::new(Q8State::default()),
+            pending: Mutex::new(Vec::new()),
+            capturing: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             _ctx: ctx,
         })
     }
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    pub(crate) fn ctx(&self) -> &Arc<CudaContext> {
+        &self._ctx
     }
 
     /// The architecture kernels are compiled for (`sm_90` on an H100).

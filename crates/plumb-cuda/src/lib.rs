@@ -7,6 +7,12 @@
 //! - `impl plumb_ops::Backend for CudaBackend`: every op is checked against the reference by
 //!   `plumb_ops::check::run` (`plumb check --backend cuda`, or `examples/cuda_check.rs`).
 //! - Ops with several kernels have named variants ([`variants`], [`CudaBackend::set_variant`]).
+//! - Forward steps: `begin_step` puts the step's ids and positions in a device buffer the ops
+//!   read, and a decode step is recorded once as a CUDA graph and replayed (src/step.rs).
+//! - Decode matvecs read q8_1 activations with dp4a dots from weights repacked at upload for
+//!   16-byte loads (src/q8.rs, src/weight.rs, kernels/matvec_q8.cu).
+//! - Inside a step, matvecs sharing an input, and a step's ropes and KV writes, are held back
+//!   until the next call and launched merged (src/defer.rs). Performance notes: NOTES.md.
 //!
 //! Built everywhere: cudarc loads libcuda, libnvrtc and libcublas at run time, so no CUDA
 //! toolkit is needed to build, only a driver (and NVRTC) to run.
@@ -14,14 +20,19 @@
 mod attention;
 mod backend;
 pub mod compile;
+mod defer;
 mod device;
 pub mod error;
 mod matmul;
+mod matvec;
 mod ops;
+mod q8;
+mod step;
 mod weight;
 
 pub use compile::{compile_all, KernelReport};
 pub use device::{variants, CudaBackend, DeviceInfo, VARIANTS};
 pub use error::{CudaError, Result};
-pub use matmul::MATVEC_MAX_N;
+pub use matvec::MATVEC_MAX_N;
+pub use step::MAX_RECORDINGS;
 pub use weight::CudaWeight;

@@ -1,5 +1,5 @@
-//! matmul launchers: quantized matvec for decode (n ≤ 8) and the prefill paths (n > 8).
-//! Kernels and the reasons of their launch configurations: kernels/matvec_q.cu, matmul.cu.
+//! matmul: the decode matvec for n ≤ MATVEC_MAX_N (src/matvec.rs) and the prefill paths for
+//! n > 8. Kernels and the reasons of their launch configurations: kernels/matmul.cu.
 
 use std::ffi::c_void;
 
@@ -12,20 +12,18 @@ use plumb_core::GgmlType;
 use plumb_ops::{OpError, Result};
 
 use crate::compile::format_suffix;
-use crate::device::{ensure_len, poisoned, CudaBackend};
+use crate::device::{poisoned, CudaBackend};
 use crate::error::{CudaError, DriverContext};
+use crate::matvec::MATVEC_MAX_N;
 use crate::ops::{ensure, grid1, int};
 use crate::weight::CudaWeight;
 
-/// The most tokens the matvec kernels take (their accumulator arrays, MAX_N in matvec_q.cu).
-pub const MATVEC_MAX_N: usize = 8;
-
 /// Shapes as the kernels' ints.
-struct Dims {
-    rows: i32,
-    cols: i32,
-    row_bytes: i32,
-    n: i32,
+pub(crate) struct Dims {
+    pub rows: i32,
+    pub cols: i32,
+    pub row_bytes: i32,
+    pub n: i32,
 }
 
 impl CudaBackend {
@@ -67,38 +65,11 @@ impl CudaBackend {
         if n <= MATVEC_MAX_N {
             return self.matvec(w, x, out, &d, sfx);
         }
+        self.flush()?;
         match self.variant("prefill") {
             Some("cublas") => self.prefill_cublas(w, x, out, &d, sfx),
             _ => self.prefill_tiled(w, x, out, &d, sfx),
         }
-    }
-
-    fn matvec(
-        &self,
-        w: &CudaWeight,
-        x: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
-        d: &Dims,
-        sfx: &'static str,
-    ) -> Result<()> {
-        let tiled = self.variant("matvec") == Some("tiled");
-        let rows = d.rows as usize;
-        // warp_per_row: 4 warps = 4 rows per block; tiled: 8 rows per block and the x tile
-        // [n][1024 + 32] floats in dynamic shared memory (see matvec_q.cu).
-        let cfg = if tiled {
-            grid1(rows.div_ceil(8), 256, (d.n as u32) * 1056 * 4)
-        } else {
-            grid1(rows.div_ceil(4), 128, 0)
-        };
-        let name = format!("matvec_{}_{sfx}", if tiled { "tiled" } else { "warp" });
-        let f = self.func("matvec_q.cu", Some(sfx), &name)?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&w.data).arg(x).arg(out);
-        b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
-        // SAFETY: W holds rows*row_bytes bytes (CudaWeight invariant), x n*cols floats and
-        // out n*rows (checked by matmul_impl), n ≤ MAX_N; the kernel guards rows.
-        unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
-        Ok(())
     }
 
     fn prefill_tiled(
@@ -154,11 +125,11 @@ impl CudaBackend {
             }
             GgmlType::BF16 => {
                 // bf16 -> f16 would lose range: widen to f32 and run an f32 GEMM.
-                let w32 = ensure_len(s, &mut scratch.w32, rows * cols)?;
+                let w32 = self.ensure_len(&mut scratch.w32, rows * cols)?;
                 let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f32_{sfx}"))?;
-                let mut l = s.launch_builder(&f);
+                let mut l = self.stream.launch_builder(&f);
                 l.arg(&w.data)
-                    .arg(&mut *w32)
+                    .arg(&*w32)
                     .arg(&d.rows)
                     .arg(&d.cols)
                     .arg(&d.row_bytes);
@@ -176,22 +147,26 @@ impl CudaBackend {
             }
             _ => {
                 if w.ty != GgmlType::F16 {
-                    let w16 = ensure_len(s, &mut scratch.w16, rows * cols)?;
+                    let w16 = self.ensure_len(&mut scratch.w16, rows * cols)?;
                     let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f16_{sfx}"))?;
-                    let mut l = s.launch_builder(&f);
+                    let mut l = self.stream.launch_builder(&f);
                     l.arg(&w.data)
-                        .arg(&mut *w16)
+                        .arg(&*w16)
                         .arg(&d.rows)
                         .arg(&d.cols)
                         .arg(&d.row_bytes);
-                    // SAFETY: w16 holds rows*cols halves; one thread per chunk, guarded.
-                    unsafe { l.launch(dq_cfg) }.ctx(|| "launching dequant_f16".into())?;
+                    // v2: one warp per run of 1024 elements of a row (matmul.cu).
+                    let warps = rows * cols.div_ceil(1024);
+                    // SAFETY: w16 holds rows*cols halves, cols % 32 == 0 (a quantized format);
+                    // whole warps past the last run leave.
+                    unsafe { l.launch(grid1(warps.div_ceil(8), 256, 0)) }
+                        .ctx(|| "launching dequant_f16".into())?;
                 }
-                let x16 = ensure_len(s, &mut scratch.x16, n * cols)?;
+                let x16 = self.ensure_len(&mut scratch.x16, n * cols)?;
                 let len = (n * cols) as u64;
                 let f = self.func("matmul.cu", Some(sfx), "to_f16_f32")?;
-                let mut l = s.launch_builder(&f);
-                l.arg(x).arg(&mut *x16).arg(&len);
+                let mut l = self.stream.launch_builder(&f);
+                l.arg(x).arg(&*x16).arg(&len);
                 // SAFETY: x holds n*cols floats (checked), x16 as many halves.
                 unsafe { l.launch(grid1((n * cols).div_ceil(256).min(4096), 256, 0)) }
                     .ctx(|| "launching to_f16".into())?;

@@ -2,11 +2,12 @@
 //! Each checks its shapes on the host (a kernel never sees an out-of-bounds index) and
 //! states its launch configuration's reason next to the kernel, in the `.cu` header.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-use plumb_ops::{OpError, Result, RopeParams, RopeStyle};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use plumb_ops::{OpError, Result, RopeParams};
 
 use crate::compile::format_suffix;
-use crate::device::{ensure_len, poisoned, CudaBackend};
+use crate::defer::{KvItem, RopeItem};
+use crate::device::{poisoned, CudaBackend};
 use crate::error::DriverContext;
 use crate::weight::CudaWeight;
 
@@ -46,6 +47,60 @@ fn stride_blocks(len: usize) -> usize {
 }
 
 impl CudaBackend {
+    /// A device address holding `vals`: the step buffer's (`step`) when the values are the
+    /// active step's, else a fresh upload, returned so that it outlives the launch (and
+    /// refused while recording: a recording must not hold a temporary).
+    pub(crate) fn device_u32s(
+        &self,
+        step: Option<u64>,
+        vals: &[u32],
+        what: &str,
+    ) -> Result<(u64, Option<CudaSlice<u32>>)> {
+        if let Some(p) = step {
+            return Ok((p, None));
+        }
+        self.not_capturing(what)?;
+        let buf = self
+            .stream
+            .clone_htod(vals)
+            .ctx(|| format!("uploading {what}"))?;
+        let p = buf.device_ptr(&self.stream).0;
+        Ok((p, Some(buf)))
+    }
+
+    /// `cache[pos0 * kv_dim ..][.. n * kv_dim] = src[.. n * kv_dim]`, pos0 read on the device.
+    pub(crate) fn kv_write_impl(
+        &self,
+        src: &CudaSlice<f32>,
+        cache: &mut CudaSlice<f32>,
+        pos0: usize,
+        n: usize,
+        kv_dim: usize,
+    ) -> Result<()> {
+        let len = n * kv_dim;
+        ensure(
+            src.len() >= len && cache.len() >= (pos0 + n) * kv_dim,
+            "kv_write",
+            || format!("{n} rows of {kv_dim} at {pos0} do not fit the cache or the source"),
+        )?;
+        if len == 0 {
+            return Ok(());
+        }
+        let pos0_u32 = [u32::try_from(pos0).map_err(|_| shape("kv_write", "pos0".into()))?];
+        let step_p0 = self.step_pos0(pos0);
+        let in_step = step_p0.is_some();
+        let (p0, _upload) = self.device_u32s(step_p0, &pos0_u32, "pos0")?;
+        let item = KvItem {
+            src: src.device_ptr(&self.stream).0,
+            cache: cache.device_ptr(&self.stream).0,
+            pos0: p0,
+            n,
+            kv_dim,
+            capacity: cache.len() / kv_dim.max(1),
+        };
+        self.defer_kv_write(item, in_step)
+    }
+
     pub(crate) fn embedding_impl(
         &self,
         table: &CudaWeight,
@@ -76,24 +131,25 @@ impl CudaBackend {
             op: "embedding",
             what: table.ty.name().into(),
         })?;
-        let (cols, row_bytes) = (
+        let (cols, row_bytes, vocab) = (
             int(dim, "embedding", "cols")?,
             int(table.row_bytes, "embedding", "row bytes")?,
+            int(table.rows, "embedding", "vocab")?,
         );
-        let ids_dev = self
-            .stream
-            .clone_htod(ids)
-            .ctx(|| "uploading token ids".into())?;
+        // Inside a step the ids come from the step's device buffer (src/step.rs).
+        let (ids_ptr, _upload) = self.device_u32s(self.step_ids(ids), ids, "token ids")?;
         let f = self.func("embedding.cu", Some(suffix), &format!("embedding_{suffix}"))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(&table.data)
-            .arg(&ids_dev)
+            .arg(&ids_ptr)
             .arg(out)
             .arg(&cols)
-            .arg(&row_bytes);
-        // SAFETY: ids < rows (checked), out holds ids.len() * cols floats (checked), the
-        // table holds rows * row_bytes bytes (CudaWeight invariant); the argument list
-        // matches embedding_* in embedding.cu.
+            .arg(&row_bytes)
+            .arg(&vocab);
+        // SAFETY: ids < rows (checked; the kernel also guards), ids_ptr holds ids.len() u32
+        // (the step buffer or the upload kept alive in _upload), out holds ids.len() * cols
+        // floats (checked), the table holds rows * row_bytes bytes (CudaWeight invariant); the
+        // argument list matches embedding_* in embedding.cu.
         unsafe { b.launch(grid1(ids.len(), 128, 0)) }.ctx(|| "launching embedding".into())?;
         Ok(())
     }
@@ -130,19 +186,38 @@ impl CudaBackend {
             return Ok(());
         }
         let d = int(dim, op, "dim")?;
-        let cfg = grid1(rows, 256, 0);
+        // ~4 elements per thread, a whole number of warps, at most 1024 (norm.cu).
+        let threads = (dim.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
+        let cfg = grid1(rows, threads, 0);
+        // The q8 copy of `out` for the matvec that may follow (src/q8.rs).
+        let out_ptr = out.device_ptr(&self.stream).0;
+        let q8 = if dim.is_multiple_of(32) {
+            self.q8_produce(out_ptr, rows, rows * dim)
+        } else {
+            self.q8_forget(out_ptr);
+            None
+        };
+        let (qs, ds) = q8.map(|p| (p.qs, p.ds)).unwrap_or((0, 0));
         match residual {
             None => {
                 let f = self.func("norm.cu", None, "rms_norm_f32")?;
                 let mut b = self.stream.launch_builder(&f);
-                b.arg(x).arg(w).arg(out).arg(&d).arg(&eps);
-                // SAFETY: x and out hold rows*dim floats and w dim (checked); one block per row.
+                b.arg(x).arg(w).arg(out).arg(&d).arg(&eps).arg(&qs).arg(&ds);
+                // SAFETY: x and out hold rows*dim floats and w dim (checked); one block per row;
+                // qs/ds are null or a q8 slot of rows*dim values with dim % 32 == 0.
                 unsafe { b.launch(cfg) }.ctx(|| "launching rms_norm".into())?;
             }
             Some(res) => {
                 let f = self.func("norm.cu", None, "add_rms_norm_f32")?;
                 let mut b = self.stream.launch_builder(&f);
-                b.arg(res).arg(x).arg(w).arg(out).arg(&d).arg(&eps);
+                b.arg(res)
+                    .arg(x)
+                    .arg(w)
+                    .arg(out)
+                    .arg(&d)
+                    .arg(&eps)
+                    .arg(&qs)
+                    .arg(&ds);
                 // SAFETY: as rms_norm, and the residual holds rows*dim floats (checked).
                 unsafe { b.launch(cfg) }.ctx(|| "launching add_rms_norm".into())?;
             }
@@ -178,35 +253,21 @@ impl CudaBackend {
         if pairs == 0 {
             return Ok(());
         }
-        let pos = self
-            .stream
-            .clone_htod(positions)
-            .ctx(|| "uploading positions".into())?;
-        let args = [
-            int(n, "rope", "tokens")?,
-            int(n_heads, "rope", "heads")?,
-            int(head_dim, "rope", "head_dim")?,
-            int(p.n_rot, "rope", "n_rot")?,
-            (p.style == RopeStyle::Neox) as i32,
-        ];
-        let has_ff = freq_factors.is_some() as i32;
-        let f = self.func("rope.cu", None, "rope_f32")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(x).arg(&pos);
-        // Without factors the kernel never reads the pointer (has_ff = 0); pass positions.
-        match freq_factors {
-            Some(ff) => b.arg(ff),
-            None => b.arg(&pos),
+        // Inside a step the positions come from the step's device buffer (src/step.rs), and
+        // the launch may be merged with its neighbours' (src/defer.rs).
+        let step_pos = self.step_positions(positions);
+        let in_step = step_pos.is_some();
+        let (pos, _upload) = self.device_u32s(step_pos, positions, "positions")?;
+        let item = RopeItem {
+            x: x.device_ptr(&self.stream).0,
+            pos,
+            n,
+            n_heads,
+            head_dim,
+            p,
+            ff: freq_factors.map(|f| f.device_ptr(&self.stream).0),
         };
-        b.arg(&has_ff);
-        for a in &args {
-            b.arg(a);
-        }
-        b.arg(&p.theta);
-        // SAFETY: x holds n*heads*head_dim floats, positions n, factors n_rot/2 (checked);
-        // one thread per pair, guarded by the pair count inside the kernel.
-        unsafe { b.launch(grid1(pairs.div_ceil(256), 256, 0)) }.ctx(|| "launching rope".into())?;
-        Ok(())
+        self.defer_rope(item, in_step)
     }
 
     /// `add` (x += y over len) or `add_bias` (x[r, :] += y[:dim] over len = rows * dim).
@@ -255,10 +316,16 @@ impl CudaBackend {
             return Ok(());
         }
         let len64 = len as u64;
+        // The q8 copy of `out` for the down projection (src/q8.rs): rows are unknown here, so
+        // it is written for any len ≤ MATVEC_MAX_N rows' worth of q8 slot.
+        let out_ptr = out.device_ptr(&self.stream).0;
+        let q8 = self.q8_produce(out_ptr, 1, len);
+        let (qs, ds) = q8.map(|p| (p.qs, p.ds)).unwrap_or((0, 0));
         let f = self.func("elementwise.cu", None, "swiglu_f32")?;
         let mut b = self.stream.launch_builder(&f);
-        b.arg(gate).arg(up).arg(out).arg(&len64);
-        // SAFETY: the three buffers hold len floats (checked).
+        b.arg(gate).arg(up).arg(out).arg(&len64).arg(&qs).arg(&ds);
+        // SAFETY: the three buffers hold len floats (checked); qs/ds are null or a q8 slot of
+        // len values with len % 32 == 0 (q8_produce).
         unsafe { b.launch(grid1(stride_blocks(len), 256, 0)) }.ctx(|| "launching swiglu".into())?;
         Ok(())
     }
@@ -273,10 +340,10 @@ impl CudaBackend {
         let len32 =
             u32::try_from(len).map_err(|_| shape("argmax", format!("len {len} too large")))?;
         let mut scratch = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
-        let result = ensure_len(&self.stream, &mut scratch.result, 1)?;
+        let result = self.ensure_len(&mut scratch.result, 1)?;
         let f = self.func("argmax.cu", None, "argmax_f32")?;
         let mut b = self.stream.launch_builder(&f);
-        b.arg(x).arg(&len32).arg(&mut *result);
+        b.arg(x).arg(&len32).arg(&*result);
         // SAFETY: x holds len floats (checked), result one u32; a single block (argmax.cu).
         unsafe { b.launch(grid1(1, 1024, 0)) }.ctx(|| "launching argmax".into())?;
         let mut host = [0u32; 1];

@@ -39,8 +39,13 @@ fn gpu() -> CudaBackend {
 #[ignore = "needs an NVIDIA GPU; run with --ignored on a GPU machine"]
 fn check_harness_passes_for_every_variant() {
     let b = gpu();
-    for (matvec, prefill) in [("warp_per_row", "cublas"), ("tiled", "tiled")] {
+    for (matvec, prefill, attention) in [
+        ("q8_dp4a", "cublas", "split_kv"),
+        ("warp_per_row", "cublas", "flash_split"),
+        ("tiled", "tiled", "split_kv"),
+    ] {
         b.set_variant("matvec", matvec).unwrap();
+        b.set_variant("attention", attention).unwrap();
         if b.set_variant("prefill", prefill).is_err() {
             continue; // no cuBLAS on this machine
         }
@@ -96,7 +101,10 @@ fn copies_errors_and_variants() {
     assert!(b.set_variant("nope", "tiled").is_err());
     b.set_variant("matvec", "tiled").unwrap();
     assert_eq!(b.variant("matvec"), Some("tiled"));
-    assert_eq!(plumb_cuda::variants("matvec"), &["warp_per_row", "tiled"]);
+    assert_eq!(
+        plumb_cuda::variants("matvec"),
+        &["q8_dp4a", "warp_per_row", "tiled"]
+    );
     let _ = GgmlType::Q4_0;
 }
 
@@ -116,4 +124,88 @@ fn kernels_come_from_the_disk_cache_the_second_time() {
         assert_eq!(reports[0].1, round == 1, "round {round}: {:?}", reports[0]);
     }
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A small llama with head_dim 64 (the decode kernels' shapes) in `quant`.
+fn tiny_model(quant: GgmlType, tag: &str) -> std::path::PathBuf {
+    use plumb_model::synth::{write_synthetic, SynthShape};
+    let shape = SynthShape {
+        name: "tiny",
+        arch: "llama",
+        n_layers: 3,
+        d_model: 256,
+        d_ff: 512,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab: 1000,
+        ctx: 256,
+        rope_theta: 10000.0,
+        rms_eps: 1e-5,
+        tied: false,
+        qkv_bias: false,
+    };
+    let dir = std::env::temp_dir().join(format!("plumb-cuda-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    write_synthetic(&shape, quant, 5, &path, std::sync::Arc::new(|_, _| {})).unwrap();
+    path
+}
+
+/// Prefill of a prompt, then `steps` greedy decode steps: every step's logits.
+fn decode_logits(b: CudaBackend, path: &std::path::Path, steps: usize) -> (Vec<Vec<f32>>, usize) {
+    use plumb_model::{gguf::GgufFile, Logits, Model};
+    let file = GgufFile::open(path).unwrap();
+    let m = Model::load(&file, b).unwrap();
+    let mut cache = m.new_cache(48).unwrap();
+    let mut logits = vec![m
+        .forward(&[5, 17, 300, 3, 999], &mut cache, Logits::Last)
+        .unwrap()];
+    for _ in 0..steps {
+        let last = logits.last().unwrap();
+        let next = (0..last.len()).fold(0, |a, i| if last[i] > last[a] { i } else { a });
+        logits.push(m.forward(&[next as u32], &mut cache, Logits::Last).unwrap());
+    }
+    // decode_argmax (the bench's path) picks what the logits say, step after step.
+    let argmax = |v: &Vec<f32>| (0..v.len()).fold(0, |a, i| if v[i] > v[a] { i } else { a });
+    let mut c2 = m.new_cache(48).unwrap();
+    m.forward(&[5, 17, 300, 3, 999], &mut c2, Logits::Last)
+        .unwrap();
+    let mut id = argmax(&logits[0]) as u32;
+    for (i, l) in logits.iter().enumerate().skip(1).take(4) {
+        id = m.decode_argmax(id, &mut c2).unwrap();
+        assert_eq!(id as usize, argmax(l), "decode_argmax at step {i}");
+    }
+    (logits, m.backend.recordings())
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run with --ignored on a GPU machine"]
+fn recorded_decode_steps_equal_plain_ones() {
+    for (quant, attention) in [
+        (GgmlType::Q4_0, "split_kv"),
+        (GgmlType::Q4K, "flash_split"),
+        (GgmlType::F16, "split_kv"),
+    ] {
+        let path = tiny_model(quant, quant.name());
+        let recorded = gpu();
+        recorded.set_variant("attention", attention).unwrap();
+        let plain = gpu();
+        plain.set_variant("attention", attention).unwrap();
+        plain.set_recording(false).unwrap();
+        let (want, none) = decode_logits(plain, &path, 16);
+        let (got, kept) = decode_logits(recorded, &path, 16);
+        assert_eq!(none, 0);
+        assert!(kept >= 1, "{quant}: no step was recorded");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.iter().all(|v| v.is_finite()),
+                "{quant} step {i}: non-finite logits"
+            );
+            assert!(
+                g == w,
+                "{quant} step {i}: recorded logits differ from plain ones"
+            );
+        }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
 }

@@ -1,0 +1,177 @@
+//! Decode matvec launchers (n ≤ MATVEC_MAX_N tokens). Kernels and the reasons of their launch
+//! configurations: kernels/matvec_q8.cu (v2, q8_dp4a) and kernels/matvec_q.cu (v1).
+
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use plumb_core::GgmlType;
+use plumb_ops::Result;
+
+use crate::device::CudaBackend;
+use crate::error::{CudaError, DriverContext};
+use crate::matmul::Dims;
+use crate::ops::grid1;
+use crate::weight::CudaWeight;
+
+/// The most tokens the matvec kernels take (their accumulator arrays, MAX_N in the kernels).
+pub const MATVEC_MAX_N: usize = 8;
+
+/// Rows per thread group of matvec_q8 (MV_R in the kernel).
+const MV_R: usize = 2;
+
+/// Whether `ty` has a dp4a kernel in matvec_q8.cu (its PLUMB_Q8_FORMATS).
+pub(crate) fn has_q8_kernel(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
+    )
+}
+
+/// Threads per row group: the smallest power of two ≥ the row's 32-element units, from 32
+/// to 128 (576 columns: 18 units -> 32; 4096: 128 units -> 128).
+fn threads_per_row(cols: usize) -> u32 {
+    (cols / 32).next_power_of_two().clamp(32, 128) as u32
+}
+
+/// One (weight, output) pair of a q8 matvec launch, as device addresses (src/defer.rs keeps
+/// them until the launch).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MvItem {
+    pub w: u64,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_bytes: usize,
+    /// x [n, cols]
+    pub x: u64,
+    pub n: usize,
+    /// out [n, rows]
+    pub out: u64,
+}
+
+impl MvItem {
+    /// Whether `other` can share this item's launch: same x̂, shapes and format, another output.
+    pub fn joins(&self, other: &MvItem) -> bool {
+        self.x == other.x
+            && self.n == other.n
+            && self.ty == other.ty
+            && self.cols == other.cols
+            && self.out != other.out
+            && self.w != other.w
+    }
+}
+
+/// matvec_q8.cu's MvSets: up to 3 (W, out) pairs, their blocks one after the other.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct MvSets {
+    w: [u64; 3],
+    out: [u64; 3],
+    rows: [i32; 3],
+    row_bytes: [i32; 3],
+    end: [i32; 3],
+}
+
+// SAFETY: plain old data laid out as the kernel's `struct MvSets` (#[repr(C)]: three 8-byte
+// pointer arrays, then three int arrays; 84 bytes padded to 88 on both sides).
+unsafe impl cudarc::driver::DeviceRepr for MvSets {}
+
+impl CudaBackend {
+    pub(crate) fn matvec(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let variant = self.variant("matvec");
+        if variant == Some("q8_dp4a") && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+            let item = MvItem {
+                w: w.data.device_ptr(&self.stream).0,
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                row_bytes: w.row_bytes,
+                x: x.device_ptr(&self.stream).0,
+                n: d.n as usize,
+                out: out.device_ptr(&self.stream).0,
+            };
+            // Inside a step the launch may wait for the matvecs that share its x (defer.rs).
+            return self.defer_matvec(item);
+        }
+        self.flush()?;
+        let tiled = variant == Some("tiled");
+        let rows = d.rows as usize;
+        // warp_per_row: 4 warps = 4 rows per block; tiled: 8 rows per block and the x tile
+        // [n][1024 + 32] floats in dynamic shared memory (see matvec_q.cu).
+        let cfg = if tiled {
+            grid1(rows.div_ceil(8), 256, (d.n as u32) * 1056 * 4)
+        } else {
+            grid1(rows.div_ceil(4), 128, 0)
+        };
+        let name = format!("matvec_{}_{sfx}", if tiled { "tiled" } else { "warp" });
+        let f = self.func("matvec_q.cu", Some(sfx), &name)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&w.data).arg(x).arg(out);
+        b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
+        // SAFETY: W holds rows*row_bytes bytes (CudaWeight invariant), x n*cols floats and
+        // out n*rows (checked by matmul_impl), n ≤ MAX_N; the kernel guards rows.
+        unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
+        Ok(())
+    }
+
+    /// One launch of matvec_q8 over 1 to 3 items sharing x (`MvItem::joins`), after the q8
+    /// activations of x (reused when its producer wrote them, else quantize_q8).
+    pub(crate) fn matvec_q8_sets(&self, items: &[MvItem]) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let (n, cols) = (first.n, first.cols);
+        let len = n * cols;
+        let (q8, stale) = self.q8_input(first.x, len)?;
+        if stale {
+            let groups = (len / 32) as i32;
+            let f = self.func("elementwise.cu", None, "quantize_q8")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&first.x).arg(&q8.qs).arg(&q8.ds).arg(&groups);
+            // SAFETY: x holds n*cols floats (checked by matmul_impl when the item was made,
+            // and alive until this launch: defer.rs); the slot holds at least len int8 and
+            // len/32 float2 (q8_input); one warp per group of 32.
+            unsafe { b.launch(grid1((len / 32).div_ceil(8), 256, 0)) }
+                .ctx(|| "launching quantize_q8".into())?;
+        }
+        let tpr = threads_per_row(cols);
+        let rows_per_block = MV_R * (128 / tpr as usize);
+        let mut sets = MvSets::default();
+        let mut blocks = 0usize;
+        for (i, it) in items.iter().take(3).enumerate() {
+            blocks += it.rows.div_ceil(rows_per_block);
+            sets.w[i] = it.w;
+            sets.out[i] = it.out;
+            sets.rows[i] = it.rows as i32;
+            sets.row_bytes[i] = it.row_bytes as i32;
+            sets.end[i] = blocks as i32;
+        }
+        for i in items.len().min(3)..3 {
+            sets.end[i] = blocks as i32;
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (tpr, 128 / tpr, 1),
+            shared_mem_bytes: 0,
+        };
+        let sfx = crate::compile::format_suffix(first.ty)
+            .ok_or_else(|| CudaError::Other(format!("no kernels for {}", first.ty)))?;
+        let name = format!("matvec_q8_n{n}_{sfx}");
+        let f = self.func("matvec_q8.cu", Some(sfx), &name)?;
+        let cols_i = cols as i32;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&sets).arg(&q8.qs).arg(&q8.ds).arg(&cols_i);
+        // SAFETY: each W holds rows*row_bytes bytes in the layout quant.cuh gives the format
+        // (CudaWeight invariant), cols % 32 == 0, the q8 slot holds n*cols values (written
+        // above or by the producer, earlier on this stream), each out holds n*rows floats
+        // (checked by matmul_impl); items share x and format (MvItem::joins); the kernel
+        // clamps the rows it reads and guards the rows it writes.
+        unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
+        Ok(())
+    }
+}
