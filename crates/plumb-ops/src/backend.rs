@@ -165,7 +165,9 @@ pub trait Backend: Send + Sync {
     /// [`Backend::end_step`], the ops of the step receive exactly these values (`ids` of
     /// `embedding`, `positions` of `rope`, `pos0 = positions[0]` of `attention` and `kv_write`),
     /// so a backend may read them from its own device-side copy, which is what lets a recorded
-    /// step be replayed with new values.
+    /// step be replayed with new values. Inside a step a backend may also defer or merge
+    /// launches (e.g. the q, k and v matmuls that share an input), so the buffers an op was
+    /// given must stay alive and unchanged by the host until the next backend call.
     fn begin_step(&self, tokens: &[u32], positions: &[u32]) -> Result<()> {
         let _ = (tokens, positions);
         Ok(())
