@@ -41,6 +41,28 @@ pub struct AttnParams {
     pub scale: f32,
 }
 
+/// One sequence of a paged attention call: its query rows `q_row .. q_row + n_tokens` (of `q`
+/// and `out`) sit at positions `pos0 ..`, and position `p` of the sequence lives in pool slot
+/// `blocks[p / block_size] * block_size + p % block_size`.
+/// Worked example: block_size 16, blocks [7, 2], position 19 → block 2, offset 3 → slot 35.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedSeq<'a> {
+    pub q_row: usize,
+    pub n_tokens: usize,
+    pub pos0: usize,
+    pub blocks: &'a [u32],
+}
+
+/// Shapes of a paged attention call. Pools are `[n_blocks * block_size, n_kv_heads, head_dim]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub block_size: usize,
+}
+
 pub trait Backend: Send + Sync {
     /// f32 activations resident on the backend.
     type Buf: Send + Sync;
@@ -144,6 +166,74 @@ pub trait Backend: Send + Sync {
     /// Waits until every queued op has finished (a no-op on synchronous backends); timing
     /// code calls it before reading a clock.
     fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    // --- paged KV cache: many sequences' keys and values in one pool of fixed-size blocks ---
+
+    /// `pool[slots[i] * kv_dim ..][.. kv_dim] = src[i * kv_dim ..][.. kv_dim]` for every `i`.
+    fn kv_write_slots(
+        &self,
+        src: &Self::Buf,
+        pool: &mut Self::Buf,
+        slots: &[u32],
+        kv_dim: usize,
+    ) -> Result<()> {
+        for (i, &slot) in slots.iter().enumerate() {
+            self.copy(src, i * kv_dim, pool, slot as usize * kv_dim, kv_dim)?;
+        }
+        Ok(())
+    }
+
+    /// Causal attention of every sequence in `seqs` against its own positions in the pools
+    /// (spec and reference: `crate::ops::paged_attention`). The default gathers each
+    /// sequence's blocks into a contiguous scratch cache and runs [`Backend::attention`]:
+    /// correct everywhere, fast nowhere.
+    fn attention_paged(
+        &self,
+        q: &Self::Buf,
+        k_pool: &Self::Buf,
+        v_pool: &Self::Buf,
+        seqs: &[PagedSeq<'_>],
+        p: PagedParams,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let kv_dim = p.n_kv_heads * p.head_dim;
+        let q_dim = p.n_heads * p.head_dim;
+        for s in seqs {
+            let n_kv = s.pos0 + s.n_tokens;
+            let mut k = self.alloc(n_kv * kv_dim)?;
+            let mut v = self.alloc(n_kv * kv_dim)?;
+            for pos in 0..n_kv {
+                let block =
+                    *s.blocks
+                        .get(pos / p.block_size)
+                        .ok_or_else(|| crate::OpError::Shape {
+                            op: "attention_paged",
+                            msg: format!(
+                                "position {pos} has no block ({} blocks of {})",
+                                s.blocks.len(),
+                                p.block_size
+                            ),
+                        })? as usize;
+                let slot = block * p.block_size + pos % p.block_size;
+                self.copy(k_pool, slot * kv_dim, &mut k, pos * kv_dim, kv_dim)?;
+                self.copy(v_pool, slot * kv_dim, &mut v, pos * kv_dim, kv_dim)?;
+            }
+            let mut qs = self.alloc(s.n_tokens * q_dim)?;
+            self.copy(q, s.q_row * q_dim, &mut qs, 0, s.n_tokens * q_dim)?;
+            let mut os = self.alloc(s.n_tokens * q_dim)?;
+            let ap = AttnParams {
+                n_tokens: s.n_tokens,
+                pos0: s.pos0,
+                n_heads: p.n_heads,
+                n_kv_heads: p.n_kv_heads,
+                head_dim: p.head_dim,
+                scale: p.scale,
+            };
+            self.attention(&qs, &k, &v, ap, &mut os)?;
+            self.copy(&os, 0, out, s.q_row * q_dim, s.n_tokens * q_dim)?;
+        }
         Ok(())
     }
 

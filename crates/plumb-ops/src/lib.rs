@@ -11,7 +11,7 @@ pub mod error;
 pub mod ops;
 pub mod reference;
 
-pub use backend::{AttnParams, Backend, RopeParams, RopeStyle};
+pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams, RopeStyle};
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
 pub use reference::ReferenceBackend;

@@ -3,7 +3,7 @@
 
 use plumb_core::HostWeight;
 
-use crate::backend::{AttnParams, Backend, RopeParams};
+use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
 use crate::error::{ensure, Result};
 use crate::ops;
 
@@ -138,5 +138,17 @@ impl Backend for ReferenceBackend {
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
         ops::elementwise::add(x, y, len)
+    }
+
+    fn attention_paged(
+        &self,
+        q: &Vec<f32>,
+        k_pool: &Vec<f32>,
+        v_pool: &Vec<f32>,
+        seqs: &[PagedSeq<'_>],
+        p: PagedParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::paged_attention::reference(q, k_pool, v_pool, seqs, p, out)
     }
 }

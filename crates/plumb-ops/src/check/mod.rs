@@ -63,6 +63,7 @@ pub const OPS: &[&str] = &[
     "add_bias",
     "rope",
     "attention",
+    "attention_paged",
     "swiglu",
     "add",
 ];

@@ -7,5 +7,6 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod matmul;
+pub mod paged_attention;
 pub mod rms_norm;
 pub mod rope;
