@@ -407,7 +407,8 @@ fn product_scale(w: &HostWeight, x: &[f32], n: usize) -> Result<f64> {
 fn attention_paged<B: Backend>(cx: &mut Ctx<B>) {
     // (sequences as (n_tokens, pos0), heads, kv heads, head_dim, block size): decode batches,
     // mixed prefill and decode, GQA 1/3/4/8, positions that end mid-block.
-    let cases: [(&[(usize, usize)], usize, usize, usize, usize); 5] = [
+    type Case = (&'static [(usize, usize)], usize, usize, usize, usize);
+    let cases: [Case; 5] = [
         (&[(1, 0), (1, 17), (1, 40)], 9, 3, 64, 16),
         (&[(5, 0), (1, 100), (3, 31)], 8, 2, 128, 16),
         (&[(1, 63), (1, 64), (1, 65), (1, 1)], 8, 1, 64, 32),
