@@ -15,7 +15,7 @@
 
 use std::sync::Mutex;
 
-use plumb_ops::{AttnParams, Backend, RopeParams};
+use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -249,22 +249,52 @@ impl<B: Backend> Model<B> {
         ws: &mut Workspace<B>,
         want: Logits,
     ) -> Result<usize> {
+        debug_assert!(segs.iter().map(|s| s.len).sum::<usize>() == tokens.len());
+        let last_rows: Vec<usize> = segs.iter().map(|s| s.off + s.len - 1).collect();
+        let rows = self.forward_layers(
+            tokens,
+            positions,
+            &mut KvRoute::Contiguous(segs),
+            &last_rows,
+            ws,
+            want,
+        )?;
+        for seg in segs.iter_mut() {
+            seg.cache.len += seg.len;
+        }
+        Ok(rows)
+    }
+
+    /// The layers over `tokens` (rows of several sequences), with `kv` saying where their
+    /// keys and values go and how attention reads them. Leaves logits in `ws.logits`: every
+    /// row's for [`Logits::All`], else those of `last_rows` (row `i` of the logits = row
+    /// `last_rows[i]` of the batch). Returns the number of logit rows.
+    pub(crate) fn forward_layers(
+        &self,
+        tokens: &[u32],
+        positions: &[u32],
+        kv: &mut KvRoute<'_, '_, B>,
+        last_rows: &[usize],
+        ws: &mut Workspace<B>,
+        want: Logits,
+    ) -> Result<usize> {
         let (b, cfg, w) = (&self.backend, &self.config, &self.weights);
         let n = tokens.len();
-        debug_assert!(n <= ws.cap && segs.iter().map(|s| s.len).sum::<usize>() == n);
+        debug_assert!(n <= ws.cap);
         let (d, qd, kvd, hd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let rope = RopeParams {
             style: cfg.arch.rope_style(),
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };
+        let scale = 1.0 / (hd as f32).sqrt();
         let attn = |seg: &Segment<'_, B>| AttnParams {
             n_tokens: seg.len,
             pos0: seg.cache.len,
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
+            scale,
         };
 
         b.embedding(&w.tok_embd, tokens, &mut ws.x)?;
@@ -288,43 +318,65 @@ impl<B: Backend> Model<B> {
             let ff = w.rope_freqs.as_ref();
             b.rope(&mut ws.q, positions, cfg.n_heads, hd, rope, ff)?;
             b.rope(&mut ws.k, positions, cfg.n_kv_heads, hd, rope, ff)?;
-            if let [seg] = segs {
-                b.kv_write(&ws.k, &mut seg.cache.k[li], seg.cache.len, n, kvd)?;
-                b.kv_write(&ws.v, &mut seg.cache.v[li], seg.cache.len, n, kvd)?;
-                b.attention(
-                    &ws.q,
-                    &seg.cache.k[li],
-                    &seg.cache.v[li],
-                    attn(seg),
-                    &mut ws.attn,
-                )?;
-            } else {
-                // q rows of a segment: [off, off+len) → tmp; its output → attn rows.
-                for seg in segs.iter_mut() {
-                    let (off, len, pos0) = (seg.off, seg.len, seg.cache.len);
-                    b.copy(
-                        &ws.k,
-                        off * kvd,
-                        &mut seg.cache.k[li],
-                        pos0 * kvd,
-                        len * kvd,
-                    )?;
-                    b.copy(
-                        &ws.v,
-                        off * kvd,
-                        &mut seg.cache.v[li],
-                        pos0 * kvd,
-                        len * kvd,
-                    )?;
-                    b.copy(&ws.q, off * qd, &mut ws.tmp, 0, len * qd)?;
+            match kv {
+                KvRoute::Paged {
+                    k,
+                    v,
+                    slots,
+                    seqs,
+                    block_size,
+                } => {
+                    // Row r of k, v → pool slot slots[r]; every sequence attends at once.
+                    b.kv_write_slots(&ws.k, &mut k[li], slots, kvd)?;
+                    b.kv_write_slots(&ws.v, &mut v[li], slots, kvd)?;
+                    let p = PagedParams {
+                        n_heads: cfg.n_heads,
+                        n_kv_heads: cfg.n_kv_heads,
+                        head_dim: hd,
+                        scale,
+                        block_size: *block_size,
+                    };
+                    b.attention_paged(&ws.q, &k[li], &v[li], seqs, p, &mut ws.attn)?;
+                }
+                KvRoute::Contiguous([seg]) => {
+                    b.kv_write(&ws.k, &mut seg.cache.k[li], seg.cache.len, n, kvd)?;
+                    b.kv_write(&ws.v, &mut seg.cache.v[li], seg.cache.len, n, kvd)?;
                     b.attention(
-                        &ws.tmp,
+                        &ws.q,
                         &seg.cache.k[li],
                         &seg.cache.v[li],
                         attn(seg),
-                        &mut ws.proj,
+                        &mut ws.attn,
                     )?;
-                    b.copy(&ws.proj, 0, &mut ws.attn, off * qd, len * qd)?;
+                }
+                KvRoute::Contiguous(segs) => {
+                    // q rows of a segment: [off, off+len) → tmp; its output → attn rows.
+                    for seg in segs.iter_mut() {
+                        let (off, len, pos0) = (seg.off, seg.len, seg.cache.len);
+                        b.copy(
+                            &ws.k,
+                            off * kvd,
+                            &mut seg.cache.k[li],
+                            pos0 * kvd,
+                            len * kvd,
+                        )?;
+                        b.copy(
+                            &ws.v,
+                            off * kvd,
+                            &mut seg.cache.v[li],
+                            pos0 * kvd,
+                            len * kvd,
+                        )?;
+                        b.copy(&ws.q, off * qd, &mut ws.tmp, 0, len * qd)?;
+                        b.attention(
+                            &ws.tmp,
+                            &seg.cache.k[li],
+                            &seg.cache.v[li],
+                            attn(seg),
+                            &mut ws.proj,
+                        )?;
+                        b.copy(&ws.proj, 0, &mut ws.attn, off * qd, len * qd)?;
+                    }
                 }
             }
             b.matmul(&lw.wo, &ws.attn, n, &mut ws.proj)?;
@@ -357,10 +409,6 @@ impl<B: Backend> Model<B> {
                 &mut ws.xn,
             )?;
         }
-        for seg in segs.iter_mut() {
-            seg.cache.len += seg.len;
-        }
-
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
             Logits::All => {
@@ -368,14 +416,29 @@ impl<B: Backend> Model<B> {
                 Ok(n)
             }
             Logits::Last => {
-                for (i, seg) in segs.iter().enumerate() {
-                    b.copy(&ws.xn, (seg.off + seg.len - 1) * d, &mut ws.proj, i * d, d)?;
+                for (i, &row) in last_rows.iter().enumerate() {
+                    b.copy(&ws.xn, row * d, &mut ws.proj, i * d, d)?;
                 }
-                b.matmul(head, &ws.proj, segs.len(), &mut ws.logits)?;
-                Ok(segs.len())
+                b.matmul(head, &ws.proj, last_rows.len(), &mut ws.logits)?;
+                Ok(last_rows.len())
             }
         }
     }
+}
+
+/// Where a forward's keys and values go and how its attention reads them.
+pub(crate) enum KvRoute<'s, 'c, B: Backend> {
+    /// Consecutive runs of rows, each sequence with its own contiguous cache.
+    Contiguous(&'s mut [Segment<'c, B>]),
+    /// One paged pool per layer (`[n_blocks * block_size, kv_dim]`): row `r` of the batch is
+    /// written to slot `slots[r]`, and `seqs` say which rows and blocks are whose.
+    Paged {
+        k: &'s mut [B::Buf],
+        v: &'s mut [B::Buf],
+        slots: &'s [u32],
+        seqs: &'s [PagedSeq<'s>],
+        block_size: usize,
+    },
 }
 
 /// A run of consecutive tokens of one sequence inside a batch.

@@ -5,6 +5,7 @@
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
+//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences.
 //! - [`store`]: the model cache directory and the fetch of the default model.
 
 pub mod batch;
@@ -13,15 +14,17 @@ pub mod error;
 pub mod forward;
 pub mod gguf;
 pub mod kv_cache;
+pub mod paged;
 pub mod store;
 pub mod synth;
 pub mod weights;
 
-pub use batch::BatchItem;
+pub use batch::{BatchItem, PagedItem};
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::{Logits, Model};
 pub use kv_cache::KvCache;
+pub use paged::{BlockTable, PagedError, PagedKv};
 pub use weights::Weights;
 
 use plumb_ops::Backend;

@@ -4,7 +4,8 @@
 //! waiting requests while slots are free (FIFO; a request with `n` choices needs `n`), then
 //! advance every running request: prefilling ones by a chunk of their prompt (at most
 //! `prefill_chunk` prompt tokens per step over all of them), decoding ones by one token of
-//! each choice.
+//! each choice (`paging.rs`: one batched forward over the paged KV cache, preempting the
+//! youngest request when blocks run out).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -13,38 +14,51 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plumb_model::{BatchItem, Model};
+use plumb_model::{BlockTable, Model, PagedError, PagedItem, PagedKv};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
 use super::metrics::RequestStatus;
-use super::sequence::{Choice, SeqKv, StepResult};
+use super::sequence::{Choice, StepResult};
 use super::{lock, Command, DoneEvent, Event, EventSender, Request, RequestId, Shared};
 use crate::error::Result;
 use crate::generate::FinishReason;
 
-struct Pending {
-    req: Box<Request>,
-    tx: EventSender,
-    submitted: Instant,
+pub(super) struct Pending {
+    pub req: Box<Request>,
+    pub tx: EventSender,
+    pub submitted: Instant,
+    /// Set when the request ran before and was preempted.
+    pub resume: Option<Resume>,
 }
 
-enum Phase<B: Backend> {
-    /// The prompt goes in, `done` tokens so far, into one sequence.
-    Prefill { kv: SeqKv<B>, done: usize },
+/// What a preempted request keeps: its choices (without KV) once its prompt was in.
+pub(super) struct Resume {
+    pub choices: Option<Vec<Choice>>,
+    pub first_token_sent: bool,
+}
+
+pub(super) enum Phase {
+    /// The prompt goes in, `done` tokens so far, into one sequence. `resume`: the choices of
+    /// a preempted request, which catch up on their generated tokens once the prompt is in.
+    Prefill {
+        table: BlockTable,
+        done: usize,
+        resume: Option<Vec<Choice>>,
+    },
     /// The unfinished choices.
-    Decode { choices: Vec<Choice<B>> },
+    Decode { choices: Vec<Choice> },
 }
 
-struct Active<B: Backend> {
-    req: Box<Request>,
-    tx: EventSender,
-    submitted: Instant,
-    first_token_sent: bool,
-    phase: Phase<B>,
+pub(super) struct Active {
+    pub req: Box<Request>,
+    pub tx: EventSender,
+    pub submitted: Instant,
+    pub first_token_sent: bool,
+    pub phase: Phase,
 }
 
-impl<B: Backend> Active<B> {
+impl Active {
     fn sequences(&self) -> usize {
         match &self.phase {
             Phase::Prefill { .. } => 1,
@@ -52,18 +66,32 @@ impl<B: Backend> Active<B> {
         }
     }
 
-    fn kv_bytes(&self, model: &Model<B>) -> usize {
-        match &self.phase {
-            Phase::Prefill { kv, .. } => kv.bytes(&model.config),
-            Phase::Decode { choices } => choices.iter().map(|c| c.kv.bytes(&model.config)).sum(),
+    /// Gives every block back to `kv` (the tables are left empty).
+    pub(super) fn release<B: Backend>(&mut self, kv: &mut PagedKv<B>) {
+        match &mut self.phase {
+            Phase::Prefill { table, resume, .. } => {
+                kv.free(std::mem::take(table));
+                for c in resume.iter_mut().flatten() {
+                    kv.free(std::mem::take(&mut c.table));
+                }
+            }
+            Phase::Decode { choices } => {
+                for c in choices {
+                    kv.free(std::mem::take(&mut c.table));
+                }
+            }
         }
     }
 
     /// Sends `Done(Cancelled)` for every choice still open.
     fn cancel(self) {
         let open: Vec<(usize, usize)> = match &self.phase {
-            Phase::Prefill { .. } => (0..self.req.n).map(|i| (i, 0)).collect(),
-            Phase::Decode { choices } => choices.iter().map(|c| (c.index, c.generated)).collect(),
+            Phase::Prefill {
+                resume: Some(choices),
+                ..
+            }
+            | Phase::Decode { choices } => choices.iter().map(|c| (c.index, c.generated)).collect(),
+            Phase::Prefill { resume: None, .. } => (0..self.req.n).map(|i| (i, 0)).collect(),
         };
         for (choice, completion_tokens) in open {
             self.tx.send(Event::Done(DoneEvent {
@@ -79,28 +107,34 @@ impl<B: Backend> Active<B> {
 
 /// Latencies and counts gathered during a step, published under one lock.
 #[derive(Default)]
-struct StepStats {
+pub(super) struct StepStats {
     ttft: Vec<f64>,
     itl: Vec<f64>,
     generated: u64,
-    ended: Vec<RequestStatus>,
+    pub ended: Vec<RequestStatus>,
 }
 
 pub(crate) struct Worker<B: Backend> {
-    model: Model<B>,
+    pub(super) model: Model<B>,
+    /// Every sequence's keys and values.
+    pub(super) kv: PagedKv<B>,
+    /// Requests preempted so far.
+    pub(super) preemptions: u64,
     tok: Arc<Tokenizer>,
     stop_tokens: Vec<u32>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     rx: Receiver<Command>,
     /// Every handle is gone: finish what runs, then end.
     disconnected: bool,
-    waiting: VecDeque<Pending>,
-    running: Vec<Active<B>>,
+    pub(super) waiting: VecDeque<Pending>,
+    /// In admission order: the last is the youngest, the first to be preempted.
+    pub(super) running: Vec<Active>,
 }
 
 impl<B: Backend> Worker<B> {
     pub(crate) fn new(
         model: Model<B>,
+        kv: PagedKv<B>,
         tok: Arc<Tokenizer>,
         shared: Arc<Shared>,
         rx: Receiver<Command>,
@@ -108,6 +142,8 @@ impl<B: Backend> Worker<B> {
         Worker {
             stop_tokens: tok.stop_tokens().to_vec(),
             model,
+            kv,
+            preemptions: 0,
             tok,
             shared,
             rx,
@@ -137,7 +173,8 @@ impl<B: Backend> Worker<B> {
             cancel_pending(p);
             stats.ended.push(RequestStatus::Cancelled);
         }
-        for a in std::mem::take(&mut self.running) {
+        for mut a in std::mem::take(&mut self.running) {
+            a.release(&mut self.kv);
             a.cancel();
             stats.ended.push(RequestStatus::Cancelled);
         }
@@ -180,6 +217,7 @@ impl<B: Backend> Worker<B> {
                 req,
                 tx,
                 submitted: Instant::now(),
+                resume: None,
             }),
             Command::Cancel(id) => self.cancel(id),
             Command::Shutdown => return false,
@@ -195,7 +233,9 @@ impl<B: Backend> Worker<B> {
             }
             true
         } else if let Some(i) = self.running.iter().position(|a| a.req.id == id) {
-            self.running.remove(i).cancel();
+            let mut a = self.running.remove(i);
+            a.release(&mut self.kv);
+            a.cancel();
             true
         } else {
             false
@@ -211,58 +251,85 @@ impl<B: Backend> Worker<B> {
         self.waiting.retain(|p| !p.tx.is_closed());
         let gone = before - self.waiting.len();
         self.shared.waiting.fetch_sub(gone, Ordering::AcqRel);
-        let before_running = self.running.len();
-        self.running.retain(|a| !a.tx.is_closed());
-        let gone = gone + before_running - self.running.len();
+        let mut gone = gone;
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].tx.is_closed() {
+                self.running.remove(i).release(&mut self.kv);
+                gone += 1;
+            } else {
+                i += 1;
+            }
+        }
         stats
             .ended
             .extend((0..gone).map(|_| RequestStatus::Cancelled));
     }
 
-    /// Moves waiting requests to running while their choices fit in the batch.
-    fn admit(&mut self, stats: &mut StepStats) {
+    /// Moves waiting requests to running while their choices fit in the batch and the KV
+    /// cache has free blocks for their prompts (FIFO: the first that does not fit waits).
+    fn admit(&mut self, _stats: &mut StepStats) {
         let max = self.shared.config.max_batch;
         let mut used: usize = self.running.iter().map(|a| a.req.n).sum();
+        let mut free = self.kv.free_blocks();
         while let Some(p) = self.waiting.front() {
-            if used + p.req.n > max {
+            let need = self.kv.blocks_for(p.req.prompt.len());
+            if used + p.req.n > max || need > free {
                 break;
             }
             let Some(p) = self.waiting.pop_front() else {
                 break;
             };
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
-            let capacity = p.req.prompt.len() + p.req.max_tokens;
-            match SeqKv::new(&self.model, capacity) {
-                Ok(kv) => {
-                    used += p.req.n;
-                    lock(&self.shared.metrics).prompt_tokens += p.req.prompt.len() as u64;
-                    self.running.push(Active {
-                        req: p.req,
-                        tx: p.tx,
-                        submitted: p.submitted,
-                        first_token_sent: false,
-                        phase: Phase::Prefill { kv, done: 0 },
-                    });
-                }
-                Err(e) => {
-                    p.tx.send(Event::Error(format!(
-                        "cannot allocate the KV cache for {capacity} positions: {e}"
-                    )));
-                    stats.ended.push(RequestStatus::Failed);
-                }
+            used += p.req.n;
+            free -= need;
+            if p.resume.is_none() {
+                lock(&self.shared.metrics).prompt_tokens += p.req.prompt.len() as u64;
             }
+            let (choices, first_token_sent) = match p.resume {
+                Some(r) => (r.choices, r.first_token_sent),
+                None => (None, false),
+            };
+            self.running.push(Active {
+                req: p.req,
+                tx: p.tx,
+                submitted: p.submitted,
+                first_token_sent,
+                phase: Phase::Prefill {
+                    table: BlockTable::default(),
+                    done: 0,
+                    resume: choices,
+                },
+            });
         }
     }
 
     /// Advances every running request once.
     fn step(&mut self, stats: &mut StepStats) {
         let mut budget = self.shared.config.prefill_chunk;
-        let (model, tok, stops) = (&self.model, &*self.tok, &self.stop_tokens[..]);
         let mut i = 0;
         while i < self.running.len() {
+            // Blocks for this step's prompt chunk, preempting younger requests if need be.
+            let a = &mut self.running[i];
+            if let Phase::Prefill { table, done, .. } = &mut a.phase {
+                let take = budget.min(a.req.prompt.len() - *done);
+                match self.kv.reserve(&self.model.backend, table, take) {
+                    Ok(()) => {}
+                    Err(PagedError::OutOfBlocks { .. }) => {
+                        self.make_room(i, stats);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.fail(i, format!("generation failed: {e}"), stats);
+                        continue;
+                    }
+                }
+            }
+            let (model, kv, tok, stops) =
+                (&self.model, &mut self.kv, &*self.tok, &self.stop_tokens[..]);
             let a = &mut self.running[i];
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                advance(model, tok, stops, a, &mut budget, stats)
+                advance(model, kv, tok, stops, a, &mut budget, stats)
             }));
             let ended = match outcome {
                 Ok(Ok(false)) => None,
@@ -283,7 +350,7 @@ impl<B: Backend> Worker<B> {
             };
             match ended {
                 Some(status) => {
-                    self.running.remove(i);
+                    self.running.remove(i).release(&mut self.kv);
                     stats.ended.push(status);
                 }
                 None => i += 1,
@@ -292,70 +359,8 @@ impl<B: Backend> Worker<B> {
         self.decode_batch(stats);
     }
 
-    /// Runs the token every decoding choice sampled this step through the model as one
-    /// batch (in slices of at most `max_batch` tokens), and hands each choice its logits.
-    /// A failed batch fails the requests in it.
-    fn decode_batch(&mut self, stats: &mut StepStats) {
-        let limit = self.model.max_batch.max(1);
-        loop {
-            let model = &self.model;
-            let mut batch: Vec<(usize, &mut Choice<B>)> = self
-                .running
-                .iter_mut()
-                .enumerate()
-                .flat_map(|(ri, a)| match &mut a.phase {
-                    Phase::Decode { choices } => choices.iter_mut().map(|c| (ri, c)).collect(),
-                    Phase::Prefill { .. } => Vec::new(),
-                })
-                .filter(|(_, c)| c.pending.is_some())
-                .take(limit)
-                .collect();
-            if batch.is_empty() {
-                return;
-            }
-            let ids: Vec<u32> = batch
-                .iter_mut()
-                .filter_map(|(_, c)| c.pending.take())
-                .collect();
-            let owners: Vec<usize> = batch.iter().map(|(ri, _)| *ri).collect();
-            let result = {
-                let mut items: Vec<BatchItem<'_, B>> = batch
-                    .iter_mut()
-                    .zip(&ids)
-                    .map(|((_, c), id)| BatchItem {
-                        tokens: std::slice::from_ref(id),
-                        cache: c.kv.cache_mut(),
-                    })
-                    .collect();
-                catch_unwind(AssertUnwindSafe(|| model.forward_batch(&mut items)))
-            };
-            match result {
-                Ok(Ok(logits)) => {
-                    for ((_, c), l) in batch.iter_mut().zip(logits) {
-                        c.set_logits(l);
-                    }
-                }
-                failure => {
-                    let msg = match failure {
-                        Ok(Err(e)) => format!("generation failed: {e}"),
-                        _ => "internal error in the batched forward".to_string(),
-                    };
-                    drop(batch);
-                    let mut owners = owners;
-                    owners.dedup();
-                    for &ri in owners.iter().rev() {
-                        let a = self.running.remove(ri);
-                        a.tx.send(Event::Error(msg.clone()));
-                        stats.ended.push(RequestStatus::Failed);
-                    }
-                }
-            }
-        }
-    }
-
     fn publish(&self, stats: StepStats, stepped: bool) {
         let sequences = self.running.iter().map(Active::sequences).sum();
-        let kv: usize = self.running.iter().map(|a| a.kv_bytes(&self.model)).sum();
         let mut m = lock(&self.shared.metrics);
         for s in stats.ended {
             m.count(s);
@@ -369,7 +374,11 @@ impl<B: Backend> Worker<B> {
         m.generated_tokens += stats.generated;
         m.running_sequences = sequences;
         m.waiting_requests = self.shared.waiting.load(Ordering::Acquire);
-        m.kv_bytes_used = kv as u64;
+        m.kv_bytes_used = (self.kv.used_blocks() * self.kv.bytes_per_block()) as u64;
+        m.kv.blocks_used = self.kv.used_blocks();
+        m.kv.blocks_free = self.kv.free_blocks();
+        m.kv.peak_blocks_used = m.kv.peak_blocks_used.max(self.kv.used_blocks());
+        m.kv.preemptions = self.preemptions;
         if stepped {
             m.steps += 1;
         }
@@ -377,53 +386,79 @@ impl<B: Backend> Worker<B> {
 }
 
 fn cancel_pending(p: Pending) {
-    for choice in 0..p.req.n {
+    let open: Vec<(usize, usize)> = match p.resume.and_then(|r| r.choices) {
+        Some(choices) => choices.iter().map(|c| (c.index, c.generated)).collect(),
+        None => (0..p.req.n).map(|i| (i, 0)).collect(),
+    };
+    for (choice, completion_tokens) in open {
         p.tx.send(Event::Done(DoneEvent {
             choice,
             finish_reason: FinishReason::Cancelled,
             text: String::new(),
             prompt_tokens: p.req.prompt.len(),
-            completion_tokens: 0,
+            completion_tokens,
         }));
     }
 }
 
-/// One step of request `a`; true when all its choices have finished.
+/// One step of request `a`; true when all its choices have finished. A prompt chunk's blocks
+/// were reserved by the caller.
 fn advance<B: Backend>(
     model: &Model<B>,
+    kv: &mut PagedKv<B>,
     tok: &Tokenizer,
     stop_tokens: &[u32],
-    a: &mut Active<B>,
+    a: &mut Active,
     budget: &mut usize,
     stats: &mut StepStats,
 ) -> Result<bool> {
-    if let Phase::Prefill { kv, done } = &mut a.phase {
+    if let Phase::Prefill { table, done, .. } = &mut a.phase {
         let prompt = &a.req.prompt;
         let take = (*budget).min(prompt.len() - *done);
         if take == 0 {
             return Ok(false);
         }
         *budget -= take;
-        let logits = kv.forward(model, &prompt[*done..*done + take])?;
+        let mut items = [PagedItem {
+            tokens: &prompt[*done..*done + take],
+            table,
+        }];
+        let logits = model
+            .forward_paged(kv, &mut items)?
+            .pop()
+            .unwrap_or_default();
         *done += take;
         if *done < prompt.len() {
             return Ok(false);
         }
-        let mut kvs = Vec::with_capacity(a.req.n);
-        for _ in 1..a.req.n {
-            kvs.push(kv.fork(model)?);
-        }
-        // The prompt's own sequence becomes choice 0; the first tokens are sampled below, in
-        // this same step.
         let placeholder = Phase::Decode { choices: vec![] };
-        if let Phase::Prefill { kv, .. } = std::mem::replace(&mut a.phase, placeholder) {
-            kvs.insert(0, kv);
+        let Phase::Prefill { table, resume, .. } = std::mem::replace(&mut a.phase, placeholder)
+        else {
+            return Ok(false);
+        };
+        // Choices share the prompt's blocks: the first takes the table, the others fork it.
+        let mut tables: Vec<BlockTable> = Vec::new();
+        let wanted = resume.as_ref().map_or(a.req.n, Vec::len);
+        for _ in 1..wanted {
+            tables.push(kv.fork(&table));
         }
-        let choices = kvs
-            .into_iter()
-            .enumerate()
-            .map(|(i, kv)| Choice::new(i, kv, logits.clone(), &a.req))
-            .collect();
+        tables.insert(0, table);
+        let choices = match resume {
+            // A preempted request: its choices catch up on their generated tokens in the
+            // step's batched forward before they sample again.
+            Some(mut choices) => {
+                for (c, t) in choices.iter_mut().zip(tables) {
+                    c.table = t;
+                }
+                choices
+            }
+            // The first tokens are sampled below, in this same step.
+            None => tables
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| Choice::new(i, t, logits.clone(), &a.req))
+                .collect(),
+        };
         a.phase = Phase::Decode { choices };
     }
     let Phase::Decode { choices } = &mut a.phase else {
@@ -432,6 +467,11 @@ fn advance<B: Backend>(
     let mut i = 0;
     while i < choices.len() {
         let c = &mut choices[i];
+        if c.behind() > 0 {
+            // Still catching up after a preemption.
+            i += 1;
+            continue;
+        }
         let (finish, tail) = match c.step(tok, stop_tokens, &a.req)? {
             StepResult::Eos(tail) => (Some(FinishReason::Stop), tail),
             StepResult::Token(step) => {
@@ -462,7 +502,7 @@ fn advance<B: Backend>(
                     completion_tokens: c.generated,
                 }));
                 // Frees the choice's KV now.
-                choices.remove(i);
+                kv.free(choices.remove(i).table);
             }
             None => i += 1,
         }

@@ -99,10 +99,9 @@ pub struct MetricsSnapshot {
     pub running_sequences: usize,
     /// Requests submitted and not yet running.
     pub waiting_requests: usize,
-    /// KV cache bytes held by running sequences (each reserves `prompt + max_tokens`
-    /// positions, for every layer, keys and values, f32).
+    /// Bytes of the paged KV cache's blocks in use (keys and values of every layer, f32).
     pub kv_bytes_used: u64,
-    /// The KV budget left: `max_batch × bytes of a full-context sequence − kv_bytes_used`.
+    /// Bytes of the paged KV cache's free blocks.
     pub kv_bytes_free: u64,
     /// Engine steps run.
     pub steps: u64,
@@ -117,6 +116,22 @@ impl MetricsSnapshot {
     }
 }
 
+/// The paged KV cache's state as of the last engine step
+/// ([`EngineHandle::kv_stats`](super::EngineHandle::kv_stats)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvStats {
+    pub block_size: usize,
+    pub blocks_total: usize,
+    pub blocks_used: usize,
+    pub blocks_free: usize,
+    /// The most blocks in use at the end of a step so far.
+    pub peak_blocks_used: usize,
+    /// Bytes of one block (keys and values of every layer).
+    pub bytes_per_block: usize,
+    /// Requests preempted (their blocks freed, recomputed later) so far.
+    pub preemptions: u64,
+}
+
 pub(crate) struct Metrics {
     requests: [u64; RequestStatus::ALL.len()],
     pub prompt_tokens: u64,
@@ -128,10 +143,11 @@ pub(crate) struct Metrics {
     pub kv_bytes_used: u64,
     kv_budget: u64,
     pub steps: u64,
+    pub kv: KvStats,
 }
 
 impl Metrics {
-    pub fn new(kv_budget: usize) -> Metrics {
+    pub fn new(kv: KvStats) -> Metrics {
         Metrics {
             requests: [0; RequestStatus::ALL.len()],
             prompt_tokens: 0,
@@ -141,8 +157,9 @@ impl Metrics {
             running_sequences: 0,
             waiting_requests: 0,
             kv_bytes_used: 0,
-            kv_budget: kv_budget as u64,
+            kv_budget: (kv.blocks_total * kv.bytes_per_block) as u64,
             steps: 0,
+            kv,
         }
     }
 

@@ -13,17 +13,21 @@
 //!                                  Token / Done / Error events ──► EventReceiver
 //! ```
 //!
-//! - A request with `n > 1` prefills its prompt once and forks the KV cache into `n` choices.
+//! - Every sequence's keys and values live in one paged KV cache
+//!   ([`PagedKv`](plumb_model::PagedKv), blocks of 16 positions). A request starts when its
+//!   prompt's blocks are free; a request with `n > 1` prefills its prompt once and forks it
+//!   into `n` choices that share the prompt's blocks (copy-on-write).
+//! - When a decode step finds no free block, the youngest running request is preempted: its
+//!   blocks are freed and it waits at the front of the queue, to be recomputed from its prompt
+//!   and the tokens it generated (its streams continue where they were).
 //! - New requests join between decode steps; long prompts are prefilled in chunks of at most
 //!   `prefill_chunk` tokens per step, so running streams keep flowing.
 //! - A cancelled request or a dropped receiver frees its sequences at the next step.
-//! - The KV state of a sequence lives behind `sequence::SeqKv` (a contiguous
-//!   [`KvCache`](plumb_model::KvCache) per sequence today, sized `prompt + max_tokens`); a paged
-//!   cache and a batched forward replace that one type.
 
 mod channel;
 mod engine;
 mod metrics;
+mod paging;
 mod sequence;
 
 #[cfg(test)]
@@ -33,7 +37,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use plumb_model::{KvCache, Model};
+use plumb_model::{Model, PagedKv};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
@@ -42,7 +46,7 @@ use crate::generate::FinishReason;
 use crate::sampler::SamplingParams;
 
 pub use channel::{EventReceiver, EventSender};
-pub use metrics::{Histogram, MetricsSnapshot, RequestStatus};
+pub use metrics::{Histogram, KvStats, MetricsSnapshot, RequestStatus};
 
 /// Most `top_logprobs` alternatives a request may ask for.
 pub const MAX_TOP_LOGPROBS: usize = 20;
@@ -73,6 +77,21 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// How much memory the paged KV cache gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvBudget {
+    /// `max_batch × ctx` positions: every running sequence can reach the full context.
+    #[default]
+    Default,
+    /// At least this many positions (rounded up to whole blocks).
+    Tokens(usize),
+    /// As many blocks as fit in this many bytes.
+    Bytes(usize),
+}
+
+/// Positions per KV cache block.
+pub const KV_BLOCK_SIZE: usize = plumb_model::paged::BLOCK_SIZE;
 
 /// One generation request.
 #[derive(Debug, Clone)]
@@ -180,6 +199,9 @@ enum Command {
 /// State shared by the handles and the engine thread.
 struct Shared {
     config: EngineConfig,
+    /// Blocks of the paged KV cache, and positions per block.
+    kv_blocks: usize,
+    block_size: usize,
     vocab: usize,
     /// Requests submitted but not yet running (in the command channel or the waiting queue).
     waiting: AtomicUsize,
@@ -202,22 +224,53 @@ impl EngineHandle {
         tokenizer: Arc<Tokenizer>,
         config: EngineConfig,
     ) -> Result<EngineHandle> {
+        Self::start_with_kv(model, tokenizer, config, KvBudget::Default)
+    }
+
+    /// [`EngineHandle::start`] with a paged KV cache of `kv` memory.
+    pub fn start_with_kv<B: Backend + 'static>(
+        model: Model<B>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+        kv: KvBudget,
+    ) -> Result<EngineHandle> {
         if config.max_batch == 0 || config.ctx == 0 || config.prefill_chunk == 0 {
             return Err(EngineError::BadRequest(format!(
                 "max_batch, ctx and prefill_chunk must be ≥ 1 (got {}, {}, {})",
                 config.max_batch, config.ctx, config.prefill_chunk
             )));
         }
-        let kv_budget = config.max_batch * KvCache::<B>::bytes(&model.config, config.ctx);
+        let bs = KV_BLOCK_SIZE;
+        let pool = match kv {
+            KvBudget::Default => {
+                PagedKv::with_capacity_tokens(&model, config.max_batch * config.ctx, bs)
+            }
+            KvBudget::Tokens(t) => PagedKv::with_capacity_tokens(&model, t, bs),
+            KvBudget::Bytes(b) => PagedKv::with_memory_bytes(&model, b, bs),
+        }
+        .map_err(|e| {
+            EngineError::BadRequest(format!("cannot allocate the KV cache ({kv:?}): {e}"))
+        })?;
+        let kv_stats = KvStats {
+            block_size: bs,
+            blocks_total: pool.n_blocks(),
+            blocks_used: 0,
+            blocks_free: pool.n_blocks(),
+            peak_blocks_used: 0,
+            bytes_per_block: pool.bytes_per_block(),
+            preemptions: 0,
+        };
         let shared = Arc::new(Shared {
+            kv_blocks: pool.n_blocks(),
+            block_size: bs,
             vocab: model.config.vocab_size,
             waiting: AtomicUsize::new(0),
-            metrics: Mutex::new(metrics::Metrics::new(kv_budget)),
+            metrics: Mutex::new(metrics::Metrics::new(kv_stats)),
             thread: Mutex::new(None),
             config,
         });
         let (tx, rx) = mpsc::channel();
-        let worker = engine::Worker::new(model, tokenizer, shared.clone(), rx);
+        let worker = engine::Worker::new(model, pool, tokenizer, shared.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("plumb-engine".into())
             .spawn(move || worker.run())
@@ -288,12 +341,24 @@ impl EngineHandle {
             ));
         }
         req.sampling.validate().map_err(SubmitError::Invalid)?;
+        let too_long = |ctx| SubmitError::TooLong {
+            prompt: req.prompt.len(),
+            max_tokens: req.max_tokens,
+            ctx,
+        };
         if req.prompt.len().saturating_add(req.max_tokens) > cfg.ctx {
-            return Err(SubmitError::TooLong {
-                prompt: req.prompt.len(),
-                max_tokens: req.max_tokens,
-                ctx: cfg.ctx,
-            });
+            return Err(too_long(cfg.ctx));
+        }
+        // Blocks the request may hold at once: its whole sequence alone, or with n choices
+        // the shared prompt and per choice its generated tokens plus a copied partial block.
+        let bs = self.shared.block_size;
+        let blocks = if req.n == 1 {
+            (req.prompt.len() + req.max_tokens).div_ceil(bs)
+        } else {
+            req.prompt.len().div_ceil(bs) + req.n * (req.max_tokens.div_ceil(bs) + 1)
+        };
+        if blocks > self.shared.kv_blocks {
+            return Err(too_long(self.shared.kv_blocks * bs / req.n));
         }
         Ok(())
     }
@@ -308,6 +373,11 @@ impl EngineHandle {
     /// Counters, gauges and histograms as of the last engine step.
     pub fn metrics(&self) -> MetricsSnapshot {
         lock(&self.shared.metrics).snapshot()
+    }
+
+    /// The paged KV cache as of the last engine step.
+    pub fn kv_stats(&self) -> KvStats {
+        lock(&self.shared.metrics).kv.clone()
     }
 
     /// Cancels everything and waits for the engine thread to end.

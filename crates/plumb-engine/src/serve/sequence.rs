@@ -1,11 +1,9 @@
-//! One sequence's state: its KV memory ([`SeqKv`], the one type a paged cache and a batched
-//! forward will replace) and, once its prompt is in, a [`Choice`] that samples, decodes and
-//! watches for stop strings token by token.
+//! One sequence's state once its prompt is in: a [`Choice`] that samples, decodes and watches
+//! for stop strings token by token, with its [`BlockTable`] in the engine's paged KV cache.
 
 use std::time::Instant;
 
-use plumb_model::{KvCache, Logits, Model, ModelConfig};
-use plumb_ops::Backend;
+use plumb_model::BlockTable;
 use plumb_tokenizer::Tokenizer;
 
 use super::{Request, TokenEvent, TokenLogprob};
@@ -14,55 +12,6 @@ use crate::generate::FinishReason;
 use crate::sampler::Sampler;
 use crate::text::{StopMatcher, Utf8Stream};
 
-/// The keys and values of one sequence: a contiguous cache of exactly the positions the
-/// request may use (`prompt + max_tokens`).
-pub(crate) struct SeqKv<B: Backend> {
-    cache: KvCache<B>,
-}
-
-impl<B: Backend> SeqKv<B> {
-    pub(crate) fn new(model: &Model<B>, capacity: usize) -> Result<Self> {
-        Ok(SeqKv {
-            cache: model.new_cache(capacity)?,
-        })
-    }
-
-    /// Runs `tokens` after the cached ones; the last token's logits `[vocab]`.
-    pub(crate) fn forward(&mut self, model: &Model<B>, tokens: &[u32]) -> Result<Vec<f32>> {
-        Ok(model.forward(tokens, &mut self.cache, Logits::Last)?)
-    }
-
-    /// A copy holding the same positions (the prompt, when a request has several choices).
-    pub(crate) fn fork(&self, model: &Model<B>) -> Result<Self> {
-        let mut dst = model.new_cache(self.cache.capacity)?;
-        // k, v of layer l: [capacity, kv_dim]; positions 0..len are the first len·kv_dim floats.
-        let n = self.cache.len * model.config.kv_dim();
-        let b = &model.backend;
-        for (src, dst) in self.cache.k.iter().zip(dst.k.iter_mut()) {
-            b.copy(src, 0, dst, 0, n)?;
-        }
-        for (src, dst) in self.cache.v.iter().zip(dst.v.iter_mut()) {
-            b.copy(src, 0, dst, 0, n)?;
-        }
-        dst.len = self.cache.len;
-        Ok(SeqKv { cache: dst })
-    }
-
-    /// Bytes this sequence holds.
-    pub(crate) fn bytes(&self, cfg: &ModelConfig) -> usize {
-        KvCache::<B>::bytes(cfg, self.cache.capacity)
-    }
-
-    fn is_full(&self) -> bool {
-        self.cache.len >= self.cache.capacity
-    }
-
-    /// The cache, for a batched forward.
-    pub(crate) fn cache_mut(&mut self) -> &mut KvCache<B> {
-        &mut self.cache
-    }
-}
-
 /// What one decode step of a choice produced.
 pub(crate) struct ChoiceStep {
     pub token: TokenEvent,
@@ -70,43 +19,47 @@ pub(crate) struct ChoiceStep {
     pub finish: Option<(FinishReason, String)>,
 }
 
-/// A choice being decoded.
-pub(crate) struct Choice<B: Backend> {
+/// A choice being decoded. Its KV cache holds `history[..table.len]`; the tokens after
+/// that (the one sampled this step, or everything generated before a preemption) wait for
+/// the step's batched forward.
+pub(crate) struct Choice {
     pub index: usize,
-    pub kv: SeqKv<B>,
+    pub table: BlockTable,
     sampler: Sampler,
     /// Prompt and generated tokens (the penalties' window).
-    history: Vec<u32>,
+    pub history: Vec<u32>,
     pub generated: usize,
     utf8: Utf8Stream,
     stops: StopMatcher,
-    /// Logits to sample the next token from.
+    /// Logits to sample the next token from (valid when the cache holds all of `history`).
     logits: Vec<f32>,
-    /// The token sampled in this step, waiting for the step's batched forward.
-    pub pending: Option<u32>,
     pub last_token_at: Option<Instant>,
 }
 
-impl<B: Backend> Choice<B> {
-    pub(crate) fn new(index: usize, kv: SeqKv<B>, logits: Vec<f32>, req: &Request) -> Self {
+impl Choice {
+    pub(crate) fn new(index: usize, table: BlockTable, logits: Vec<f32>, req: &Request) -> Self {
         let mut params = req.sampling.clone();
         params.seed = params.seed.map(|s| s.wrapping_add(index as u64));
         Choice {
             index,
-            kv,
+            table,
             sampler: Sampler::new(params),
             history: req.prompt.clone(),
             generated: 0,
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             logits,
-            pending: None,
             last_token_at: None,
         }
     }
 
-    /// Samples one token and decodes it; unless the choice ends here, the token is left in
-    /// `pending` for the step's batched forward, which brings the next logits
+    /// Tokens of `history` not yet in the KV cache.
+    pub(crate) fn behind(&self) -> usize {
+        self.history.len().saturating_sub(self.table.len)
+    }
+
+    /// Samples one token and decodes it; unless the choice ends here, the token waits in
+    /// `history` for the step's batched forward, which brings the next logits
     /// ([`Choice::set_logits`]). An end-of-sequence token ends the choice without a token
     /// event.
     pub(crate) fn step(
@@ -133,11 +86,10 @@ impl<B: Backend> Choice<B> {
         };
         let finish = if hit {
             Some((FinishReason::Stop, String::new()))
-        } else if self.generated >= req.max_tokens || self.kv.is_full() {
+        } else if self.generated >= req.max_tokens {
             Some((FinishReason::Length, self.release()))
         } else {
-            // The engine runs every pending token of the step in one batched forward.
-            self.pending = Some(id);
+            // The engine runs every waiting token of the step in one batched forward.
             None
         };
         Ok(StepResult::Token(ChoiceStep { token, finish }))

@@ -1,6 +1,7 @@
 //! The scheduler on a tiny synthetic model (2 layers, d_model 64, byte vocabulary): batched
 //! greedy results equal the ones run alone, chunked prefill changes nothing, cancellation and
-//! dropped receivers free their sequences, the queue limit refuses.
+//! dropped receivers free their sequences, the queue limit refuses, a tiny KV cache preempts
+//! and recomputes without changing any text, forks share their prompt's blocks.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -43,10 +44,14 @@ fn model_file() -> &'static PathBuf {
 }
 
 fn start(config: EngineConfig) -> EngineHandle {
+    start_kv(config, KvBudget::Default)
+}
+
+fn start_kv(config: EngineConfig, kv: KvBudget) -> EngineHandle {
     let file = GgufFile::open(model_file()).expect("open");
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
     let model = Model::load(&file, ReferenceBackend { threads: false }).expect("model");
-    EngineHandle::start(model, Arc::new(tok), config).expect("engine")
+    EngineHandle::start_with_kv(model, Arc::new(tok), config, kv).expect("engine")
 }
 
 fn config(max_batch: usize) -> EngineConfig {
@@ -296,4 +301,71 @@ fn queue_limit_context_and_bad_requests_are_refused() {
         h.submit(greedy(prompt(1, 2), 4)),
         Err(SubmitError::Closed)
     ));
+}
+
+#[test]
+fn a_tiny_kv_cache_preempts_without_changing_any_text() {
+    // 6 blocks of 16 positions: each request fits alone, all together do not.
+    let h = start_kv(config(8), KvBudget::Tokens(6 * KV_BLOCK_SIZE));
+    assert_eq!(h.kv_stats().blocks_total, 6);
+    let mut forked = greedy(prompt(20, 10), 14);
+    forked.n = 2;
+    let reqs = [
+        greedy(prompt(21, 10), 30),
+        greedy(prompt(22, 12), 30),
+        forked,
+        greedy(prompt(23, 5), 40),
+    ];
+    let ns = [1, 1, 2, 1];
+    let alone: Vec<Vec<Out>> = reqs
+        .iter()
+        .zip(ns)
+        .map(|(r, n)| collect(h.submit(r.clone()).expect("submit"), n))
+        .collect();
+    assert_eq!(h.kv_stats().preemptions, 0, "alone, every request fits");
+    let rxs: Vec<EventReceiver> = reqs
+        .iter()
+        .map(|r| h.submit(r.clone()).expect("submit"))
+        .collect();
+    for ((rx, n), alone) in rxs.into_iter().zip(ns).zip(&alone) {
+        assert_eq!(&collect(rx, n), alone);
+    }
+    wait_for(&h, "all completed", |m| {
+        m.requests_with(RequestStatus::Completed) == 8 && m.running_sequences == 0
+    });
+    let kv = h.kv_stats();
+    assert!(kv.preemptions > 0, "the pool is too small for all at once");
+    assert_eq!((kv.blocks_used, kv.blocks_free), (0, 6));
+    assert_eq!(h.metrics().kv_bytes_used, 0);
+    assert_eq!(h.metrics().prompt_tokens, 2 * (10 + 12 + 10 + 5));
+    // More than the whole pool can never run.
+    assert!(matches!(
+        h.submit(greedy(prompt(24, 10), 200)),
+        Err(SubmitError::TooLong { .. })
+    ));
+    h.shutdown();
+}
+
+#[test]
+fn choices_share_their_prompt_blocks() {
+    let h = start(config(4));
+    // 64 prompt positions = 4 full blocks; 8 tokens more per choice = 1 block each.
+    let alone = collect(h.submit(greedy(prompt(30, 64), 8)).expect("submit"), 1).remove(0);
+    let mut two = greedy(prompt(30, 64), 8);
+    two.n = 2;
+    let h = {
+        h.shutdown();
+        start(config(4))
+    };
+    let outs = collect(h.submit(two).expect("submit"), 2);
+    assert_eq!(outs[0], alone);
+    assert_eq!(outs[1], alone);
+    wait_for(&h, "done", |m| m.running_sequences == 0);
+    let kv = h.kv_stats();
+    assert!(
+        (5..=6).contains(&kv.peak_blocks_used),
+        "two copies would hold 10 blocks, shared ones 6: {kv:?}"
+    );
+    assert_eq!(kv.blocks_used, 0);
+    h.shutdown();
 }
