@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use plumb_engine::serve::EngineConfig;
 use plumb_ops::Backend;
 
-use crate::{load, router, serve, shutdown_signal, AppState, Loaded, DEFAULT_MAX_BODY_BYTES};
+use crate::{
+    load_with_kv, router, serve, shutdown_signal, AppState, Loaded, DEFAULT_MAX_BODY_BYTES,
+};
 
 /// How long open requests may run on after SIGINT/SIGTERM before they are cancelled.
 const GRACE: Duration = Duration::from_secs(30);
@@ -38,6 +40,10 @@ pub struct Args {
     /// Most prompt tokens prefilled per scheduler step (long prompts go in chunks).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub prefill_chunk: usize,
+    /// Tokens the paged KV cache holds over all sequences, in blocks of 16 [default: max-batch ×
+    /// ctx]; when they run out the youngest request is preempted and recomputed later.
+    #[arg(long, value_name = "N")]
+    pub kv_tokens: Option<usize>,
     /// Largest request body accepted, in bytes (larger ones are answered 413).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES, value_name = "BYTES")]
     pub max_body_bytes: usize,
@@ -65,8 +71,12 @@ pub fn main<B: Backend + 'static>(args: Args, backend: B) -> Result<()> {
             .context("no model to load")?;
     let t0 = std::time::Instant::now();
     let config = args.engine_config();
-    let loaded: Loaded =
-        load(&path, backend, config).with_context(|| format!("loading {}", path.display()))?;
+    let kv = match args.kv_tokens {
+        Some(n) => plumb_engine::serve::KvBudget::Tokens(n),
+        None => plumb_engine::serve::KvBudget::Default,
+    };
+    let loaded: Loaded = load_with_kv(&path, backend, config, kv)
+        .with_context(|| format!("loading {}", path.display()))?;
     eprintln!(
         "plumb: loaded {} in {:.2} s",
         path.display(),

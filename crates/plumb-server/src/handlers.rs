@@ -215,7 +215,11 @@ pub async fn health() -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    let text = prom::render(&s.inner.engine.metrics(), &s.inner.model_id);
+    let text = prom::render(
+        &s.inner.engine.metrics(),
+        &s.inner.engine.kv_stats(),
+        &s.inner.model_id,
+    );
     ([(header::CONTENT_TYPE, prom::CONTENT_TYPE)], text).into_response()
 }
 

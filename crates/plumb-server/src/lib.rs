@@ -50,13 +50,28 @@ pub fn load<B: Backend + 'static>(
     backend: B,
     config: EngineConfig,
 ) -> anyhow::Result<Loaded> {
+    load_with_kv(
+        path,
+        backend,
+        config,
+        plumb_engine::serve::KvBudget::Default,
+    )
+}
+
+/// [`load`] with a paged KV cache of `kv` memory.
+pub fn load_with_kv<B: Backend + 'static>(
+    path: &Path,
+    backend: B,
+    config: EngineConfig,
+    kv: plumb_engine::serve::KvBudget,
+) -> anyhow::Result<Loaded> {
     let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
     let chat_template =
         ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
     let model = Model::load(&file, backend).context("loading the weights")?;
     let tokenizer = Arc::new(tokenizer);
-    let engine = EngineHandle::start(model, tokenizer.clone(), config)?;
+    let engine = EngineHandle::start_with_kv(model, tokenizer.clone(), config, kv)?;
     let model_id = path
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())

@@ -2,11 +2,11 @@
 
 use std::fmt::Write;
 
-use plumb_engine::serve::{Histogram, MetricsSnapshot};
+use plumb_engine::serve::{Histogram, KvStats, MetricsSnapshot};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub fn render(m: &MetricsSnapshot, model: &str) -> String {
+pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
     let mut out = String::new();
     let label = format!("model=\"{}\"", escape(model));
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
@@ -67,8 +67,32 @@ pub fn render(m: &MetricsSnapshot, model: &str) -> String {
     metric(
         "plumb_kv_cache_free_bytes",
         "gauge",
-        "KV budget left (max_batch full-context sequences minus used).",
+        "KV cache bytes of free blocks.",
         &plain(m.kv_bytes_free.to_string()),
+    );
+    metric(
+        "plumb_kv_blocks_used",
+        "gauge",
+        "Paged KV cache blocks in use.",
+        &plain(kv.blocks_used.to_string()),
+    );
+    metric(
+        "plumb_kv_blocks_free",
+        "gauge",
+        "Paged KV cache blocks free.",
+        &plain(kv.blocks_free.to_string()),
+    );
+    metric(
+        "plumb_kv_block_tokens",
+        "gauge",
+        "Tokens per KV cache block.",
+        &plain(kv.block_size.to_string()),
+    );
+    metric(
+        "plumb_preemptions_total",
+        "counter",
+        "Requests preempted when KV blocks ran out (freed, recomputed later).",
+        &plain(kv.preemptions.to_string()),
     );
     metric(
         "plumb_engine_steps_total",
@@ -143,7 +167,17 @@ mod tests {
             kv_bytes_free: 20,
             steps: 3,
         };
-        let t = render(&m, "m\"x");
+        let kv = KvStats {
+            block_size: 16,
+            blocks_total: 10,
+            blocks_used: 4,
+            blocks_free: 6,
+            peak_blocks_used: 5,
+            bytes_per_block: 1024,
+            preemptions: 1,
+        };
+        let t = render(&m, &kv, "m\"x");
+        assert!(t.contains("plumb_kv_blocks_free{model=\"m\\\"x\"} 6\n"));
         assert!(t.contains("plumb_requests_total{model=\"m\\\"x\",status=\"cancelled\"} 2\n"));
         assert!(t.contains("plumb_running_sequences{model=\"m\\\"x\"} 1\n"));
         assert!(t.contains(

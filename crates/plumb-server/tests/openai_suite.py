@@ -327,6 +327,7 @@ def test_disconnect_frees_sequence():
         assert time.time() < deadline, m
         time.sleep(0.1)
     assert m["plumb_kv_cache_used_bytes"] == 0, m
+    assert m["plumb_kv_blocks_used"] == 0 and m["plumb_kv_blocks_free"] > 0, m
     assert m["plumb_time_to_first_token_seconds_count"] > 0, m
 
 
