@@ -242,9 +242,8 @@ struct MvSets {  // src/matvec.rs: MvSets
 
 template <int T, int N>
 static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const float2* xd,
-                                      int cols) {
+                                      int cols, int bx, int tok0, int nv) {
     __shared__ float red[4][MV_R * MAX_N];  // [warp][row * N + token]
-    const int bx = blockIdx.x;
     const int set = bx < sets.end[0] ? 0 : (bx < sets.end[1] ? 1 : 2);
     const int blk = bx - (set == 0 ? 0 : (set == 1 ? sets.end[0] : sets.end[1]));
     const u8* W = set == 0 ? sets.W[0] : (set == 1 ? sets.W[1] : sets.W[2]);
@@ -279,9 +278,11 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
         }
 #pragma unroll
         for (int t = 0; t < N; t++) {
+            // Tokens past nv (the last chunk of a batched launch) recompute token nv - 1.
+            const int tt = tok0 + min(t, nv - 1);
             XU x[2];
-            WU<T>::loadx(xq + (size_t)t * cols, xd + (size_t)t * units, u, x[0]);
-            WU<T>::loadx(xq + (size_t)t * cols, xd + (size_t)t * units, u2, x[1]);
+            WU<T>::loadx(xq + (size_t)tt * cols, xd + (size_t)tt * units, u, x[0]);
+            WU<T>::loadx(xq + (size_t)tt * cols, xd + (size_t)tt * units, u2, x[1]);
 #pragma unroll
             for (int r = 0; r < MV_R; r++) {
                 const float a = w[0][r].dot(x[0]), b = w[1][r].dot(x[1]);
@@ -305,7 +306,7 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
         const int r = tx / N, t = tx % N, row_i = r0 + r;
         float v = 0.0f;
         for (int i = 0; i < wpg; i++) v += red[threadIdx.y * wpg + i][tx];
-        if (row_i < rows) out[(size_t)t * rows + row_i] = v;
+        if (row_i < rows && t < nv) out[(size_t)(tok0 + t) * rows + row_i] = v;
     }
 }
 
@@ -318,11 +319,21 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
 #define MV_N(T, name, N)                                                                     \
     extern "C" __global__ void __launch_bounds__(128, MV_MIN_BLOCKS(T, N))                  \
         matvec_q8_n##N##_##name(MvSets sets, const i8* xq, const float2* xd, int cols) {      \
-        matvec_q8_impl<T, N>(sets, xq, xd, cols);                                            \
+        matvec_q8_impl<T, N>(sets, xq, xd, cols, blockIdx.x, 0, N);                          \
+    }
+// Batched (9 to 64 tokens): chunks of 8 tokens, the chunk index fastest in blockIdx.x, so the
+// ceil(n / 8) blocks that read the same weight rows run together and all but the first read
+// them from L2: DRAM sees the weights about once per call.
+#define MV_B8(T, name)                                                                       \
+    extern "C" __global__ void __launch_bounds__(128, MV_MIN_BLOCKS(T, 8))                  \
+        matvec_q8_b8_##name(MvSets sets, const i8* xq, const float2* xd, int cols, int n_tok) { \
+        const int chunks = (n_tok + 7) / 8, c = blockIdx.x % chunks;                         \
+        matvec_q8_impl<T, 8>(sets, xq, xd, cols, blockIdx.x / chunks, 8 * c,                 \
+                             min(8, n_tok - 8 * c));                                         \
     }
 #define MATVEC_Q8(T, name)                                                                   \
     MV_N(T, name, 1) MV_N(T, name, 2) MV_N(T, name, 3) MV_N(T, name, 4)                      \
-    MV_N(T, name, 5) MV_N(T, name, 6) MV_N(T, name, 7) MV_N(T, name, 8)
+    MV_N(T, name, 5) MV_N(T, name, 6) MV_N(T, name, 7) MV_N(T, name, 8) MV_B8(T, name)
 
 #ifdef PLUMB_ONE_FORMAT
 #define PLUMB_Q8_FORMATS(M) PLUMB_ONE_FORMAT(M)

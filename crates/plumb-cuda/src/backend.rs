@@ -7,7 +7,7 @@
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_core::HostWeight;
-use plumb_ops::{AttnParams, Backend, Result, RopeParams};
+use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
@@ -219,6 +219,28 @@ impl Backend for CudaBackend {
     ) -> Result<()> {
         self.q8_forget(self.ptr(cache));
         self.kv_write_impl(src, cache, pos0, n, kv_dim)
+    }
+
+    fn kv_write_slots(
+        &self,
+        src: &CudaSlice<f32>,
+        pool: &mut CudaSlice<f32>,
+        slots: &[u32],
+        kv_dim: usize,
+    ) -> Result<()> {
+        self.kv_write_slots_impl(src, pool, slots, kv_dim)
+    }
+
+    fn attention_paged(
+        &self,
+        q: &CudaSlice<f32>,
+        k_pool: &CudaSlice<f32>,
+        v_pool: &CudaSlice<f32>,
+        seqs: &[PagedSeq<'_>],
+        p: PagedParams,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.attention_paged_impl(q, k_pool, v_pool, seqs, p, out)
     }
 
     fn begin_step(&self, tokens: &[u32], positions: &[u32]) -> Result<()> {

@@ -77,6 +77,7 @@ pub const KERNEL_FILES: &[KernelFile] = &[
         true,
     ),
     kf("matmul.cu", include_str!("../kernels/matmul.cu"), true),
+    kf("mmq.cu", include_str!("../kernels/mmq.cu"), false),
 ];
 
 const fn kf(name: &'static str, source: &'static str, uses_quant: bool) -> KernelFile {
@@ -136,14 +137,26 @@ pub fn entry_points(file: &str) -> Vec<String> {
             "quantize_q8",
         ]),
         "argmax.cu" => fixed(&["argmax_f32"]),
-        "attention.cu" => fixed(&["attn_fwd_hd64", "attn_fwd_hd128", "attn_combine"]),
+        "attention.cu" => fixed(&[
+            "attn_fwd_hd64",
+            "attn_fwd_hd128",
+            "attn_combine",
+            "attn_paged_hd64",
+            "attn_paged_hd128",
+            "kv_write_slots",
+        ]),
         "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128"]),
         "attn_prefill.cu" => fixed(&["attn_prefill_hd64", "attn_prefill_hd128"]),
         "embedding.cu" => per_format(&["embedding"]),
         "matvec_q8.cu" => Q8_FORMATS
             .iter()
-            .flat_map(|s| (1..=8).map(move |n| format!("matvec_q8_n{n}_{s}")))
+            .flat_map(|s| {
+                (1..=8)
+                    .map(move |n| format!("matvec_q8_n{n}_{s}"))
+                    .chain(std::iter::once(format!("matvec_q8_b8_{s}")))
+            })
             .collect(),
+        "mmq.cu" => (2..=8).map(|nt| format!("mmq_q4_0_nt{nt}")).collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
         "matmul.cu" => {
             let mut v = per_format(&["dequant_f16", "dequant_f32", "matmul_tiled"]);

@@ -32,11 +32,15 @@ pub struct DeviceInfo {
 /// that `prefill` defaults to `tiled` where cuBLAS cannot be loaded).
 /// - matvec (n ≤ 8): `q8_dp4a` (matvec_q8.cu; formats without a dp4a kernel fall back to
 ///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations).
+/// - batch (9 to 64 tokens): `auto` (`mma` up to 32 tokens, then the prefill path), `mma` (mmq.cu, int8 tensor cores, Q4_0 on sm_80+; other formats
+///   take the prefill path), `q8_dp4a` (matvec_q8.cu's batched kernel, formats with a dp4a
+///   kernel) or `prefill` (the prefill path: dequantize + cuBLAS).
 /// - attention: `split_kv` (one token: attn_decode.cu; more: the flash kernel) and
 ///   `flash_split` (attention.cu for every call).
 pub const VARIANTS: &[(&str, &[&str])] = &[
     ("matvec", &["q8_dp4a", "warp_per_row", "tiled"]),
     ("prefill", &["cublas", "tiled"]),
+    ("batch", &["auto", "mma", "q8_dp4a", "prefill"]),
     ("attention", &["split_kv", "flash_split"]),
 ];
 
@@ -61,6 +65,9 @@ pub(crate) struct Scratch {
     /// once; the kernel resets what it uses).
     pub dec_part: Option<CudaSlice<f32>>,
     pub dec_count: Option<CudaSlice<u32>>,
+    /// Paged KV: the slots of a kv_write_slots call and attn_paged's items + block tables.
+    pub slots: Option<CudaSlice<u32>>,
+    pub paged_meta: Option<CudaSlice<u32>>,
 }
 
 impl CudaBackend {

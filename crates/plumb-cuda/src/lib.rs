@@ -26,6 +26,7 @@ pub mod error;
 mod matmul;
 mod matvec;
 mod ops;
+mod paged;
 mod q8;
 mod step;
 mod weight;

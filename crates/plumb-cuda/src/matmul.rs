@@ -14,7 +14,7 @@ use plumb_ops::{OpError, Result};
 use crate::compile::format_suffix;
 use crate::device::{poisoned, CudaBackend};
 use crate::error::{CudaError, DriverContext};
-use crate::matvec::MATVEC_MAX_N;
+use crate::matvec::{BATCH_MAX_N, MATVEC_MAX_N};
 use crate::ops::{ensure, grid1, int};
 use crate::weight::CudaWeight;
 
@@ -63,6 +63,9 @@ impl CudaBackend {
             what: w.ty.name().into(),
         })?;
         if n <= MATVEC_MAX_N {
+            return self.matvec(w, x, out, &d, sfx);
+        }
+        if n <= BATCH_MAX_N && cols.is_multiple_of(32) && self.batch_kernel(w.ty, n).is_some() {
             return self.matvec(w, x, out, &d, sfx);
         }
         self.flush()?;

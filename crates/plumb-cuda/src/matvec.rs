@@ -14,6 +14,14 @@ use crate::weight::CudaWeight;
 /// The most tokens the matvec kernels take (their accumulator arrays, MAX_N in the kernels).
 pub const MATVEC_MAX_N: usize = 8;
 
+/// The most tokens the batched q8 matvec takes (variant `batch` = `q8_dp4a`: chunks of 8
+/// tokens in one launch, matvec_q8.cu's MV_B8); above it, the prefill GEMM.
+pub const BATCH_MAX_N: usize = 64;
+
+/// The most tokens variant `batch=auto` gives the mma kernel (8B Q4_0 on an H100, 64
+/// sequences: 612 t/s with mma against 668 with dequant + cuBLAS; 32: 605 against 593).
+const AUTO_MMA_MAX_N: usize = 32;
+
 /// Rows per thread group of matvec_q8 (MV_R in the kernel).
 const MV_R: usize = 2;
 
@@ -74,7 +82,28 @@ struct MvSets {
 // pointer arrays, then three int arrays; 84 bytes padded to 88 on both sides).
 unsafe impl cudarc::driver::DeviceRepr for MvSets {}
 
+/// The kernel of a 9-to-64-token matmul (variant `batch`), if not the prefill path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchKernel {
+    /// mmq.cu: int8 mma, Q4_0.
+    Mma,
+    /// matvec_q8.cu's MV_B8: dp4a in chunks of 8 tokens.
+    Dp4a,
+}
+
 impl CudaBackend {
+    /// `n` tokens (9 ≤ n ≤ BATCH_MAX_N). `auto`: mma up to AUTO_MMA_MAX_N tokens, where it
+    /// measured ahead of dequant + cuBLAS (NOTES.md), the prefill path above.
+    pub(crate) fn batch_kernel(&self, ty: GgmlType, n: usize) -> Option<BatchKernel> {
+        let mma_ok = ty == GgmlType::Q4_0 && self.info().compute_capability.0 >= 8;
+        match self.variant("batch") {
+            Some("auto") if mma_ok && n <= AUTO_MMA_MAX_N => Some(BatchKernel::Mma),
+            Some("mma") if mma_ok => Some(BatchKernel::Mma),
+            Some("q8_dp4a") if has_q8_kernel(ty) => Some(BatchKernel::Dp4a),
+            _ => None,
+        }
+    }
+
     pub(crate) fn matvec(
         &self,
         w: &CudaWeight,
@@ -84,7 +113,12 @@ impl CudaBackend {
         sfx: &'static str,
     ) -> Result<()> {
         let variant = self.variant("matvec");
-        if variant == Some("q8_dp4a") && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+        let dp4a = if d.n as usize > MATVEC_MAX_N {
+            self.batch_kernel(w.ty, d.n as usize).is_some()
+        } else {
+            variant == Some("q8_dp4a")
+        };
+        if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
             let item = MvItem {
                 w: w.data.device_ptr(&self.stream).0,
                 ty: w.ty,
@@ -139,6 +173,12 @@ impl CudaBackend {
             unsafe { b.launch(grid1((len / 32).div_ceil(8), 256, 0)) }
                 .ctx(|| "launching quantize_q8".into())?;
         }
+        if n > MATVEC_MAX_N && self.batch_kernel(first.ty, n) == Some(BatchKernel::Mma) {
+            for it in items {
+                self.mmq_launch(it, q8.qs, q8.ds)?;
+            }
+            return Ok(());
+        }
         let tpr = threads_per_row(cols);
         let rows_per_block = MV_R * (128 / tpr as usize);
         let mut sets = MvSets::default();
@@ -161,17 +201,51 @@ impl CudaBackend {
         };
         let sfx = crate::compile::format_suffix(first.ty)
             .ok_or_else(|| CudaError::Other(format!("no kernels for {}", first.ty)))?;
-        let name = format!("matvec_q8_n{n}_{sfx}");
+        let batched = n > MATVEC_MAX_N;
+        let (name, cfg) = if batched {
+            // ceil(n / 8) chunks of 8 tokens per row group, the chunk fastest (MV_B8).
+            let mut cfg = cfg;
+            cfg.grid_dim.0 *= n.div_ceil(MATVEC_MAX_N) as u32;
+            (format!("matvec_q8_b8_{sfx}"), cfg)
+        } else {
+            (format!("matvec_q8_n{n}_{sfx}"), cfg)
+        };
         let f = self.func("matvec_q8.cu", Some(sfx), &name)?;
-        let cols_i = cols as i32;
+        let (cols_i, n_i) = (cols as i32, n as i32);
         let mut b = self.stream.launch_builder(&f);
         b.arg(&sets).arg(&q8.qs).arg(&q8.ds).arg(&cols_i);
+        if batched {
+            b.arg(&n_i);
+        }
         // SAFETY: each W holds rows*row_bytes bytes in the layout quant.cuh gives the format
         // (CudaWeight invariant), cols % 32 == 0, the q8 slot holds n*cols values (written
         // above or by the producer, earlier on this stream), each out holds n*rows floats
         // (checked by matmul_impl); items share x and format (MvItem::joins); the kernel
         // clamps the rows it reads and guards the rows it writes.
         unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
+        Ok(())
+    }
+
+    /// mmq.cu for one item: ceil(rows / 32) blocks of 128, ceil(n / 8) token tiles.
+    fn mmq_launch(&self, it: &MvItem, qs: u64, ds: u64) -> Result<()> {
+        let nt = it.n.div_ceil(8);
+        let name = format!("mmq_q4_0_nt{nt}");
+        let f = self.func("mmq.cu", None, &name)?;
+        let ints = [
+            it.rows as i32,
+            it.cols as i32,
+            it.row_bytes as i32,
+            it.n as i32,
+        ];
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&it.w).arg(&qs).arg(&ds).arg(&it.out);
+        b.arg(&ints[0]).arg(&ints[1]).arg(&ints[2]).arg(&ints[3]);
+        // SAFETY: W holds rows*row_bytes bytes of repacked Q4_0 (CudaWeight invariant), the q8
+        // slot n*cols values written earlier on this stream, out n*rows floats (checked by
+        // matmul_impl); 9 ≤ n ≤ 64 so nt ∈ 2..=8; the kernel clamps the rows and tokens it
+        // reads and guards those it writes.
+        unsafe { b.launch(grid1(it.rows.div_ceil(32), 128, 0)) }
+            .ctx(|| format!("launching {name}"))?;
         Ok(())
     }
 }

@@ -1,0 +1,243 @@
+//! Paged KV cache (plumb_ops::ops::paged_attention): `kv_write_slots` and `attention_paged`,
+//! each one launch per call (kernels/attention.cu: kv_write_slots, attn_paged). The slots,
+//! and the work items with the block tables, are uploaded once per call into persistent
+//! device buffers (grown, never shrunk), so a call allocates nothing once warm.
+
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
+
+use crate::device::{poisoned, CudaBackend};
+use crate::error::DriverContext;
+use crate::ops::{ensure, grid1, int};
+
+/// Rows (token, query head) per work item: ROWS in attention.cu.
+const ROWS: usize = 16;
+/// u32 words per work item: PG_ITEM in attention.cu.
+const PG_ITEM: usize = 5;
+
+/// attn_paged's meta words: items of (q_row, n_tokens, pos0, table offset, rho0), then the
+/// block tables. Two sequences, G = 4: a 1-token one is 1 item, a 5-token one 2 (20 rows).
+pub(crate) fn paged_meta(seqs: &[PagedSeq<'_>], group: usize) -> (Vec<u32>, usize) {
+    let n_items: usize = seqs
+        .iter()
+        .map(|s| (s.n_tokens * group).div_ceil(ROWS))
+        .sum();
+    let mut meta = Vec::with_capacity(n_items * PG_ITEM);
+    let mut tab_off = n_items * PG_ITEM;
+    for s in seqs {
+        for rho0 in (0..s.n_tokens * group).step_by(ROWS) {
+            meta.extend_from_slice(&[
+                s.q_row as u32,
+                s.n_tokens as u32,
+                s.pos0 as u32,
+                tab_off as u32,
+                rho0 as u32,
+            ]);
+        }
+        tab_off += s.blocks.len();
+    }
+    for s in seqs {
+        meta.extend_from_slice(s.blocks);
+    }
+    (meta, n_items)
+}
+
+impl CudaBackend {
+    /// Copies `vals` into the persistent buffer `which` (0: slots, 1: paged meta) and returns
+    /// its device address. Not while recording: the host copy is not part of a graph.
+    fn upload_u32s(&self, which: usize, vals: &[u32], what: &str) -> Result<u64> {
+        self.not_capturing(what)?;
+        let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
+        let g = &mut *guard;
+        let slot = if which == 0 {
+            &mut g.slots
+        } else {
+            &mut g.paged_meta
+        };
+        // Grow by doubling so that a growing batch does not reallocate every call.
+        let want = vals.len().max(1);
+        if slot.as_ref().is_none_or(|s| s.len() < want) {
+            let len = want.next_power_of_two().max(256);
+            self.ensure_len(slot, len)?;
+        }
+        let buf: &mut CudaSlice<u32> = slot.as_mut().expect("ensured above");
+        if !vals.is_empty() {
+            let mut dst = buf.slice_mut(0..vals.len());
+            self.stream
+                .memcpy_htod(vals, &mut dst)
+                .ctx(|| format!("uploading {what}"))?;
+        }
+        let ptr = buf.device_ptr(&self.stream).0;
+        Ok(ptr)
+    }
+
+    pub(crate) fn kv_write_slots_impl(
+        &self,
+        src: &CudaSlice<f32>,
+        pool: &mut CudaSlice<f32>,
+        slots: &[u32],
+        kv_dim: usize,
+    ) -> Result<()> {
+        self.flush()?;
+        let n = slots.len();
+        ensure(src.len() >= n * kv_dim, "kv_write_slots", || {
+            format!("{n} rows of {kv_dim}: source too short")
+        })?;
+        let max_slot = slots.iter().copied().max().unwrap_or(0) as usize;
+        ensure(
+            n == 0 || (max_slot + 1) * kv_dim <= pool.len(),
+            "kv_write_slots",
+            || format!("slot {max_slot} is outside the pool"),
+        )?;
+        if n == 0 || kv_dim == 0 {
+            return Ok(());
+        }
+        self.q8_forget(pool.device_ptr(&self.stream).0);
+        if !kv_dim.is_multiple_of(4) {
+            for (i, &slot) in slots.iter().enumerate() {
+                let s = src.slice(i * kv_dim..(i + 1) * kv_dim);
+                let mut d = pool.slice_mut(slot as usize * kv_dim..(slot as usize + 1) * kv_dim);
+                self.stream
+                    .memcpy_dtod(&s, &mut d)
+                    .ctx(|| "copying a KV row".into())?;
+            }
+            return Ok(());
+        }
+        let slots_ptr = self.upload_u32s(0, slots, "KV slots")?;
+        let (n_i, kv_i) = (
+            int(n, "kv_write_slots", "rows")?,
+            int(kv_dim, "kv_write_slots", "kv_dim")?,
+        );
+        int(n * kv_dim, "kv_write_slots", "elements")?;
+        let total = n * kv_dim / 4;
+        let f = self.func("attention.cu", None, "kv_write_slots")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(src).arg(&*pool).arg(&slots_ptr).arg(&n_i).arg(&kv_i);
+        // SAFETY: src holds n*kv_dim floats, every slot < pool.len()/kv_dim (checked), the
+        // slots buffer holds the n slots (copied above, in stream order), kv_dim % 4 == 0 and
+        // both buffers are 16-byte aligned allocations; the kernel is grid-stride.
+        unsafe { b.launch(grid1(total.div_ceil(256).min(4096), 256, 0)) }
+            .ctx(|| "launching kv_write_slots".into())?;
+        Ok(())
+    }
+
+    pub(crate) fn attention_paged_impl(
+        &self,
+        q: &CudaSlice<f32>,
+        k_pool: &CudaSlice<f32>,
+        v_pool: &CudaSlice<f32>,
+        seqs: &[PagedSeq<'_>],
+        p: PagedParams,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.flush()?;
+        let PagedParams {
+            n_heads,
+            n_kv_heads,
+            head_dim: hd,
+            scale,
+            block_size,
+        } = p;
+        ensure(
+            n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads) && block_size > 0,
+            "attention_paged",
+            || format!("{n_heads} query heads, {n_kv_heads} KV heads, block size {block_size}"),
+        )?;
+        if hd != 64 && hd != 128 {
+            return Err(OpError::Unsupported {
+                op: "attention_paged",
+                what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
+            });
+        }
+        let (kv_dim, q_dim, group) = (n_kv_heads * hd, n_heads * hd, n_heads / n_kv_heads);
+        let pool_slots = k_pool.len().min(v_pool.len()) / kv_dim;
+        for s in seqs {
+            let n_kv = s.pos0 + s.n_tokens;
+            ensure(
+                s.blocks.len() * block_size >= n_kv,
+                "attention_paged",
+                || {
+                    format!(
+                        "{n_kv} positions need more than {} blocks of {block_size}",
+                        s.blocks.len()
+                    )
+                },
+            )?;
+            let used = n_kv.div_ceil(block_size);
+            // Every slot read (the used part of each block) lies inside both pools.
+            ensure(
+                s.blocks[..used].iter().enumerate().all(|(i, &b)| {
+                    let last = (n_kv - i * block_size).min(block_size);
+                    b as usize * block_size + last <= pool_slots
+                }),
+                "attention_paged",
+                || "a slot is outside the pool".into(),
+            )?;
+            ensure(
+                q.len() >= (s.q_row + s.n_tokens) * q_dim
+                    && out.len() >= (s.q_row + s.n_tokens) * q_dim,
+                "attention_paged",
+                || "q or out too short".into(),
+            )?;
+            int(pool_slots * kv_dim, "attention_paged", "pool elements")?;
+        }
+        let (meta, n_items) = paged_meta(seqs, group);
+        if n_items == 0 {
+            return Ok(());
+        }
+        int(meta.len(), "attention_paged", "meta words")?;
+        self.q8_forget(out.device_ptr(&self.stream).0);
+        let meta_ptr = self.upload_u32s(1, &meta, "paged attention tables")?;
+        let ints = [
+            int(n_heads, "attention_paged", "heads")?,
+            int(n_kv_heads, "attention_paged", "KV heads")?,
+            int(block_size, "attention_paged", "block size")?,
+        ];
+        let cfg = LaunchConfig {
+            grid_dim: (n_items as u32, n_kv_heads as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let f = self.func("attention.cu", None, &format!("attn_paged_hd{hd}"))?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(q).arg(k_pool).arg(v_pool).arg(&*out).arg(&meta_ptr);
+        b.arg(&ints[0]).arg(&ints[1]).arg(&scale).arg(&ints[2]);
+        // SAFETY: every sequence's q/out rows are in bounds and every slot it reads (positions
+        // below pos0 + n_tokens through its first blocks) is inside both pools (checked
+        // above); meta holds n_items items and the tables they point at (copied above, in
+        // stream order); hd ∈ {64, 128}; grid.y = n_kv_heads.
+        unsafe { b.launch(cfg) }.ctx(|| "launching paged attention".into())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_layout() {
+        let (b0, b1) = ([7u32], [2u32, 9]);
+        let seqs = [
+            PagedSeq {
+                q_row: 0,
+                n_tokens: 1,
+                pos0: 5,
+                blocks: &b0,
+            },
+            PagedSeq {
+                q_row: 1,
+                n_tokens: 5,
+                pos0: 12,
+                blocks: &b1,
+            },
+        ];
+        let (m, n) = paged_meta(&seqs, 4);
+        assert_eq!(n, 3);
+        assert_eq!(
+            &m[..15],
+            &[0, 1, 5, 15, 0, 1, 5, 12, 16, 0, 1, 5, 12, 16, 16]
+        );
+        assert_eq!(&m[15..], &[7, 2, 9]);
+    }
+}
