@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use plumb_core::rng::Rng;
-use plumb_model::{BatchItem, KvCache, Logits, Model};
+use plumb_model::paged::{BlockTable, PagedKv};
+use plumb_model::{KvCache, Logits, Model, PagedItem};
 use plumb_ops::Backend;
 
 use crate::error::{EngineError, Result};
@@ -97,10 +98,11 @@ pub fn run<B: Backend>(
     Ok(BenchResult { test, samples })
 }
 
-/// Throughput of `parallel` sequences decoded together, like llama-batched-bench: each gets a
-/// prompt of `prompt` random tokens (prefilled as batches of whole prompts), then `gen` tokens
-/// are decoded for all of them at once, one batched forward per step. Returns aggregate
-/// (prompt, generation) tokens per second of each repetition.
+/// Throughput of `parallel` sequences decoded together, like llama-batched-bench, through the
+/// paged KV cache the server uses: each sequence gets a prompt of `prompt` random tokens
+/// (prefilled as batches of whole prompts), then `gen` tokens are decoded for all of them at
+/// once, one `forward_paged` per step. Returns aggregate (prompt, generation) tokens per second
+/// of each repetition.
 pub fn run_parallel<B: Backend>(
     model: &Model<B>,
     parallel: usize,
@@ -122,31 +124,29 @@ pub fn run_parallel<B: Backend>(
     }
     let mut rng = Rng::new(seed);
     let vocab = model.config.vocab_size as u64;
-    let mut caches = (0..parallel)
-        .map(|_| model.new_cache(prompt + gen))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let block = plumb_model::paged::BLOCK_SIZE;
+    let per_seq = (prompt + gen).div_ceil(block) * block;
+    let mut kv = PagedKv::with_capacity_tokens(model, parallel * per_seq, block)?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     // Whole prompts per prefill batch, as many as fit the token limit.
     let per_batch = (model.max_batch / prompt).max(1);
     for rep in 0..=reps {
-        for c in caches.iter_mut() {
-            c.clear();
-        }
+        let mut tables: Vec<BlockTable> = (0..parallel).map(|_| BlockTable::default()).collect();
         let prompts: Vec<Vec<u32>> = (0..parallel)
             .map(|_| (0..prompt).map(|_| rng.below(vocab) as u32).collect())
             .collect();
         let t0 = Instant::now();
         let mut last = Vec::with_capacity(parallel);
-        for (ps, cs) in prompts.chunks(per_batch).zip(caches.chunks_mut(per_batch)) {
-            let mut items: Vec<BatchItem<'_, B>> = ps
+        for (ps, ts) in prompts.chunks(per_batch).zip(tables.chunks_mut(per_batch)) {
+            let mut items: Vec<PagedItem<'_>> = ps
                 .iter()
-                .zip(cs.iter_mut())
-                .map(|(p, c)| BatchItem {
+                .zip(ts.iter_mut())
+                .map(|(p, t)| PagedItem {
                     tokens: p,
-                    cache: c,
+                    table: t,
                 })
                 .collect();
-            for logits in model.forward_batch(&mut items)? {
+            for logits in model.forward_paged(&mut kv, &mut items)? {
                 last.push(crate::sampler::argmax(&logits));
             }
         }
@@ -154,19 +154,22 @@ pub fn run_parallel<B: Backend>(
         let t_pp = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         for _ in 0..gen {
-            let mut items: Vec<BatchItem<'_, B>> = last
+            let mut items: Vec<PagedItem<'_>> = last
                 .iter()
-                .zip(caches.iter_mut())
-                .map(|(id, c)| BatchItem {
+                .zip(tables.iter_mut())
+                .map(|(id, t)| PagedItem {
                     tokens: std::slice::from_ref(id),
-                    cache: c,
+                    table: t,
                 })
                 .collect();
-            let out = model.forward_batch(&mut items)?;
+            let out = model.forward_paged(&mut kv, &mut items)?;
             last = out.iter().map(|l| crate::sampler::argmax(l)).collect();
         }
         model.backend.synchronize()?;
         let t_tg = t1.elapsed().as_secs_f64();
+        for t in tables {
+            kv.free(t);
+        }
         if rep > 0 {
             pp.push((parallel * prompt) as f64 / t_pp.max(1e-12));
             tg.push((parallel * gen) as f64 / t_tg.max(1e-12));

@@ -330,6 +330,100 @@ impl Backend for CpuBackend {
         attention::attention(self, q, k, v, p, out)
     }
 
+    fn kv_write_slots(
+        &self,
+        src: &Vec<f32>,
+        pool: &mut Vec<f32>,
+        slots: &[u32],
+        kv_dim: usize,
+    ) -> Result<()> {
+        ensure(src.len() >= slots.len() * kv_dim, "kv_write_slots", || {
+            "src too short".into()
+        })?;
+        for (i, &slot) in slots.iter().enumerate() {
+            let dst = pool
+                .get_mut(slot as usize * kv_dim..(slot as usize + 1) * kv_dim)
+                .ok_or_else(|| OpError::Shape {
+                    op: "kv_write_slots",
+                    msg: format!("slot {slot} is outside the pool"),
+                })?;
+            dst.copy_from_slice(&src[i * kv_dim..(i + 1) * kv_dim]);
+        }
+        Ok(())
+    }
+
+    /// Gathers each sequence's blocks (whole blocks at a time) into a contiguous scratch cache
+    /// and runs the blocked attention kernel on it: the KV rows are read twice, but every
+    /// sequence gets the same kernel as a contiguous cache (and so the same bits).
+    fn attention_paged(
+        &self,
+        q: &Vec<f32>,
+        k_pool: &Vec<f32>,
+        v_pool: &Vec<f32>,
+        seqs: &[crate::backend::PagedSeq<'_>],
+        p: crate::backend::PagedParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (kv_dim, q_dim, bs) = (
+            p.n_kv_heads * p.head_dim,
+            p.n_heads * p.head_dim,
+            p.block_size,
+        );
+        let (mut k, mut v, mut qs, mut os) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for s in seqs {
+            let n_kv = s.pos0 + s.n_tokens;
+            ensure(
+                bs > 0 && s.blocks.len() * bs >= n_kv,
+                "attention_paged",
+                || {
+                    format!(
+                        "{n_kv} positions need more than {} blocks of {bs}",
+                        s.blocks.len()
+                    )
+                },
+            )?;
+            k.resize(n_kv * kv_dim, 0.0);
+            v.resize(n_kv * kv_dim, 0.0);
+            for (i, &blk) in s.blocks.iter().enumerate() {
+                let start = i * bs;
+                if start >= n_kv {
+                    break;
+                }
+                let rows = bs.min(n_kv - start) * kv_dim;
+                let from = blk as usize * bs * kv_dim;
+                let (ks, vs) = (k_pool.get(from..from + rows), v_pool.get(from..from + rows));
+                let (Some(ks), Some(vs)) = (ks, vs) else {
+                    return Err(OpError::Shape {
+                        op: "attention_paged",
+                        msg: format!("block {blk} is outside the pool"),
+                    });
+                };
+                k[start * kv_dim..start * kv_dim + rows].copy_from_slice(ks);
+                v[start * kv_dim..start * kv_dim + rows].copy_from_slice(vs);
+            }
+            let rows = s.q_row * q_dim..(s.q_row + s.n_tokens) * q_dim;
+            ensure(
+                q.len() >= rows.end && out.len() >= rows.end,
+                "attention_paged",
+                || "q or out too short".into(),
+            )?;
+            qs.clear();
+            qs.extend_from_slice(&q[rows.clone()]);
+            os.resize(s.n_tokens * q_dim, 0.0);
+            let ap = AttnParams {
+                n_tokens: s.n_tokens,
+                pos0: s.pos0,
+                n_heads: p.n_heads,
+                n_kv_heads: p.n_kv_heads,
+                head_dim: p.head_dim,
+                scale: p.scale,
+            };
+            attention::attention(self, &qs, &k, &v, ap, &mut os)?;
+            out[rows].copy_from_slice(&os);
+        }
+        Ok(())
+    }
+
     fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
         elementwise::swiglu(self, gate, up, len, out)
     }
