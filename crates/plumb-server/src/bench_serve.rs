@@ -204,6 +204,7 @@ async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
         "temperature": 0.8,
         "seed": i,
         "stream": true,
+        "stream_options": {"include_usage": true},
         "ignore_eos": true,
     })
     .to_string();
@@ -287,6 +288,12 @@ async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
             }
             let v: serde_json::Value =
                 serde_json::from_str(payload).context("a malformed SSE event")?;
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                // The closing usage chunk carries the exact token count: a token whose text is
+                // empty (half of a character) sends no chunk of its own.
+                trace.tokens = n as usize;
+                continue;
+            }
             let has_text = v["choices"][0]["text"]
                 .as_str()
                 .is_some_and(|t| !t.is_empty());
@@ -299,7 +306,6 @@ async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
                 Some(prev) => trace.itl.push((now - prev).as_secs_f64()),
             }
             last = Some(now);
-            trace.tokens += 1;
         }
     }
     Ok(trace)
