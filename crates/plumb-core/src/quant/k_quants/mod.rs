@@ -80,6 +80,27 @@ pub(crate) fn quantize_super_scale<const N: usize>(
     (bytes, d, q)
 }
 
+/// The header Q4_K and Q5_K share: fits each 32-element sub-block of `x` for `q` in
+/// `0..=nmax`, writes `d`, `dmin` and the packed 6-bit scales and mins into `out[0..16]`, and
+/// returns each sub-block's quantized `(scale, min)` to round its elements against.
+pub(crate) fn write_scale_min_header(
+    x: &[f32; QK_K],
+    nmax: i32,
+    out: &mut [u8],
+) -> [(f32, f32); 8] {
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    for i in 0..8 {
+        (scales[i], mins[i]) = fit_min_max(&x[32 * i..32 * i + 32], nmax);
+    }
+    let (db, d, sq) = quantize_super_scale(&scales, 63);
+    let (mb, dmin, mq) = quantize_super_scale(&mins, 63);
+    out[0..2].copy_from_slice(&db);
+    out[2..4].copy_from_slice(&mb);
+    out[4..16].copy_from_slice(&pack_scale_min_k4(&sq, &mq));
+    std::array::from_fn(|i| (d * sq[i] as f32, dmin * mq[i] as f32))
+}
+
 /// `q = clamp(round((x + m) / dl), 0, nmax)`, or 0 when `dl` is 0.
 pub(crate) fn quantize_affine(x: f32, dl: f32, ml: f32, nmax: i32) -> u8 {
     if dl == 0.0 {

@@ -7,9 +7,7 @@
 //! nibble of `qs[32 * c + w]` for `w < 32` and the high nibble of `qs[32 * c + w - 32]` for
 //! `w >= 32`.
 
-use super::{
-    fit_min_max, get_scale_min_k4, pack_scale_min_k4, quantize_affine, quantize_super_scale, QK_K,
-};
+use super::{get_scale_min_k4, quantize_affine, write_scale_min_header, QK_K};
 use crate::quant::f16_le;
 
 /// Elements per block.
@@ -50,20 +48,10 @@ pub fn dequantize_block(b: &[u8; BLOCK_BYTES], out: &mut [f32; QK]) {
 /// quantized to 6 bits against `d = max scale / 63` and `dmin = max min / 63`, and the
 /// elements are rounded against the quantized values.
 pub fn quantize_block(x: &[f32; QK], out: &mut [u8; BLOCK_BYTES]) {
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    for i in 0..8 {
-        (scales[i], mins[i]) = fit_min_max(&x[32 * i..32 * i + 32], 15);
-    }
-    let (db, d, sq) = quantize_super_scale(&scales, 63);
-    let (mb, dmin, mq) = quantize_super_scale(&mins, 63);
     out.fill(0);
-    out[0..2].copy_from_slice(&db);
-    out[2..4].copy_from_slice(&mb);
-    out[SCALES..SCALES + 12].copy_from_slice(&pack_scale_min_k4(&sq, &mq));
+    let sub = write_scale_min_header(x, 15, out);
     for e in 0..QK {
-        let dl = d * sq[e / 32] as f32;
-        let ml = dmin * mq[e / 32] as f32;
+        let (dl, ml) = sub[e / 32];
         let q = quantize_affine(x[e], dl, ml, 15);
         let (byte, shift) = q_pos(e);
         out[QS + byte] |= q << shift;

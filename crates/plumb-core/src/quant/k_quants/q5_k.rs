@@ -4,9 +4,7 @@
 //! As Q4_K (same scales, same nibble order) with a fifth bit: bit `e / 32` of `qh[e % 32]`
 //! adds 16 to `q_e`, so element `e` is `d * sc * q_e - dmin * m` with `q_e` in 0..32.
 
-use super::{
-    fit_min_max, get_scale_min_k4, pack_scale_min_k4, quantize_affine, quantize_super_scale, QK_K,
-};
+use super::{get_scale_min_k4, quantize_affine, write_scale_min_header, QK_K};
 use crate::quant::f16_le;
 
 /// Elements per block.
@@ -48,20 +46,10 @@ pub fn dequantize_block(b: &[u8; BLOCK_BYTES], out: &mut [f32; QK]) {
 /// A simple fit, not llama.cpp's search (`make_qkx2_quants`): as Q4_K's quantizer with 31
 /// steps per sub-block.
 pub fn quantize_block(x: &[f32; QK], out: &mut [u8; BLOCK_BYTES]) {
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
-    for i in 0..8 {
-        (scales[i], mins[i]) = fit_min_max(&x[32 * i..32 * i + 32], 31);
-    }
-    let (db, d, sq) = quantize_super_scale(&scales, 63);
-    let (mb, dmin, mq) = quantize_super_scale(&mins, 63);
     out.fill(0);
-    out[0..2].copy_from_slice(&db);
-    out[2..4].copy_from_slice(&mb);
-    out[SCALES..SCALES + 12].copy_from_slice(&pack_scale_min_k4(&sq, &mq));
+    let sub = write_scale_min_header(x, 31, out);
     for e in 0..QK {
-        let dl = d * sq[e / 32] as f32;
-        let ml = dmin * mq[e / 32] as f32;
+        let (dl, ml) = sub[e / 32];
         let q = quantize_affine(x[e], dl, ml, 31);
         let (byte, shift) = q_pos(e);
         out[QS + byte] |= (q & 0x0f) << shift;
