@@ -14,6 +14,9 @@ pub enum BackendKind {
     Cpu,
     /// NVIDIA GPU kernels compiled at first use by NVRTC.
     Cuda,
+    /// llama.cpp's CPU arithmetic mirrored (f16 KV, 8-bit activations): for comparing outputs
+    /// token for token.
+    Ggml,
 }
 
 impl BackendKind {
@@ -22,6 +25,7 @@ impl BackendKind {
             BackendKind::Reference => "reference",
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Ggml => "ggml",
         }
     }
 }
@@ -58,6 +62,9 @@ pub enum Choice {
         variants: Vec<(String, String)>,
         autotune: bool,
     },
+    Ggml {
+        threads: Option<usize>,
+    },
 }
 
 impl Choice {
@@ -66,6 +73,7 @@ impl Choice {
             Choice::Reference => BackendKind::Reference,
             Choice::Cpu { .. } => BackendKind::Cpu,
             Choice::Cuda { .. } => BackendKind::Cuda,
+            Choice::Ggml { .. } => BackendKind::Ggml,
         }
     }
 }
@@ -118,6 +126,9 @@ impl DeviceArgs {
                 variants,
                 autotune: self.autotune,
             },
+            BackendKind::Ggml => Choice::Ggml {
+                threads: self.threads,
+            },
         })
     }
 }
@@ -128,6 +139,16 @@ pub fn cpu_backend(threads: Option<usize>) -> Result<plumb_ops::CpuBackend> {
         Some(n) => plumb_ops::CpuBackend::with_threads(n),
         None => plumb_ops::CpuBackend::new(),
     })
+}
+
+pub fn ggml_backend(threads: Option<usize>) -> Result<plumb_ops::GgmlBackend> {
+    let mut b = plumb_ops::GgmlBackend::new();
+    match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => b.threads = n,
+        None => {}
+    }
+    Ok(b)
 }
 
 pub fn cuda_backend(
@@ -184,6 +205,10 @@ macro_rules! with_backend {
                 autotune,
             } => {
                 let $b = $crate::common::cuda_backend_tuned(*ordinal, variants, *autotune)?;
+                $body
+            }
+            $crate::common::Choice::Ggml { threads } => {
+                let $b = $crate::common::ggml_backend(*threads)?;
                 $body
             }
         }

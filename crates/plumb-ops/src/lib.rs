@@ -8,10 +8,12 @@ pub mod backend;
 pub mod check;
 pub mod cpu;
 pub mod error;
+pub mod ggml;
 pub mod ops;
 pub mod reference;
 
 pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams, RopeStyle};
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
+pub use ggml::GgmlBackend;
 pub use reference::ReferenceBackend;
