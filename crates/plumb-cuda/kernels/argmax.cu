@@ -1,7 +1,8 @@
 // argmax.cu: index of the largest of `len` values, the first one on ties; NaN never wins and
 // an all -inf/NaN input gives 0 (as the host fallback in plumb-ops' Backend::argmax).
 //
-// Launch: grid (1), block 1024. One block: a vocabulary (≤ ~256k floats, 1 MB) is read once
+// Launch: grid (rows), block 1024: block b takes row b (x + b·len) and writes result[b]. One
+// block per row: a vocabulary (≤ ~256k floats, 1 MB) is read once
 // at full speed by 1024 threads with a strided loop, and a single block needs no second
 // pass or atomics. Each thread keeps its best (value, index) scanning upward (strict >, so
 // the first index wins within a thread), then a shuffle tree and a shared-memory step merge
@@ -14,6 +15,7 @@ static __device__ __forceinline__ void better(float& bv, u32& bi, float v, u32 i
 extern "C" __global__ void argmax_f32(const float* x, u32 len, u32* result) {
     __shared__ float sv[32];
     __shared__ u32 si[32];
+    x += (size_t)blockIdx.x * len;
     float bv = NEG_INF;
     u32 bi = 0;
     for (u32 i = threadIdx.x; i < len; i += blockDim.x)
@@ -37,6 +39,6 @@ extern "C" __global__ void argmax_f32(const float* x, u32 len, u32* result) {
             const u32 oi = __shfl_xor_sync(FULL_MASK, bi, o);
             better(bv, bi, ov, oi);
         }
-        if (lane == 0) *result = bi;
+        if (lane == 0) result[blockIdx.x] = bi;
     }
 }

@@ -139,6 +139,26 @@ impl Backend for CudaBackend {
         self.matmul_impl(w, x, n, out)
     }
 
+    fn matmul_many(
+        &self,
+        x: &CudaSlice<f32>,
+        n: usize,
+        pairs: &mut [(&CudaWeight, &mut CudaSlice<f32>)],
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        // Hold the q8 matvecs back so that flush() merges those sharing x (defer.rs); the
+        // buffers outlive the flush below, which runs whatever happens.
+        self.flush()?;
+        self.grouping.store(true, Ordering::Relaxed);
+        let run = pairs.iter_mut().try_for_each(|(w, out)| {
+            self.q8_forget(self.ptr(out));
+            self.matmul_impl(w, x, n, out)
+        });
+        self.grouping.store(false, Ordering::Relaxed);
+        let flushed = self.flush();
+        run.and(flushed)
+    }
+
     fn add_bias(
         &self,
         x: &mut CudaSlice<f32>,
@@ -197,7 +217,13 @@ impl Backend for CudaBackend {
     fn argmax(&self, x: &CudaSlice<f32>, len: usize) -> Result<u32> {
         self.flush()?;
         self.not_capturing("argmax")?;
-        self.argmax_impl(x, len)
+        Ok(self.argmax_impl(x, 1, len)?[0])
+    }
+
+    fn argmax_rows(&self, x: &CudaSlice<f32>, rows: usize, len: usize) -> Result<Vec<u32>> {
+        self.flush()?;
+        self.not_capturing("argmax")?;
+        self.argmax_impl(x, rows, len)
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -156,7 +156,10 @@ pub fn entry_points(file: &str) -> Vec<String> {
                     .chain(std::iter::once(format!("matvec_q8_b8_{s}")))
             })
             .collect(),
-        "mmq.cu" => (2..=8).map(|nt| format!("mmq_q4_0_nt{nt}")).collect(),
+        "mmq.cu" => (2..=8)
+            .flat_map(|nt| [format!("mmq_q4_0_nt{nt}"), format!("mmq_q4_0_lb_nt{nt}")])
+            .chain(["quantize_q8_frag".to_string()])
+            .collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
         "matmul.cu" => {
             let mut v = per_format(&["dequant_f16", "dequant_f32", "matmul_tiled"]);

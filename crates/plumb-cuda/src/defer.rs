@@ -10,6 +10,9 @@
 //!   3 weights (Wq, Wk, Wv -> 1 launch; Wgate, Wup -> 1);
 //! - rope(q), rope(k), kv_write(k), kv_write(v) of one step: one rope_kv_f32 launch (rope.cu).
 //!
+//! `matmul_many` holds its matvecs the same way outside a step (its outputs and x live for the
+//! call), and flushes before it returns.
+//!
 //! Anything else launches alone, in the order it was called, so the stream sees the same work
 //! in the same order as without holding back. What this asks of callers: the buffers of a
 //! step's ops live until the next backend call (the forward's workspace and KV cache live for
@@ -77,7 +80,7 @@ impl CudaBackend {
     }
 
     pub(crate) fn defer_matvec(&self, item: MvItem) -> Result<()> {
-        if self.in_step() {
+        if self.in_step() || self.grouping.load(std::sync::atomic::Ordering::Relaxed) {
             return self.hold(Pending::Matvec(item));
         }
         self.flush()?;

@@ -32,15 +32,16 @@ pub struct DeviceInfo {
 /// that `prefill` defaults to `tiled` where cuBLAS cannot be loaded).
 /// - matvec (n ≤ 8): `q8_dp4a` (matvec_q8.cu; formats without a dp4a kernel fall back to
 ///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations).
-/// - batch (9 to 64 tokens): `auto` (`mma` up to 32 tokens, then the prefill path), `mma` (mmq.cu, int8 tensor cores, Q4_0 on sm_80+; other formats
-///   take the prefill path), `q8_dp4a` (matvec_q8.cu's batched kernel, formats with a dp4a
+/// - batch (9 to 64 tokens): `auto` (`mma` for Q4_0 on sm_80+, else the prefill path), `mma`
+///   (mmq.cu, int8 tensor cores, Q4_0 on sm_80+; other formats take the prefill path),
+///   `mma_lb` (the same without the double buffer, two blocks per SM), `q8_dp4a` (matvec_q8.cu's batched kernel, formats with a dp4a
 ///   kernel) or `prefill` (the prefill path: dequantize + cuBLAS).
 /// - attention: `split_kv` (one token: attn_decode.cu; more: the flash kernel) and
 ///   `flash_split` (attention.cu for every call).
 pub const VARIANTS: &[(&str, &[&str])] = &[
     ("matvec", &["q8_dp4a", "warp_per_row", "tiled"]),
     ("prefill", &["cublas", "tiled"]),
-    ("batch", &["auto", "mma", "q8_dp4a", "prefill"]),
+    ("batch", &["auto", "mma", "mma_lb", "q8_dp4a", "prefill"]),
     ("attention", &["split_kv", "flash_split"]),
 ];
 
@@ -68,6 +69,12 @@ pub(crate) struct Scratch {
     /// Paged KV: the slots of a kv_write_slots call and attn_paged's items + block tables.
     pub slots: Option<CudaSlice<u32>>,
     pub paged_meta: Option<CudaSlice<u32>>,
+    /// What `slots` and `paged_meta` hold now (src/paged.rs reuses an equal upload).
+    pub slots_host: Vec<u32>,
+    pub paged_meta_host: Vec<u32>,
+    /// mmq.cu's activations in fragment order: int8 values and (d, d·Σq) pairs.
+    pub mmq_xf: Option<CudaSlice<i8>>,
+    pub mmq_xd: Option<CudaSlice<f32>>,
 }
 
 impl CudaBackend {
@@ -120,6 +127,8 @@ pub struct CudaBackend {
     pub(crate) pending: Mutex<Vec<Pending>>,
     /// Whether the stream is being captured into a recording (src/step.rs).
     pub(crate) capturing: AtomicBool,
+    /// Inside `matmul_many`: q8 matvecs are held back so that those sharing x merge.
+    pub(crate) grouping: AtomicBool,
     /// Bumped whenever a buffer a recording may hold moves (src/step.rs).
     pub(crate) epoch: AtomicU64,
     _ctx: Arc<CudaContext>,
@@ -181,6 +190,7 @@ impl CudaBackend {
             q8: Mutex::new(Q8State::default()),
             pending: Mutex::new(Vec::new()),
             capturing: AtomicBool::new(false),
+            grouping: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             _ctx: ctx,
         })

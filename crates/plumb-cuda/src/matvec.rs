@@ -3,9 +3,9 @@
 
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_core::GgmlType;
-use plumb_ops::Result;
+use plumb_ops::{OpError, Result};
 
-use crate::device::CudaBackend;
+use crate::device::{poisoned, CudaBackend};
 use crate::error::{CudaError, DriverContext};
 use crate::matmul::Dims;
 use crate::ops::grid1;
@@ -18,9 +18,9 @@ pub const MATVEC_MAX_N: usize = 8;
 /// tokens in one launch, matvec_q8.cu's MV_B8); above it, the prefill GEMM.
 pub const BATCH_MAX_N: usize = 64;
 
-/// The most tokens variant `batch=auto` gives the mma kernel (8B Q4_0 on an H100, 64
-/// sequences: 612 t/s with mma against 668 with dequant + cuBLAS; 32: 605 against 593).
-const AUTO_MMA_MAX_N: usize = 32;
+/// The most tokens variant `batch=auto` gives the mma kernel: all of the batch range
+/// (NOTES.md, run 6).
+const AUTO_MMA_MAX_N: usize = BATCH_MAX_N;
 
 /// Rows per thread group of matvec_q8 (MV_R in the kernel).
 const MV_R: usize = 2;
@@ -87,6 +87,8 @@ unsafe impl cudarc::driver::DeviceRepr for MvSets {}
 pub(crate) enum BatchKernel {
     /// mmq.cu: int8 mma, Q4_0.
     Mma,
+    /// mmq.cu without the double buffer, two blocks per SM.
+    MmaLb,
     /// matvec_q8.cu's MV_B8: dp4a in chunks of 8 tokens.
     Dp4a,
 }
@@ -99,6 +101,7 @@ impl CudaBackend {
         match self.variant("batch") {
             Some("auto") if mma_ok && n <= AUTO_MMA_MAX_N => Some(BatchKernel::Mma),
             Some("mma") if mma_ok => Some(BatchKernel::Mma),
+            Some("mma_lb") if mma_ok => Some(BatchKernel::MmaLb),
             Some("q8_dp4a") if has_q8_kernel(ty) => Some(BatchKernel::Dp4a),
             _ => None,
         }
@@ -160,6 +163,13 @@ impl CudaBackend {
             return Ok(());
         };
         let (n, cols) = (first.n, first.cols);
+        if n > MATVEC_MAX_N {
+            match self.batch_kernel(first.ty, n) {
+                Some(BatchKernel::Mma) => return self.mmq_launch(items, false),
+                Some(BatchKernel::MmaLb) => return self.mmq_launch(items, true),
+                _ => {}
+            }
+        }
         let len = n * cols;
         let (q8, stale) = self.q8_input(first.x, len)?;
         if stale {
@@ -172,12 +182,6 @@ impl CudaBackend {
             // len/32 float2 (q8_input); one warp per group of 32.
             unsafe { b.launch(grid1((len / 32).div_ceil(8), 256, 0)) }
                 .ctx(|| "launching quantize_q8".into())?;
-        }
-        if n > MATVEC_MAX_N && self.batch_kernel(first.ty, n) == Some(BatchKernel::Mma) {
-            for it in items {
-                self.mmq_launch(it, q8.qs, q8.ds)?;
-            }
-            return Ok(());
         }
         let tpr = threads_per_row(cols);
         let rows_per_block = MV_R * (128 / tpr as usize);
@@ -226,26 +230,62 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// mmq.cu for one item: ceil(rows / 32) blocks of 128, ceil(n / 8) token tiles.
-    fn mmq_launch(&self, it: &MvItem, qs: u64, ds: u64) -> Result<()> {
-        let nt = it.n.div_ceil(8);
-        let name = format!("mmq_q4_0_nt{nt}");
-        let f = self.func("mmq.cu", None, &name)?;
-        let ints = [
-            it.rows as i32,
-            it.cols as i32,
-            it.row_bytes as i32,
-            it.n as i32,
-        ];
+    /// mmq.cu for 1 to 3 items sharing x̂ (`MvItem::joins`): one launch, ceil(rows / 32)
+    /// blocks of 256 per item, ceil(n / 8) token tiles.
+    fn mmq_launch(&self, items: &[MvItem], lb: bool) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        // x̂ in fragment order (mmq.cu quantize_q8_frag), for ceil(n / 8) tiles of 8 tokens.
+        let nt = first.n.div_ceil(8);
+        let units = first.cols / 32;
+        let (xf, xd) = {
+            let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
+            let g = &mut *guard;
+            let xf = self.ensure_len(&mut g.mmq_xf, nt * 8 * first.cols)?;
+            let xf = xf.device_ptr(&self.stream).0;
+            let xd = self.ensure_len(&mut g.mmq_xd, 2 * units * nt * 8)?;
+            let xd = xd.device_ptr(&self.stream).0;
+            (xf, xd)
+        };
+        let (n_i, cols_i, nt_i) = (first.n as i32, first.cols as i32, nt as i32);
+        let f = self.func("mmq.cu", None, "quantize_q8_frag")?;
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&it.w).arg(&qs).arg(&ds).arg(&it.out);
-        b.arg(&ints[0]).arg(&ints[1]).arg(&ints[2]).arg(&ints[3]);
-        // SAFETY: W holds rows*row_bytes bytes of repacked Q4_0 (CudaWeight invariant), the q8
-        // slot n*cols values written earlier on this stream, out n*rows floats (checked by
-        // matmul_impl); 9 ≤ n ≤ 64 so nt ∈ 2..=8; the kernel clamps the rows and tokens it
-        // reads and guards those it writes.
-        unsafe { b.launch(grid1(it.rows.div_ceil(32), 128, 0)) }
-            .ctx(|| format!("launching {name}"))?;
+        b.arg(&first.x)
+            .arg(&xf)
+            .arg(&xd)
+            .arg(&n_i)
+            .arg(&cols_i)
+            .arg(&nt_i);
+        // SAFETY: x holds n*cols floats (checked by matmul_impl when the item was made, alive
+        // until this launch), xf 8*nt*cols int8 and xd 2*units*8*nt floats (ensured above);
+        // cols % 32 == 0; one warp per (token, unit) group, tokens ≥ n written as zeros.
+        unsafe { b.launch(grid1((nt * 8 * units).div_ceil(8), 256, 0)) }
+            .ctx(|| "launching quantize_q8_frag".into())?;
+        let mut sets = MvSets::default();
+        let mut blocks = 0usize;
+        for (i, it) in items.iter().take(3).enumerate() {
+            blocks += it.rows.div_ceil(32);
+            sets.w[i] = it.w;
+            sets.out[i] = it.out;
+            sets.rows[i] = it.rows as i32;
+            sets.row_bytes[i] = it.row_bytes as i32;
+            sets.end[i] = blocks as i32;
+        }
+        for i in items.len().min(3)..3 {
+            sets.end[i] = blocks as i32;
+        }
+        let name = format!("mmq_q4_0_{}nt{nt}", if lb { "lb_" } else { "" });
+        let f = self.func("mmq.cu", None, &name)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&sets).arg(&xf).arg(&xd).arg(&cols_i).arg(&n_i);
+        // SAFETY: each W holds rows*row_bytes bytes of repacked Q4_0 (CudaWeight invariant),
+        // the q8 slot n*cols values written earlier on this stream, each out n*rows floats
+        // (checked by matmul_impl); x̂ is in fragment order for nt tiles (written above,
+        // in stream order); the items share x, cols and n (MvItem::joins);
+        // 9 ≤ n ≤ 64 so nt ∈ 2..=8; the kernel clamps the rows and tokens it reads and
+        // guards those it writes.
+        unsafe { b.launch(grid1(blocks, 256, 0)) }.ctx(|| format!("launching {name}"))?;
         Ok(())
     }
 }

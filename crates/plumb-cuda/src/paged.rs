@@ -45,15 +45,23 @@ pub(crate) fn paged_meta(seqs: &[PagedSeq<'_>], group: usize) -> (Vec<u32>, usiz
 impl CudaBackend {
     /// Copies `vals` into the persistent buffer `which` (0: slots, 1: paged meta) and returns
     /// its device address. Not while recording: the host copy is not part of a graph.
+    /// Every layer of a forward passes the same slots and tables, so a call whose values
+    /// equal the last upload's reuses it (the buffer is written only here, in stream order).
     fn upload_u32s(&self, which: usize, vals: &[u32], what: &str) -> Result<u64> {
         self.not_capturing(what)?;
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
         let g = &mut *guard;
-        let slot = if which == 0 {
-            &mut g.slots
+        let (slot, last) = if which == 0 {
+            (&mut g.slots, &mut g.slots_host)
         } else {
-            &mut g.paged_meta
+            (&mut g.paged_meta, &mut g.paged_meta_host)
         };
+        if let Some(buf) = slot.as_ref() {
+            if last.as_slice() == vals && buf.len() >= vals.len() {
+                return Ok(buf.device_ptr(&self.stream).0);
+            }
+        }
+        last.clear();
         // Grow by doubling so that a growing batch does not reallocate every call.
         let want = vals.len().max(1);
         if slot.as_ref().is_none_or(|s| s.len() < want) {
@@ -67,6 +75,7 @@ impl CudaBackend {
                 .memcpy_htod(vals, &mut dst)
                 .ctx(|| format!("uploading {what}"))?;
         }
+        last.extend_from_slice(vals);
         let ptr = buf.device_ptr(&self.stream).0;
         Ok(ptr)
     }

@@ -113,10 +113,45 @@ impl<B: Backend> Model<B> {
         kv: &mut PagedKv<B>,
         items: &mut [PagedItem<'_>],
     ) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = self.config.vocab_size;
+        self.paged_pass(kv, items, |b, logits, rows| {
+            let mut all = vec![0f32; rows * vocab];
+            b.download(logits, &mut all)?;
+            Ok(all.chunks(vocab).map(|c| c.to_vec()).collect())
+        })
+    }
+
+    /// [`Model::forward_paged`], but returns each item's greedy next token: the argmax of its
+    /// logits, taken where the logits are (on the GPU only the ids come back).
+    pub fn forward_paged_argmax(
+        &self,
+        kv: &mut PagedKv<B>,
+        items: &mut [PagedItem<'_>],
+    ) -> Result<Vec<u32>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = self.config.vocab_size;
+        self.paged_pass(kv, items, |b, logits, rows| {
+            Ok(b.argmax_rows(logits, rows, vocab)?)
+        })
+    }
+
+    /// The pass of [`Model::forward_paged`]; `finish` reads the logits (`rows` rows of
+    /// `vocab`) before the tables move on.
+    fn paged_pass<R>(
+        &self,
+        kv: &mut PagedKv<B>,
+        items: &mut [PagedItem<'_>],
+        finish: impl FnOnce(&B, &B::Buf, usize) -> Result<R>,
+    ) -> Result<R> {
         let cfg = &self.config;
         let n: usize = items.iter().map(|it| it.tokens.len()).sum();
         if items.is_empty() {
-            return Ok(Vec::new());
+            return Err(ModelError::Config("a paged batch with no items".into()));
         }
         if n > self.max_batch.max(items.len()) {
             return Err(ModelError::Config(format!(
@@ -174,13 +209,11 @@ impl<B: Backend> Model<B> {
         // Not a step: the sequences have different positions, so the ops take their arguments.
         let rows =
             self.forward_layers(&ids, &positions, &mut route, &last_rows, ws, Logits::Last)?;
-        let vocab = cfg.vocab_size;
-        let mut all = vec![0f32; rows * vocab];
-        self.backend.download(&ws.logits, &mut all)?;
+        let out = finish(&self.backend, &ws.logits, rows)?;
         drop(seqs);
         for it in items.iter_mut() {
             it.table.len += it.tokens.len();
         }
-        Ok(all.chunks(vocab).map(|c| c.to_vec()).collect())
+        Ok(out)
     }
 }

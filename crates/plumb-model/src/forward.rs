@@ -301,9 +301,15 @@ impl<B: Backend> Model<B> {
         b.rms_norm(&ws.x, &w.layers[0].attn_norm, cfg.rms_eps, n, d, &mut ws.xn)?;
         for (li, lw) in w.layers.iter().enumerate() {
             // Attention block.
-            b.matmul(&lw.wq, &ws.xn, n, &mut ws.q)?;
-            b.matmul(&lw.wk, &ws.xn, n, &mut ws.k)?;
-            b.matmul(&lw.wv, &ws.xn, n, &mut ws.v)?;
+            b.matmul_many(
+                &ws.xn,
+                n,
+                &mut [
+                    (&lw.wq, &mut ws.q),
+                    (&lw.wk, &mut ws.k),
+                    (&lw.wv, &mut ws.v),
+                ],
+            )?;
             if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
                 b.add_bias(&mut ws.q, bq, n, qd)?;
                 b.add_bias(&mut ws.k, bk, n, kvd)?;
@@ -391,8 +397,11 @@ impl<B: Backend> Model<B> {
             )?;
 
             // Feed-forward block.
-            b.matmul(&lw.w_gate, &ws.xn, n, &mut ws.gate)?;
-            b.matmul(&lw.w_up, &ws.xn, n, &mut ws.up)?;
+            b.matmul_many(
+                &ws.xn,
+                n,
+                &mut [(&lw.w_gate, &mut ws.gate), (&lw.w_up, &mut ws.up)],
+            )?;
             b.swiglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?;
             b.matmul(&lw.w_down, &ws.act, n, &mut ws.proj)?;
             let next_norm = match w.layers.get(li + 1) {
@@ -412,6 +421,13 @@ impl<B: Backend> Model<B> {
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
             Logits::All => {
+                b.matmul(head, &ws.xn, n, &mut ws.logits)?;
+                Ok(n)
+            }
+            // Every row is a last row (a decode step of many sequences): no gather.
+            Logits::Last
+                if last_rows.len() == n && last_rows.iter().enumerate().all(|(i, &r)| i == r) =>
+            {
                 b.matmul(head, &ws.xn, n, &mut ws.logits)?;
                 Ok(n)
             }

@@ -130,3 +130,58 @@ fn paged_equals_contiguous() {
     assert_eq!(kv.free_blocks(), kv.n_blocks());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn paged_argmax_is_the_greedy_token_of_the_paged_logits() {
+    let dir = std::env::temp_dir().join(format!("plumb-paged-am-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = GgufFile::open(&tiny(&dir)).unwrap();
+    let m = Model::load(&file, ReferenceBackend { threads: false }).unwrap();
+    let (mut kv_l, mut kv_a) = (
+        PagedKv::with_capacity_tokens(&m, 4 * 16, 4).unwrap(),
+        PagedKv::with_capacity_tokens(&m, 4 * 16, 4).unwrap(),
+    );
+    let mut tl = vec![BlockTable::default(); 3];
+    let mut ta = vec![BlockTable::default(); 3];
+    let mut next: Vec<Vec<u32>> = vec![
+        vec![3, 1, 4, 1, 5],
+        vec![9, 2, 6],
+        vec![5, 3, 5, 8, 9, 7, 9],
+    ];
+    assert!(m
+        .forward_paged_argmax(&mut kv_a, &mut [])
+        .unwrap()
+        .is_empty());
+    for step in 0..6 {
+        let mut items: Vec<PagedItem<'_>> = next
+            .iter()
+            .zip(tl.iter_mut())
+            .map(|(t, table)| PagedItem { tokens: t, table })
+            .collect();
+        let logits = m.forward_paged(&mut kv_l, &mut items).unwrap();
+        let mut items: Vec<PagedItem<'_>> = next
+            .iter()
+            .zip(ta.iter_mut())
+            .map(|(t, table)| PagedItem { tokens: t, table })
+            .collect();
+        let ids = m.forward_paged_argmax(&mut kv_a, &mut items).unwrap();
+        let want: Vec<u32> = logits
+            .iter()
+            .map(|l| {
+                let mut best = 0;
+                for (i, &v) in l.iter().enumerate() {
+                    if v > l[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            })
+            .collect();
+        assert_eq!(ids, want, "step {step}");
+        assert_eq!(
+            tl.iter().map(|t| t.len).collect::<Vec<_>>(),
+            ta.iter().map(|t| t.len).collect::<Vec<_>>()
+        );
+        next = ids.iter().map(|&i| vec![i]).collect();
+    }
+}

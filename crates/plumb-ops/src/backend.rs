@@ -115,6 +115,19 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// `out[t, :] = W · x[t, :]` for `n` rows of x (`x: [n, w.cols]`, `out: [n, w.rows]`).
     fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<()>;
+    /// [`Backend::matmul`] of several matrices reading the same `x` (Wq, Wk, Wv; Wgate, Wup):
+    /// `out_i = x · W_iᵀ` for each pair, which a backend may run as one launch.
+    fn matmul_many(
+        &self,
+        x: &Self::Buf,
+        n: usize,
+        pairs: &mut [(&Self::Weight, &mut Self::Buf)],
+    ) -> Result<()> {
+        for (w, out) in pairs.iter_mut() {
+            self.matmul(w, x, n, out)?;
+        }
+        Ok(())
+    }
     /// `x[r, :] += bias` for `rows` rows of `dim`.
     fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, dim: usize) -> Result<()>;
     /// Rotates `x: [n_tokens, n_heads, head_dim]` in place; token `t` is at `positions[t]`.
@@ -161,6 +174,29 @@ pub trait Backend: Send + Sync {
             }
         }
         Ok(best.0 as u32)
+    }
+
+    /// [`Backend::argmax`] of each of `rows` rows of `len` values (row `r` at `r * len`), so
+    /// that greedy decoding of a batch moves only `rows` token ids to the host.
+    fn argmax_rows(&self, x: &Self::Buf, rows: usize, len: usize) -> Result<Vec<u32>> {
+        if len == 0 {
+            return Ok(vec![0; rows]);
+        }
+        let mut host = vec![0f32; rows * len];
+        self.download(x, &mut host)?;
+        Ok(host
+            .chunks(len)
+            .take(rows)
+            .map(|row| {
+                let mut best = (0usize, f32::NEG_INFINITY);
+                for (i, &v) in row.iter().enumerate() {
+                    if v > best.1 {
+                        best = (i, v);
+                    }
+                }
+                best.0 as u32
+            })
+            .collect())
     }
 
     /// Waits until every queued op has finished (a no-op on synchronous backends); timing

@@ -159,6 +159,7 @@ pub fn run_op<B: Backend>(b: &B, op: &'static str, opts: &CheckOptions) -> Vec<C
         "rope" => rope(&mut cx),
         "attention" => attention(&mut cx, opts.quick),
         "attention_paged" => attention_paged(&mut cx),
+        "argmax" => argmax(&mut cx),
         _ => {}
     }
     cx.out
@@ -256,6 +257,43 @@ fn matmul<B: Backend>(cx: &mut Ctx<B>, quick: bool) {
                 "matmul",
                 ty.name().into(),
                 format!("W {rows}×{cols}, n {n}"),
+                matmul_tolerance(ty),
+                run,
+            );
+        }
+        // matmul_many: three matrices of different heights on one x, in one call.
+        for n in [1, 9, 40] {
+            let cols = cols_for(ty, 512);
+            let x = cx.rng.normals(n * cols, 1.0);
+            let heights = [64, 33, 100];
+            let run = (|| {
+                let xb = cx.b.upload(&x)?;
+                let mut ws = Vec::new();
+                let mut wants = Vec::new();
+                let mut outs = Vec::new();
+                for &rows in &heights {
+                    let w = cx.weight(ty, rows, cols, 0.05)?;
+                    let mut want = vec![0f32; n * rows];
+                    ops::matmul::reference(&w, &x, n, &mut want, true)?;
+                    wants.push((want, product_scale(&w, &x, n)?));
+                    ws.push(cx.b.upload_weight(&w)?);
+                    outs.push(cx.poisoned(n * rows)?);
+                }
+                {
+                    let mut pairs: Vec<(&B::Weight, &mut B::Buf)> =
+                        ws.iter().zip(outs.iter_mut()).collect();
+                    cx.b.matmul_many(&xb, n, &mut pairs)?;
+                }
+                let mut res = Vec::new();
+                for (out, (want, scale)) in outs.iter().zip(wants) {
+                    res.push((cx.down(out, want.len())?, want, Some(scale)));
+                }
+                Ok(res)
+            })();
+            cx.case_scaled(
+                "matmul",
+                ty.name().into(),
+                format!("3 W {heights:?}×{cols}, n {n}, one call"),
                 matmul_tolerance(ty),
                 run,
             );
@@ -476,5 +514,56 @@ fn attention_paged<B: Backend>(cx: &mut Ctx<B>) {
         })();
         let shape = format!("{} seqs, heads {h}/{kvh}, dim {hd}, block {bs}", seqs.len());
         cx.case("attention_paged", "F32".into(), shape, 1e-7, run);
+    }
+}
+
+/// `argmax` of one row and `argmax_rows` of many, against a plain scan: exact (indices as
+/// floats, tolerance 0). Each row gets its maximum planted twice (the first must win), one
+/// row is all equal (index 0), and one holds NaNs (never chosen).
+fn argmax<B: Backend>(cx: &mut Ctx<B>) {
+    for (rows, len) in [(1, 7), (3, 1000), (5, 49152), (64, 32003)] {
+        let mut x = cx.rng.normals(rows * len, 4.0);
+        for r in 0..rows {
+            let row = &mut x[r * len..(r + 1) * len];
+            let (i, j) = (
+                cx.rng.below(len as u64) as usize,
+                cx.rng.below(len as u64) as usize,
+            );
+            let (lo, hi) = (i.min(j), i.max(j));
+            row[lo] = 100.0 + r as f32;
+            row[hi] = 100.0 + r as f32;
+            if r == 1 {
+                row.fill(-2.5);
+            }
+            if r == 2 {
+                row[len / 2] = f32::NAN;
+                row[0] = f32::NAN;
+            }
+        }
+        let want: Vec<f32> = x
+            .chunks(len)
+            .map(|row| {
+                let mut best = (0usize, f32::NEG_INFINITY);
+                for (i, &v) in row.iter().enumerate() {
+                    if v > best.1 {
+                        best = (i, v);
+                    }
+                }
+                best.0 as f32
+            })
+            .collect();
+        let run = (|| {
+            let xb = cx.b.upload(&x)?;
+            let mut got: Vec<f32> =
+                cx.b.argmax_rows(&xb, rows, len)?
+                    .into_iter()
+                    .map(|i| i as f32)
+                    .collect();
+            got.push(cx.b.argmax(&xb, len)? as f32);
+            let mut want = want.clone();
+            want.push(want[0]);
+            Ok(vec![(got, want)])
+        })();
+        cx.case("argmax", "F32".into(), format!("{rows}×{len}"), 0.0, run);
     }
 }

@@ -66,6 +66,7 @@ pub const OPS: &[&str] = &[
     "attention_paged",
     "swiglu",
     "add",
+    "argmax",
 ];
 
 /// Runs every selected case on `backend`, calling `on_result` as each finishes.
