@@ -137,17 +137,30 @@ pub fn run_parallel<B: Backend>(
             .collect();
         let t0 = Instant::now();
         let mut last = Vec::with_capacity(parallel);
-        for (ps, ts) in prompts.chunks(per_batch).zip(tables.chunks_mut(per_batch)) {
-            let mut items: Vec<PagedItem<'_>> = ps
-                .iter()
-                .zip(ts.iter_mut())
-                .map(|(p, t)| PagedItem {
-                    tokens: p,
-                    table: t,
-                })
-                .collect();
-            for logits in model.forward_paged(&mut kv, &mut items)? {
-                last.push(crate::sampler::argmax(&logits));
+        if prompt > model.max_batch {
+            // A prompt longer than a batch: each in chunks of max_batch tokens.
+            for (p, t) in prompts.iter().zip(tables.iter_mut()) {
+                let mut next = 0;
+                for c in p.chunks(model.max_batch.max(1)) {
+                    let mut items = [PagedItem {
+                        tokens: c,
+                        table: &mut *t,
+                    }];
+                    next = model.forward_paged_argmax(&mut kv, &mut items)?[0];
+                }
+                last.push(next);
+            }
+        } else {
+            for (ps, ts) in prompts.chunks(per_batch).zip(tables.chunks_mut(per_batch)) {
+                let mut items: Vec<PagedItem<'_>> = ps
+                    .iter()
+                    .zip(ts.iter_mut())
+                    .map(|(p, t)| PagedItem {
+                        tokens: p,
+                        table: t,
+                    })
+                    .collect();
+                last.extend(model.forward_paged_argmax(&mut kv, &mut items)?);
             }
         }
         model.backend.synchronize()?;
@@ -162,8 +175,7 @@ pub fn run_parallel<B: Backend>(
                     table: t,
                 })
                 .collect();
-            let out = model.forward_paged(&mut kv, &mut items)?;
-            last = out.iter().map(|l| crate::sampler::argmax(l)).collect();
+            last = model.forward_paged_argmax(&mut kv, &mut items)?;
         }
         model.backend.synchronize()?;
         let t_tg = t1.elapsed().as_secs_f64();
