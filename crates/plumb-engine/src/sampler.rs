@@ -107,7 +107,6 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        // Candidates sorted by logit, descending.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
@@ -117,34 +116,48 @@ impl Sampler {
         if cand.is_empty() {
             return 0;
         }
-        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        // Candidates best first: logit descending, then id, a total order. Only a sorted
+        // prefix is ever used, so the top k are selected in O(vocab) and then sorted, and
+        // with top-k off the sorted prefix grows until the top-p / min-p cut falls inside it
+        // (a 128k vocabulary is never sorted whole).
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < cand.len() {
+            cand.select_nth_unstable_by(p.top_k - 1, order);
             cand.truncate(p.top_k);
         }
-        // Probabilities at temperature 1 for the filters.
-        let probs = softmax(&cand, 1.0);
-        if p.top_p < 1.0 {
-            let mut cum = 0.0;
-            let mut keep = cand.len();
-            for (i, pr) in probs.iter().enumerate() {
-                cum += pr;
-                if cum >= p.top_p as f64 {
-                    keep = i + 1;
-                    break;
+        let filters = p.top_p < 1.0 || p.min_p > 0.0;
+        let keep = if !filters {
+            // Temperature alone: every candidate, in their (deterministic) current order.
+            cand.len()
+        } else if cand.len() <= PREFIX {
+            cand.sort_by(order);
+            // Probabilities at temperature 1 for the filters.
+            cut(&softmax(&cand, 1.0), p.top_p, p.min_p)
+        } else {
+            // Probabilities at temperature 1 over every candidate, from one pass.
+            let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = cand.iter().map(|c| (c.1 as f64 - max).exp()).sum();
+            let mut m = PREFIX;
+            loop {
+                let m_now = m.min(cand.len());
+                if m_now < cand.len() {
+                    cand.select_nth_unstable_by(m_now - 1, order);
                 }
+                cand[..m_now].sort_by(order);
+                let probs: Vec<f64> = cand[..m_now]
+                    .iter()
+                    .map(|c| (c.1 as f64 - max).exp() / z)
+                    .collect();
+                let keep = cut(&probs, p.top_p, p.min_p);
+                // The cut is final when it falls short of the prefix's end, or the prefix is
+                // everything.
+                if keep < m_now || m_now == cand.len() {
+                    break keep;
+                }
+                m *= 4;
             }
-            cand.truncate(keep);
-        }
-        if p.min_p > 0.0 {
-            let floor = probs[0] * p.min_p as f64;
-            let keep = probs
-                .iter()
-                .take(cand.len())
-                .take_while(|&&pr| pr >= floor)
-                .count()
-                .max(1);
-            cand.truncate(keep);
-        }
+        };
+        cand.truncate(keep);
         let probs = softmax(&cand, p.temperature);
         let mut r = self.rng.next_f64();
         for (i, pr) in probs.iter().enumerate() {
@@ -184,9 +197,41 @@ impl Sampler {
     }
 }
 
+/// The sorted prefix the sampler starts from when top-k leaves more candidates.
+const PREFIX: usize = 64;
+
+/// How many of the best-first candidates with temperature-1 probabilities `probs` (a prefix
+/// of them, normalized over all) survive top-p (the shortest prefix reaching `top_p`) and
+/// min-p (those at least `min_p` times the best); at least one. Equal to `probs.len()` when
+/// neither cut falls inside the prefix.
+fn cut(probs: &[f64], top_p: f32, min_p: f32) -> usize {
+    let mut keep = probs.len();
+    if top_p < 1.0 {
+        let mut cum = 0.0;
+        for (i, pr) in probs.iter().enumerate() {
+            cum += pr;
+            if cum >= top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    if min_p > 0.0 {
+        let floor = probs[0] * min_p as f64;
+        let n = probs
+            .iter()
+            .take(keep)
+            .take_while(|&&pr| pr >= floor)
+            .count();
+        keep = keep.min(n);
+    }
+    keep.max(1)
+}
+
 /// Softmax of candidate logits at temperature `t`, in f64.
 fn softmax(cand: &[(u32, f32)], t: f32) -> Vec<f64> {
-    let max = cand[0].1 as f64;
+    // The first when sorted best first; candidates in any order work too.
+    let max = cand.iter().map(|c| c.1).fold(cand[0].1, f32::max) as f64;
     let e: Vec<f64> = cand
         .iter()
         .map(|(_, v)| ((*v as f64 - max) / t as f64).exp())
@@ -207,6 +252,100 @@ mod tests {
             min_p: 0.0,
             seed: Some(42),
             ..SamplingParams::default()
+        }
+    }
+
+    /// Top-k by selection keeps exactly the candidates (and order) of a full sort: the drawn
+    /// tokens equal those of a sampler that sorts the whole vocabulary first.
+    #[test]
+    fn top_k_selection_equals_a_full_sort() {
+        let mut rng = Rng::new(7);
+        for seed in 0..40u64 {
+            // Coarse values so that ties (broken by id) are common.
+            let logits: Vec<f32> = (0..3000)
+                .map(|_| (rng.next_f64() * 40.0).floor() as f32 / 4.0)
+                .collect();
+            let params = SamplingParams {
+                top_k: 1 + (seed as usize * 37) % 200,
+                seed: Some(seed),
+                ..SamplingParams::default()
+            };
+            let got = Sampler::new(params.clone()).sample(&mut logits.clone(), &[]);
+            // The full sort, then the same filters and draw.
+            let mut cand: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u32, v))
+                .collect();
+            cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            cand.truncate(params.top_k);
+            let probs = softmax(&cand, 1.0);
+            let mut cum = 0.0;
+            let keep = probs
+                .iter()
+                .position(|p| {
+                    cum += p;
+                    cum >= params.top_p as f64
+                })
+                .map_or(cand.len(), |i| i + 1);
+            cand.truncate(keep);
+            let floor = probs[0] * params.min_p as f64;
+            let keep = probs
+                .iter()
+                .take(cand.len())
+                .take_while(|&&p| p >= floor)
+                .count();
+            cand.truncate(keep.max(1));
+            let probs = softmax(&cand, params.temperature);
+            let mut r = Rng::new(seed).next_f64();
+            let mut want = cand[cand.len() - 1].0;
+            for (i, p) in probs.iter().enumerate() {
+                if r < *p {
+                    want = cand[i].0;
+                    break;
+                }
+                r -= p;
+            }
+            assert_eq!(got, want, "seed {seed}, top_k {}", params.top_k);
+        }
+    }
+
+    /// Without top-k, a 128k vocabulary: the candidates kept are the same as after a full
+    /// sort (the best tokens, best first), checked through the draws of many seeds against
+    /// the set a full sort keeps.
+    #[test]
+    fn top_p_without_top_k_keeps_the_full_sort_prefix() {
+        let mut rng = Rng::new(11);
+        let logits: Vec<f32> = rng.normals(128_256, 2.0);
+        let mut sorted: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (top_p, min_p) in [(0.5f32, 0.0f32), (1.0, 0.2), (0.9, 0.01)] {
+            let probs = softmax(&sorted, 1.0);
+            let keep = cut(&probs, top_p, min_p);
+            let allowed: std::collections::HashSet<u32> =
+                sorted[..keep].iter().map(|c| c.0).collect();
+            let mut seen = std::collections::HashSet::new();
+            for seed in 0..200 {
+                let params = SamplingParams {
+                    top_k: 0,
+                    top_p,
+                    min_p,
+                    temperature: 1.5,
+                    seed: Some(seed),
+                    ..SamplingParams::default()
+                };
+                let id = Sampler::new(params).sample(&mut logits.clone(), &[]);
+                assert!(
+                    allowed.contains(&id),
+                    "top_p {top_p} min_p {min_p}: {id} not kept"
+                );
+                seen.insert(id);
+            }
+            assert!(seen.len() > 1.min(keep), "draws vary");
         }
     }
 

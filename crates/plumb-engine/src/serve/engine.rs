@@ -24,6 +24,9 @@ use super::{lock, Command, DoneEvent, Event, EventSender, Request, RequestId, Sh
 use crate::error::Result;
 use crate::generate::FinishReason;
 
+/// Threads that sample a step's choices (Engine::pick_all).
+const MAX_SAMPLING_THREADS: usize = 8;
+
 pub(super) struct Pending {
     pub req: Box<Request>,
     pub tx: EventSender,
@@ -304,8 +307,41 @@ impl<B: Backend> Worker<B> {
         }
     }
 
+    /// Samples the next token of every decoding choice at once, spread over threads: a
+    /// large vocabulary costs ~1 ms per token on the host, which would otherwise add up
+    /// over a batch of sequences one after the other.
+    fn pick_all(&mut self) {
+        let mut work: Vec<(&mut Choice, &Request)> = Vec::new();
+        for a in self.running.iter_mut() {
+            if let Phase::Decode { choices } = &mut a.phase {
+                for c in choices.iter_mut().filter(|c| c.behind() == 0) {
+                    work.push((c, &a.req));
+                }
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_SAMPLING_THREADS);
+        if work.len() < 4 || threads < 2 {
+            return; // each choice samples in its own step
+        }
+        let per = work.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for chunk in work.chunks_mut(per) {
+                s.spawn(move || {
+                    for (c, req) in chunk.iter_mut() {
+                        // A panic leaves the choice unpicked; its step samples again and
+                        // reports the failure for that request alone.
+                        let _ = catch_unwind(AssertUnwindSafe(|| c.pick(req)));
+                    }
+                });
+            }
+        });
+    }
+
     /// Advances every running request once.
     fn step(&mut self, stats: &mut StepStats) {
+        self.pick_all();
         let mut budget = self.shared.config.prefill_chunk;
         let mut i = 0;
         while i < self.running.len() {

@@ -33,6 +33,9 @@ pub(crate) struct Choice {
     stops: StopMatcher,
     /// Logits to sample the next token from (valid when the cache holds all of `history`).
     logits: Vec<f32>,
+    /// The next token, sampled ahead by [`Choice::pick`] (with the logits before penalties
+    /// when the request wants logprobs); cleared by new logits.
+    picked: Option<(u32, Option<Vec<f32>>)>,
     pub last_token_at: Option<Instant>,
 }
 
@@ -49,6 +52,7 @@ impl Choice {
             utf8: Utf8Stream::default(),
             stops: StopMatcher::new(&req.stop),
             logits,
+            picked: None,
             last_token_at: None,
         }
     }
@@ -68,8 +72,10 @@ impl Choice {
         stop_tokens: &[u32],
         req: &Request,
     ) -> Result<StepResult> {
-        let raw = req.logprobs.map(|_| self.logits.clone());
-        let id = self.sampler.sample(&mut self.logits, &self.history);
+        let (id, raw) = match self.picked.take() {
+            Some(p) => p,
+            None => self.sample(req),
+        };
         if !req.ignore_eos && stop_tokens.contains(&id) {
             return Ok(StepResult::Eos(self.release()));
         }
@@ -97,6 +103,20 @@ impl Choice {
 
     pub(crate) fn set_logits(&mut self, logits: Vec<f32>) {
         self.logits = logits;
+        self.picked = None;
+    }
+
+    /// Samples the next token ahead of [`Choice::step`], which then uses it: the engine
+    /// samples many choices on several threads (each choice owns its sampler and logits).
+    pub(crate) fn pick(&mut self, req: &Request) {
+        if self.picked.is_none() {
+            self.picked = Some(self.sample(req));
+        }
+    }
+
+    fn sample(&mut self, req: &Request) -> (u32, Option<Vec<f32>>) {
+        let raw = req.logprobs.map(|_| self.logits.clone());
+        (self.sampler.sample(&mut self.logits, &self.history), raw)
     }
 
     /// The text held back (unfinished characters, a possible stop-string start).
