@@ -147,7 +147,8 @@ pub fn write_synthetic(
     w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
     w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
     w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
-    // Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then unused fillers.
+    // Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then filler words (" w258",
+    // " w259", ...: normal tokens, so that generated text has something to show and stream).
     let mut tokens: Vec<Value> = (0..=255u8)
         .map(|b| Value::String(byte_char(b).to_string()))
         .collect();
@@ -156,8 +157,8 @@ pub fn write_synthetic(
     let mut types: Vec<Value> = vec![Value::I32(1); 256];
     types.extend([Value::I32(3), Value::I32(3)]);
     for i in tokens.len()..s.vocab {
-        tokens.push(Value::String(format!("<synth_{i}>")));
-        types.push(Value::I32(5));
+        tokens.push(Value::String(format!("{}w{i}", byte_char(b' '))));
+        types.push(Value::I32(1));
     }
     w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
     w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
