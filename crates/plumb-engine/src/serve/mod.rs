@@ -240,6 +240,13 @@ impl EngineHandle {
                 config.max_batch, config.ctx, config.prefill_chunk
             )));
         }
+        // One forward takes a whole prompt chunk, or every decoding sequence: the model's
+        // batch (its workspace, grown on demand) must hold either.
+        let mut model = model;
+        model.max_batch = model
+            .max_batch
+            .max(config.prefill_chunk)
+            .max(config.max_batch);
         let bs = KV_BLOCK_SIZE;
         let pool = match kv {
             KvBudget::Default => {

@@ -166,6 +166,26 @@ fn greedy_alone_equals_batched_with_chunked_prefill_and_forks() {
     h.shutdown();
 }
 
+/// A prefill chunk larger than the model's default batch (256 tokens) runs, and gives the
+/// text of small chunks.
+#[test]
+fn a_prefill_chunk_above_the_model_batch_runs() {
+    let long = greedy(prompt(4, 300), 6);
+    let mut big = config(2);
+    big.ctx = 512;
+    big.prefill_chunk = 400;
+    let h = start(big);
+    let one_chunk = collect(h.submit(long.clone()).expect("submit"), 1).remove(0);
+    h.shutdown();
+    let mut small = config(2);
+    small.ctx = 512;
+    let h = start(small);
+    let chunks = collect(h.submit(long).expect("submit"), 1).remove(0);
+    h.shutdown();
+    assert_eq!(one_chunk.tokens.len(), 6);
+    assert_eq!(one_chunk, chunks);
+}
+
 #[test]
 fn seeds_reproduce_stops_cut_and_logprobs_add_up() {
     let h = start(config(4));
