@@ -78,6 +78,8 @@ impl SamplingParams {
 pub struct Sampler {
     pub params: SamplingParams,
     rng: Rng,
+    /// Scratch of the whole-vocabulary draw, kept between tokens.
+    weights: Vec<f32>,
 }
 
 /// Index of the largest finite logit (the first on ties); 0 for an empty or all-NaN slice.
@@ -96,7 +98,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = params.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy);
-        Sampler { params, rng }
+        Sampler {
+            params,
+            rng,
+            weights: Vec::new(),
+        }
     }
 
     /// Picks the next token from `logits` (modified in place by the penalties), given the
@@ -106,6 +112,9 @@ impl Sampler {
         let p = &self.params;
         if p.temperature <= 0.0 {
             return argmax(logits);
+        }
+        if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
+            return self.draw_all(logits);
         }
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
@@ -167,6 +176,43 @@ impl Sampler {
             r -= pr;
         }
         cand[cand.len() - 1].0
+    }
+
+    /// Temperature alone over the whole vocabulary, in id order, without building a
+    /// candidate list: the weights once into a kept buffer (non-finite logits weigh 0), then
+    /// the walk to the drawn mass.
+    fn draw_all(&mut self, logits: &[f32]) -> u32 {
+        let t = self.params.temperature;
+        let Some(max) = logits
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f32::max)
+        else {
+            return 0;
+        };
+        let w = &mut self.weights;
+        w.clear();
+        let mut z = 0f64;
+        let mut last = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            let x = if v.is_finite() {
+                last = i;
+                ((v - max) / t).exp()
+            } else {
+                0.0
+            };
+            z += x as f64;
+            w.push(x);
+        }
+        let mut r = self.rng.next_f64() * z;
+        for (i, &x) in w.iter().enumerate() {
+            if r < x as f64 {
+                return i as u32;
+            }
+            r -= x as f64;
+        }
+        last as u32
     }
 
     fn apply_penalties(&self, logits: &mut [f32], history: &[u32]) {
@@ -366,6 +412,26 @@ mod tests {
             .count();
         let frac = ones as f64 / n as f64;
         assert!((frac - 0.75).abs() < 0.01, "{frac}");
+    }
+
+    /// Without filters the whole vocabulary is drawn from in one pass; non-finite logits
+    /// never win, and the temperature sharpens.
+    #[test]
+    fn whole_vocabulary_draws_skip_non_finite_logits() {
+        let logits = [f32::NAN, 0.0, f32::NEG_INFINITY, 3f32.ln(), f32::INFINITY];
+        for (t, want) in [(1.0f32, 0.75f64), (0.5, 0.9)] {
+            let mut s = Sampler::new(params(t));
+            let n = 40_000;
+            let mut counts = [0usize; 5];
+            for _ in 0..n {
+                counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+            }
+            assert_eq!(counts[0] + counts[2] + counts[4], 0, "{counts:?}");
+            let frac = counts[3] as f64 / n as f64;
+            assert!((frac - want).abs() < 0.01, "t {t}: {frac}");
+        }
+        let mut s = Sampler::new(params(1.0));
+        assert_eq!(s.sample(&mut [f32::NAN, f32::NEG_INFINITY], &[]), 0);
     }
 
     #[test]
