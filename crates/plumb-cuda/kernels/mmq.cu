@@ -1,4 +1,4 @@
-// mmq.cu: batched Q4_0 matmul for 9 to 64 tokens on int8 tensor cores
+// mmq.cu: batched Q4_0 matmul for 9 to 64 tokens (2 to 8 with variant matvec=mma) on int8 tensor cores
 // (mma.sync.m16n8k32.s8), q8_1 activations in fragment order (quantize_q8_frag below: the
 // numbers of quantize_q8, laid out so that a lane's B fragment is one 8-byte load and its
 // two tokens' (d, d·Σq) one 16-byte load). out[t, r] = Σ_u dw[r,u] (dx[t,u] · S[r,t,u] − 8 · sx[t,u]),
@@ -250,4 +250,4 @@ static __device__ void mmq_q4_0_impl(const MqSets& sets, const int2* xf, const f
         MqSets sets, const int2* xf, const float2* xdt, int cols, int n) {                   \
         mmq_q4_0_impl<NT, false>(sets, xf, xdt, cols, n);                                    \
     }
-MMQ(2) MMQ(3) MMQ(4) MMQ(5) MMQ(6) MMQ(7) MMQ(8)
+MMQ(1) MMQ(2) MMQ(3) MMQ(4) MMQ(5) MMQ(6) MMQ(7) MMQ(8)

@@ -156,7 +156,7 @@ pub fn entry_points(file: &str) -> Vec<String> {
                     .chain(std::iter::once(format!("matvec_q8_b8_{s}")))
             })
             .collect(),
-        "mmq.cu" => (2..=8)
+        "mmq.cu" => (1..=8)
             .flat_map(|nt| [format!("mmq_q4_0_nt{nt}"), format!("mmq_q4_0_lb_nt{nt}")])
             .chain(["quantize_q8_frag".to_string()])
             .collect(),

@@ -31,7 +31,8 @@ pub struct DeviceInfo {
 /// Op families with named variants, each with its variants (the first is the default, except
 /// that `prefill` defaults to `tiled` where cuBLAS cannot be loaded).
 /// - matvec (n ≤ 8): `q8_dp4a` (matvec_q8.cu; formats without a dp4a kernel fall back to
-///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations).
+///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations), `mma` (as
+///   `q8_dp4a`, but 2-8 tokens of Q4_0 through mmq.cu's one-tile kernel).
 /// - batch (9 to 64 tokens): `auto` (`mma` for Q4_0 on sm_80+, else the prefill path), `mma`
 ///   (mmq.cu, int8 tensor cores, Q4_0 on sm_80+; other formats take the prefill path),
 ///   `mma_lb` (the same without the double buffer, two blocks per SM), `q8_dp4a` (matvec_q8.cu's batched kernel, formats with a dp4a
@@ -39,7 +40,7 @@ pub struct DeviceInfo {
 /// - attention: `split_kv` (one token: attn_decode.cu; more: the flash kernel) and
 ///   `flash_split` (attention.cu for every call).
 pub const VARIANTS: &[(&str, &[&str])] = &[
-    ("matvec", &["q8_dp4a", "warp_per_row", "tiled"]),
+    ("matvec", &["q8_dp4a", "warp_per_row", "tiled", "mma"]),
     ("prefill", &["cublas", "tiled"]),
     ("batch", &["auto", "mma", "mma_lb", "q8_dp4a", "prefill"]),
     ("attention", &["split_kv", "flash_split"]),

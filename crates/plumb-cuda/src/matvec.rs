@@ -119,7 +119,7 @@ impl CudaBackend {
         let dp4a = if d.n as usize > MATVEC_MAX_N {
             self.batch_kernel(w.ty, d.n as usize).is_some()
         } else {
-            variant == Some("q8_dp4a")
+            matches!(variant, Some("q8_dp4a") | Some("mma"))
         };
         if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
             let item = MvItem {
@@ -163,6 +163,17 @@ impl CudaBackend {
             return Ok(());
         };
         let (n, cols) = (first.n, first.cols);
+        // Variant matvec=mma: 2 to 8 tokens of Q4_0 through the mma kernel too (one tile).
+        // 8B Q4_0 on an H100, `bench --parallel`: 2 sequences 421 t/s with dp4a against 308
+        // with mma, 4: 608 / 611, 8: 877 / 1,240 (NOTES.md run 7), hence not the default yet:
+        // a size-dependent choice is next.
+        if self.variant("matvec") == Some("mma")
+            && (2..=MATVEC_MAX_N).contains(&n)
+            && first.ty == GgmlType::Q4_0
+            && self.info().compute_capability.0 >= 8
+        {
+            return self.mmq_launch(items, false);
+        }
         if n > MATVEC_MAX_N {
             match self.batch_kernel(first.ty, n) {
                 Some(BatchKernel::Mma) => return self.mmq_launch(items, false),
@@ -283,7 +294,7 @@ impl CudaBackend {
         // the q8 slot n*cols values written earlier on this stream, each out n*rows floats
         // (checked by matmul_impl); x̂ is in fragment order for nt tiles (written above,
         // in stream order); the items share x, cols and n (MvItem::joins);
-        // 9 ≤ n ≤ 64 so nt ∈ 2..=8; the kernel clamps the rows and tokens it reads and
+        // 2 ≤ n ≤ 64 so nt ∈ 1..=8; the kernel clamps the rows and tokens it reads and
         // guards those it writes.
         unsafe { b.launch(grid1(blocks, 256, 0)) }.ctx(|| format!("launching {name}"))?;
         Ok(())

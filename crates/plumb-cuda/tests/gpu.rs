@@ -41,6 +41,7 @@ fn check_harness_passes_for_every_variant() {
     let b = gpu();
     for (matvec, prefill, attention) in [
         ("q8_dp4a", "cublas", "split_kv"),
+        ("mma", "cublas", "split_kv"),
         ("warp_per_row", "cublas", "flash_split"),
         ("tiled", "tiled", "split_kv"),
     ] {
@@ -103,7 +104,7 @@ fn copies_errors_and_variants() {
     assert_eq!(b.variant("matvec"), Some("tiled"));
     assert_eq!(
         plumb_cuda::variants("matvec"),
-        &["q8_dp4a", "warp_per_row", "tiled"]
+        &["q8_dp4a", "warp_per_row", "tiled", "mma"]
     );
     let _ = GgmlType::Q4_0;
 }
