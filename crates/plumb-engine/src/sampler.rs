@@ -82,17 +82,9 @@ pub struct Sampler {
     weights: Vec<f32>,
 }
 
-/// Index of the largest finite logit (the first on ties); 0 for an empty or all-NaN slice.
+/// Index of the first largest logit (NaN never wins; 0 for an empty or all-NaN slice).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            best_v = v;
-            best = i;
-        }
-    }
-    best as u32
+    plumb_ops::backend::argmax_host(logits)
 }
 
 impl Sampler {
@@ -113,7 +105,8 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        if p.top_k == 0 && p.top_p >= 1.0 && p.min_p <= 0.0 {
+        let filters = p.top_p < 1.0 || p.min_p > 0.0;
+        if p.top_k == 0 && !filters {
             return self.draw_all(logits);
         }
         let mut cand: Vec<(u32, f32)> = logits
@@ -134,7 +127,6 @@ impl Sampler {
             cand.select_nth_unstable_by(p.top_k - 1, order);
             cand.truncate(p.top_k);
         }
-        let filters = p.top_p < 1.0 || p.min_p > 0.0;
         let keep = if !filters {
             // Temperature alone: every candidate, in their (deterministic) current order.
             cand.len()

@@ -6,7 +6,45 @@
 
 use plumb_core::HostWeight;
 
-use crate::error::Result;
+use crate::error::{ensure, Result};
+
+/// Index of the first largest of `x` (NaN never wins; 0 when nothing exceeds `-inf`): the
+/// host scan behind [`Backend::argmax`]'s default and greedy sampling.
+pub fn argmax_host(x: &[f32]) -> u32 {
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for (i, &v) in x.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0 as u32
+}
+
+/// `out = buf[..out.len()]`: `download` of the backends whose buffers are host vectors.
+pub(crate) fn download_host(buf: &[f32], out: &mut [f32]) -> Result<()> {
+    ensure(out.len() <= buf.len(), "download", || {
+        format!("{} > {}", out.len(), buf.len())
+    })?;
+    out.copy_from_slice(&buf[..out.len()]);
+    Ok(())
+}
+
+/// `dst[dst_off..][..len] = src[src_off..][..len]`: `copy` of the host-vector backends.
+pub(crate) fn copy_host(
+    src: &[f32],
+    src_off: usize,
+    dst: &mut [f32],
+    dst_off: usize,
+    len: usize,
+) -> Result<()> {
+    let ok = src_off.checked_add(len).is_some_and(|e| e <= src.len())
+        && dst_off.checked_add(len).is_some_and(|e| e <= dst.len());
+    ensure(ok, "copy", || {
+        format!("range of {len} at {src_off} -> {dst_off} is out of bounds")
+    })?;
+    dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+    Ok(())
+}
 
 /// How RoPE pairs the elements of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,13 +205,7 @@ pub trait Backend: Send + Sync {
     fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
         let mut host = vec![0f32; len];
         self.download(x, &mut host)?;
-        let mut best = (0usize, f32::NEG_INFINITY);
-        for (i, &v) in host.iter().enumerate() {
-            if v > best.1 {
-                best = (i, v);
-            }
-        }
-        Ok(best.0 as u32)
+        Ok(argmax_host(&host))
     }
 
     /// [`Backend::argmax`] of each of `rows` rows of `len` values (row `r` at `r * len`), so
@@ -184,19 +216,7 @@ pub trait Backend: Send + Sync {
         }
         let mut host = vec![0f32; rows * len];
         self.download(x, &mut host)?;
-        Ok(host
-            .chunks(len)
-            .take(rows)
-            .map(|row| {
-                let mut best = (0usize, f32::NEG_INFINITY);
-                for (i, &v) in row.iter().enumerate() {
-                    if v > best.1 {
-                        best = (i, v);
-                    }
-                }
-                best.0 as u32
-            })
-            .collect())
+        Ok(host.chunks(len).take(rows).map(argmax_host).collect())
     }
 
     /// Waits until every queued op has finished (a no-op on synchronous backends); timing

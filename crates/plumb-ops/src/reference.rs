@@ -3,8 +3,10 @@
 
 use plumb_core::HostWeight;
 
-use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
-use crate::error::{ensure, Result};
+use crate::backend::{
+    copy_host, download_host, AttnParams, Backend, PagedParams, PagedSeq, RopeParams,
+};
+use crate::error::Result;
 use crate::ops;
 
 /// Runs every op on its reference. `threads` lets the matmul spread weight rows over the
@@ -37,11 +39,7 @@ impl Backend for ReferenceBackend {
     }
 
     fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        ensure(out.len() <= buf.len(), "download", || {
-            format!("{} > {}", out.len(), buf.len())
-        })?;
-        out.copy_from_slice(&buf[..out.len()]);
-        Ok(())
+        download_host(buf, out)
     }
 
     fn upload_weight(&self, w: &HostWeight) -> Result<HostWeight> {
@@ -56,13 +54,7 @@ impl Backend for ReferenceBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        ensure(
-            src_off + len <= src.len() && dst_off + len <= dst.len(),
-            "copy",
-            || format!("range of {len} at {src_off} -> {dst_off} is out of bounds"),
-        )?;
-        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
-        Ok(())
+        copy_host(src, src_off, dst, dst_off, len)
     }
 
     fn embedding(&self, table: &HostWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {

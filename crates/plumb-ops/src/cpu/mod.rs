@@ -61,7 +61,7 @@ use std::sync::Mutex;
 
 use plumb_core::HostWeight;
 
-use crate::backend::{AttnParams, Backend, RopeParams};
+use crate::backend::{copy_host, download_host, AttnParams, Backend, RopeParams};
 use crate::error::{ensure, OpError, Result};
 pub use matmul::CpuWeight;
 use pool::ThreadPool;
@@ -202,11 +202,7 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        ensure(out.len() <= buf.len(), "download", || {
-            format!("{} > {}", out.len(), buf.len())
-        })?;
-        out.copy_from_slice(&buf[..out.len()]);
-        Ok(())
+        download_host(buf, out)
     }
 
     fn upload_weight(&self, w: &HostWeight) -> Result<CpuWeight> {
@@ -221,13 +217,7 @@ impl Backend for CpuBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        let ok = src_off.checked_add(len).is_some_and(|e| e <= src.len())
-            && dst_off.checked_add(len).is_some_and(|e| e <= dst.len());
-        ensure(ok, "copy", || {
-            format!("range of {len} at {src_off} -> {dst_off} is out of bounds")
-        })?;
-        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
-        Ok(())
+        copy_host(src, src_off, dst, dst_off, len)
     }
 
     fn embedding(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -434,5 +424,19 @@ impl Backend for CpuBackend {
 
     fn argmax(&self, x: &Vec<f32>, len: usize) -> Result<u32> {
         elementwise::argmax(self, x, len)
+    }
+
+    fn argmax_rows(&self, x: &Vec<f32>, rows: usize, len: usize) -> Result<Vec<u32>> {
+        let total = rows.checked_mul(len).filter(|&t| t <= x.len());
+        ensure(total.is_some(), "argmax", || {
+            format!("{rows} rows of {len} exceed a buffer of {}", x.len())
+        })?;
+        if len == 0 {
+            return Ok(vec![0; rows]);
+        }
+        x.chunks(len)
+            .take(rows)
+            .map(|row| elementwise::argmax(self, row, len))
+            .collect()
     }
 }

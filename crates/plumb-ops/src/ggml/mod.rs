@@ -60,7 +60,7 @@ mod tests;
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::backend::{AttnParams, Backend, RopeParams, RopeStyle};
+use crate::backend::{copy_host, download_host, AttnParams, Backend, RopeParams, RopeStyle};
 use crate::error::{ensure, Result};
 use crate::ops;
 
@@ -195,11 +195,7 @@ impl Backend for GgmlBackend {
     }
 
     fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        ensure(out.len() <= buf.len(), "download", || {
-            format!("{} > {}", out.len(), buf.len())
-        })?;
-        out.copy_from_slice(&buf[..out.len()]);
-        Ok(())
+        download_host(buf, out)
     }
 
     fn upload_weight(&self, w: &HostWeight) -> Result<HostWeight> {
@@ -214,13 +210,7 @@ impl Backend for GgmlBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        ensure(
-            src_off + len <= src.len() && dst_off + len <= dst.len(),
-            "copy",
-            || format!("range of {len} at {src_off} -> {dst_off} is out of bounds"),
-        )?;
-        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
-        Ok(())
+        copy_host(src, src_off, dst, dst_off, len)
     }
 
     fn embedding(&self, table: &HostWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
