@@ -14,6 +14,7 @@ use crate::compile::{self, KernelReport};
 use crate::defer::Pending;
 use crate::error::{CudaError, DriverContext, Result};
 use crate::q8::Q8State;
+use crate::registry;
 use crate::step::{Graphs, StepState};
 
 /// What the driver reports about the GPU.
@@ -26,33 +27,6 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     /// Driver API version, e.g. 13000 for CUDA 13.0.
     pub driver_version: i32,
-}
-
-/// Op families with named variants, each with its variants (the first is the default, except
-/// that `prefill` defaults to `tiled` where cuBLAS cannot be loaded).
-/// - matvec (n ≤ 8): `q8_dp4a` (matvec_q8.cu; formats without a dp4a kernel fall back to
-///   `warp_per_row`), `warp_per_row` and `tiled` (matvec_q.cu, f32 activations), `mma` (as
-///   `q8_dp4a`, but 2-8 tokens of Q4_0 through mmq.cu's one-tile kernel).
-/// - batch (9 to 64 tokens): `auto` (`mma` for Q4_0 on sm_80+, else the prefill path), `mma`
-///   (mmq.cu, int8 tensor cores, Q4_0 on sm_80+; other formats take the prefill path),
-///   `mma_lb` (the same without the double buffer, two blocks per SM), `q8_dp4a` (matvec_q8.cu's batched kernel, formats with a dp4a
-///   kernel) or `prefill` (the prefill path: dequantize + cuBLAS).
-/// - attention: `split_kv` (one token: attn_decode.cu; more: the flash kernel) and
-///   `flash_split` (attention.cu for every call).
-pub const VARIANTS: &[(&str, &[&str])] = &[
-    ("matvec", &["q8_dp4a", "warp_per_row", "tiled", "mma"]),
-    ("prefill", &["cublas", "tiled"]),
-    ("batch", &["auto", "mma", "mma_lb", "q8_dp4a", "prefill"]),
-    ("attention", &["split_kv", "flash_split"]),
-];
-
-/// The variants of `op` (empty for an op without variants).
-pub fn variants(op: &str) -> &'static [&'static str] {
-    VARIANTS
-        .iter()
-        .find(|(o, _)| *o == op)
-        .map(|(_, v)| *v)
-        .unwrap_or(&[])
 }
 
 /// Device scratch reused across ops (all ops run in order on one stream, so reuse is safe).
@@ -170,8 +144,10 @@ impl CudaBackend {
         let info = device_info(&ctx, ordinal)?;
         let (major, minor) = info.compute_capability;
         let arch = format!("sm_{major}{minor}");
-        let mut defaults: HashMap<&'static str, &'static str> =
-            VARIANTS.iter().map(|(op, v)| (*op, v[0])).collect();
+        let mut defaults: HashMap<&'static str, &'static str> = registry::FAMILIES
+            .iter()
+            .map(|f| (f.name, f.default_variant()))
+            .collect();
         if !cublas_present() {
             defaults.insert("prefill", "tiled");
         }
@@ -215,44 +191,35 @@ impl CudaBackend {
         self.use_cache = on;
     }
 
-    /// The variants of `op`; see [`VARIANTS`].
-    pub fn variants(op: &str) -> &'static [&'static str] {
-        variants(op)
-    }
-
-    /// Selects variant `name` of `op` (e.g. `("matvec", "tiled")`).
+    /// Selects variant `name` of `op` (e.g. `("matvec", "tiled")`); see [`registry`].
     pub fn set_variant(&self, op: &str, name: &str) -> Result<()> {
-        let (op_key, names) =
-            VARIANTS
-                .iter()
-                .find(|(o, _)| *o == op)
+        let fam = registry::family(op).ok_or_else(|| CudaError::UnknownVariant {
+            op: op.into(),
+            name: name.into(),
+            known: format!(
+                "ops with variants are {}",
+                registry::FAMILIES
+                    .iter()
+                    .map(|f| f.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        let v =
+            fam.variant_names()
+                .find(|v| *v == name)
                 .ok_or_else(|| CudaError::UnknownVariant {
                     op: op.into(),
                     name: name.into(),
-                    known: format!(
-                        "ops with variants are {}",
-                        VARIANTS
-                            .iter()
-                            .map(|(o, _)| *o)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    known: fam.variant_names().collect::<Vec<_>>().join(", "),
                 })?;
-        let v = names
-            .iter()
-            .find(|v| **v == name)
-            .ok_or_else(|| CudaError::UnknownVariant {
-                op: op.into(),
-                name: name.into(),
-                known: names.join(", "),
-            })?;
-        if *op_key == "prefill" && *v == "cublas" && !cublas_present() {
+        if fam.name == "prefill" && v == "cublas" && !cublas_present() {
             return Err(CudaError::NoCublas);
         }
         self.variants
             .lock()
             .map_err(|_| poisoned())?
-            .insert(op_key, v);
+            .insert(fam.name, v);
         Ok(())
     }
 

@@ -5,8 +5,9 @@
 //!   compiled by NVRTC at first use for the device's `sm_XY`; the cubins are cached on disk
 //!   (see [`compile`]). [`compile_all`] compiles every file for an architecture without a GPU.
 //! - `impl plumb_ops::Backend for CudaBackend`: every op is checked against the reference by
-//!   `plumb_ops::check::run` (`plumb check --backend cuda`, or `examples/cuda_check.rs`).
-//! - Ops with several kernels have named variants ([`variants`], [`CudaBackend::set_variant`]).
+//!   `plumb_ops::check::run` (`plumb check --device cuda`).
+//! - Ops with several kernels have named variants, all listed in [`registry::FAMILIES`]
+//!   ([`CudaBackend::set_variant`]); check, tune and the GPU tests iterate that one table.
 //! - Forward steps: `begin_step` puts the step's ids and positions in a device buffer the ops
 //!   read, and a decode step is recorded once as a CUDA graph and replayed (src/step.rs).
 //! - Decode matvecs read q8_1 activations with dp4a dots from weights repacked at upload for
@@ -28,12 +29,14 @@ mod matvec;
 mod ops;
 mod paged;
 mod q8;
+pub mod registry;
 mod step;
 mod weight;
 
 pub use compile::{compile_all, KernelReport};
-pub use device::{variants, CudaBackend, DeviceInfo, VARIANTS};
+pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};
 pub use matvec::MATVEC_MAX_N;
+pub use registry::{variants, Family, Variant, FAMILIES};
 pub use step::MAX_RECORDINGS;
 pub use weight::CudaWeight;

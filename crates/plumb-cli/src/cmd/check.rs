@@ -81,7 +81,7 @@ pub fn main(a: Args) -> Result<()> {
                 all.extend(run(&b, &opts, a.json));
                 for op in ["matvec", "prefill", "attention"] {
                     let default = b.variant(op);
-                    for &v in plumb_cuda::variants(op) {
+                    for v in plumb_cuda::variants(op) {
                         if Some(v) == default {
                             continue;
                         }

@@ -75,7 +75,8 @@ pub fn main(a: Args) -> Result<()> {
     let gpu = b.info().name.clone();
     let mut winners = serde_json::Map::new();
     let mut timings = serde_json::Map::new();
-    for (fam, variants) in plumb_cuda::VARIANTS {
+    for f in plumb_cuda::FAMILIES {
+        let fam = &f.name;
         if a.op.as_deref().is_some_and(|o| o != *fam) {
             continue;
         }
@@ -84,7 +85,7 @@ pub fn main(a: Args) -> Result<()> {
         };
         let default = b.variant(fam);
         let mut best: Option<(&str, f64)> = None;
-        for &v in variants.iter() {
+        for v in f.variant_names() {
             b.set_variant(fam, v)?;
             let opts = CheckOptions {
                 op: Some(check_op.into()),
