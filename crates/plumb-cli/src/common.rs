@@ -151,31 +151,55 @@ pub fn ggml_backend(threads: Option<usize>) -> Result<plumb_ops::GgmlBackend> {
     Ok(b)
 }
 
-pub fn cuda_backend(
+/// The GPU backend with `variants` selected as they are: for `plumb check`, which is what
+/// checks them, and `plumb tune`.
+pub fn cuda_backend_unchecked(
     ordinal: usize,
     variants: &[(String, String)],
 ) -> Result<plumb_cuda::CudaBackend> {
-    cuda_backend_tuned(ordinal, variants, false)
+    let b = open_cuda(ordinal)?;
+    for (op, name) in variants {
+        b.set_variant(op, name)
+            .with_context(|| format!("--variant {op}={name}"))?;
+    }
+    Ok(b)
 }
 
 /// The GPU backend with the variants `plumb tune` chose (when `autotune`), then the explicit
-/// `--variant`s on top.
+/// `--variant`s on top. An explicit variant must have passed `plumb check` on this GPU with
+/// these kernels (plumb_cuda::CheckedVariants); one that never did is refused.
 pub fn cuda_backend_tuned(
     ordinal: usize,
     variants: &[(String, String)],
     autotune: bool,
 ) -> Result<plumb_cuda::CudaBackend> {
-    let b = plumb_cuda::CudaBackend::new(ordinal).context("opening the GPU")?;
+    let b = open_cuda(ordinal)?;
     if autotune {
         for (op, name) in crate::cmd::tune::load_tuned(&b.info().name)? {
             b.set_variant(&op, &name)
                 .with_context(|| format!("tuned variant {op}={name}"))?;
         }
     }
-    for (op, name) in variants {
-        b.set_variant(op, name)
-            .with_context(|| format!("--variant {op}={name}"))?;
+    if !variants.is_empty() {
+        let gpu = b.info().name.clone();
+        let record = plumb_cuda::checked::checked_dir()
+            .map(|d| plumb_cuda::CheckedVariants::load(&d, &gpu))
+            .unwrap_or_else(|| plumb_cuda::CheckedVariants::new(&gpu));
+        for (op, name) in variants {
+            b.set_variant(op, name)
+                .with_context(|| format!("--variant {op}={name}"))?;
+            if !record.is_checked(op, name) {
+                anyhow::bail!(
+                    "--variant {op}={name} has not passed `plumb check` on {gpu} with this                      build's kernels; run `plumb check --device cuda --variant {op}={name}`                      (or `plumb check --device cuda` for every variant) first"
+                );
+            }
+        }
     }
+    Ok(b)
+}
+
+fn open_cuda(ordinal: usize) -> Result<plumb_cuda::CudaBackend> {
+    let b = plumb_cuda::CudaBackend::new(ordinal).context("opening the GPU")?;
     let i = b.info();
     eprintln!(
         "plumb: {} ({}, {} SMs, {:.0} GiB)",

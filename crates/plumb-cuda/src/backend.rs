@@ -22,6 +22,12 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
+    /// Quantized weights meet 8-bit activations in the decode and batch kernels, and the
+    /// cuBLAS prefill rounds every activation to f16.
+    fn precision(&self, _weights: plumb_core::GgmlType) -> plumb_ops::Precision {
+        plumb_ops::Precision::EightBitActivations
+    }
+
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
         self.flush()?;
         self.q8_forget_all();

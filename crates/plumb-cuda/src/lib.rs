@@ -20,6 +20,7 @@
 
 mod attention;
 mod backend;
+pub mod checked;
 pub mod compile;
 mod defer;
 mod device;
@@ -33,6 +34,7 @@ pub mod registry;
 mod step;
 mod weight;
 
+pub use checked::CheckedVariants;
 pub use compile::{compile_all, KernelReport};
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};

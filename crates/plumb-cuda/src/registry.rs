@@ -21,6 +21,8 @@ pub struct Family {
     pub checks: &'static [&'static str],
     /// Which backend calls the family serves.
     pub doc: &'static str,
+    /// For a matmul family, the token counts it serves (inclusive); `None` for attention.
+    pub tokens: Option<(usize, usize)>,
 }
 
 impl Family {
@@ -43,6 +45,7 @@ pub const FAMILIES: &[Family] = &[
         name: "matvec",
         doc: "matmul of 1 to 8 tokens",
         checks: &["matmul"],
+        tokens: Some((1, 8)),
         variants: &[
             v(
                 "q8_dp4a",
@@ -67,6 +70,7 @@ pub const FAMILIES: &[Family] = &[
         name: "prefill",
         doc: "matmul of more than 64 tokens (and of 9 to 64 where no batch kernel applies)",
         checks: &["matmul"],
+        tokens: Some((65, usize::MAX)),
         variants: &[
             v(
                 "cublas",
@@ -82,6 +86,7 @@ pub const FAMILIES: &[Family] = &[
         name: "batch",
         doc: "matmul of 9 to 64 tokens",
         checks: &["matmul"],
+        tokens: Some((9, 64)),
         variants: &[
             v(
                 "auto",
@@ -106,6 +111,7 @@ pub const FAMILIES: &[Family] = &[
         name: "attention",
         doc: "attention over a contiguous KV cache",
         checks: &["attention"],
+        tokens: None,
         variants: &[
             v(
                 "split_kv",
@@ -142,10 +148,24 @@ mod tests {
                     f.name
                 );
             }
+            if let Some((lo, hi)) = f.tokens {
+                assert!(lo <= hi, "{}", f.name);
+            }
             let mut names: Vec<_> = f.variant_names().collect();
             names.sort_unstable();
             names.dedup();
             assert_eq!(names.len(), f.variants.len(), "{}: duplicate names", f.name);
         }
+    }
+
+    #[test]
+    fn the_matmul_families_cover_every_token_count_once() {
+        let mut ranges: Vec<(usize, usize)> = FAMILIES.iter().filter_map(|f| f.tokens).collect();
+        ranges.sort_unstable();
+        assert_eq!(ranges[0], (1, crate::MATVEC_MAX_N));
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0, "{ranges:?}");
+        }
+        assert_eq!(ranges.last().map(|r| r.1), Some(usize::MAX));
     }
 }

@@ -35,34 +35,65 @@ fn gpu() -> CudaBackend {
     CudaBackend::new(0).unwrap_or_else(|e| panic!("{NEEDS_GPU}: {e}"))
 }
 
+/// Every case of `opts` on `b` passes (none fails, none is skipped).
+fn assert_all_pass(b: &CudaBackend, opts: &CheckOptions, what: &str) {
+    let results = check::run(b, opts, &mut |_| {});
+    let bad: Vec<String> = results
+        .iter()
+        .filter(|r| r.status != Status::Pass)
+        .map(|r| format!("{} {} {}: {}", r.op, r.dtype, r.shape, r.detail))
+        .collect();
+    assert!(!results.is_empty(), "{what}: no case ran");
+    assert!(bad.is_empty(), "{what}:\n{}", bad.join("\n"));
+}
+
+/// The defaults on every op, then every registered variant of every family on its check ops
+/// (the same walk as `plumb check --device cuda`).
 #[test]
 #[ignore = "needs an NVIDIA GPU; run with --ignored on a GPU machine"]
-fn check_harness_passes_for_every_variant() {
+fn check_harness_passes_for_every_registered_variant() {
     let b = gpu();
-    for (matvec, prefill, attention) in [
-        ("q8_dp4a", "cublas", "split_kv"),
-        ("mma", "cublas", "split_kv"),
-        ("warp_per_row", "cublas", "flash_split"),
-        ("tiled", "tiled", "split_kv"),
-    ] {
-        b.set_variant("matvec", matvec).unwrap();
-        b.set_variant("attention", attention).unwrap();
-        if b.set_variant("prefill", prefill).is_err() {
-            continue; // no cuBLAS on this machine
+    let opts = CheckOptions {
+        op: None,
+        seed: 11,
+        quick: true,
+    };
+    assert_all_pass(&b, &opts, "defaults");
+    for f in plumb_cuda::FAMILIES {
+        let default = b.variant(f.name).unwrap();
+        for v in f.variant_names() {
+            if b.set_variant(f.name, v).is_err() {
+                assert_eq!(
+                    (f.name, v),
+                    ("prefill", "cublas"),
+                    "only cuBLAS may be absent"
+                );
+                continue;
+            }
+            for op in f.checks {
+                let only = CheckOptions {
+                    op: Some(op.to_string()),
+                    ..opts.clone()
+                };
+                assert_all_pass(&b, &only, &format!("{}={v}", f.name));
+            }
         }
-        let opts = CheckOptions {
-            op: None,
-            seed: 11,
-            quick: true,
-        };
-        let results = check::run(&b, &opts, &mut |_| {});
-        let bad: Vec<String> = results
-            .iter()
-            .filter(|r| r.status != Status::Pass)
-            .map(|r| format!("{} {} {}: {}", r.op, r.dtype, r.shape, r.detail))
-            .collect();
-        assert!(bad.is_empty(), "{matvec}/{prefill}:\n{}", bad.join("\n"));
+        b.set_variant(f.name, default).unwrap();
     }
+}
+
+/// Every planted fault fails on the GPU backend too (outputs read back from the device).
+#[test]
+#[ignore = "needs an NVIDIA GPU; run with --ignored on a GPU machine"]
+fn the_self_test_catches_every_planted_fault_on_the_gpu() {
+    let b = gpu();
+    let rows = check::self_test(&b, 13);
+    let missed: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| format!("{} in {}: {:?}", r.fault.name(), r.op, r))
+        .collect();
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
 }
 
 #[test]
@@ -100,13 +131,18 @@ fn copies_errors_and_variants() {
 
     assert!(b.set_variant("matvec", "nope").is_err());
     assert!(b.set_variant("nope", "tiled").is_err());
+    // Each family starts on its registered default (prefill falls back to tiled without
+    // cuBLAS).
+    for f in plumb_cuda::FAMILIES {
+        let v = b.variant(f.name).unwrap();
+        assert!(
+            v == f.default_variant() || (f.name, v) == ("prefill", "tiled"),
+            "{}: {v}",
+            f.name
+        );
+    }
     b.set_variant("matvec", "tiled").unwrap();
     assert_eq!(b.variant("matvec"), Some("tiled"));
-    assert_eq!(
-        plumb_cuda::variants("matvec"),
-        &["q8_dp4a", "warp_per_row", "tiled", "mma"]
-    );
-    let _ = GgmlType::Q4_0;
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! on, so a buffer may be larger than the data in it (scratch buffers sized for the largest
 //! batch). Weights stay in their stored format on the backend.
 
-use plumb_core::HostWeight;
+use plumb_core::{GgmlType, HostWeight};
 
 use crate::error::{ensure, Result};
 
@@ -44,6 +44,17 @@ pub(crate) fn copy_host(
     })?;
     dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
     Ok(())
+}
+
+/// How close to the reference a backend's arithmetic is, which decides the thresholds a whole
+/// model's logits are held to (`plumb check --model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 activations and KV cache; only the order of f32 sums differs from the reference.
+    Accurate,
+    /// Activations quantized to 8 bits per block for the matmuls (or rounded to f16), or an
+    /// f16 KV cache.
+    EightBitActivations,
 }
 
 /// How RoPE pairs the elements of a head.
@@ -341,5 +352,11 @@ pub trait Backend: Send + Sync {
     fn replay(&self, key: u64) -> Result<bool> {
         let _ = key;
         Ok(false)
+    }
+
+    /// The precision of this backend's arithmetic on a model whose matrices are `weights`.
+    fn precision(&self, weights: GgmlType) -> Precision {
+        let _ = weights;
+        Precision::Accurate
     }
 }

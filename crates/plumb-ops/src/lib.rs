@@ -12,7 +12,7 @@ pub mod ggml;
 pub mod ops;
 pub mod reference;
 
-pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams, RopeStyle};
+pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle};
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
 pub use ggml::GgmlBackend;

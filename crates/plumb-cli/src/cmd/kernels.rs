@@ -19,10 +19,23 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result<()> {
     if !a.compile {
+        println!("kernel files:");
         for f in plumb_cuda::compile::KERNEL_FILES {
-            println!("{}", f.name);
+            println!("  {}", f.name);
         }
-        eprintln!("plumb: pass --compile [--arch sm_XX] to compile them");
+        println!("variant families (the first variant is the default; `plumb check --device cuda` checks every one):");
+        for f in plumb_cuda::FAMILIES {
+            println!(
+                "  {} — {} (checked by: {})",
+                f.name,
+                f.doc,
+                f.checks.join(", ")
+            );
+            for v in f.variants {
+                println!("    {:<14} {}", v.name, v.doc);
+            }
+        }
+        eprintln!("plumb: pass --compile [--arch sm_XX] to compile the kernel files");
         return Ok(());
     }
     let mut failed = 0;

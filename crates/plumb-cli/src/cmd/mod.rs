@@ -2,6 +2,8 @@ pub mod bench;
 pub mod bench_ops;
 pub mod chat;
 pub mod check;
+pub mod check_cuda;
+pub mod check_model;
 pub mod inspect;
 pub mod kernels;
 pub mod perplexity;

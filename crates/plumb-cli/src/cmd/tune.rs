@@ -22,7 +22,7 @@ pub struct Args {
     model: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Only this op family (matvec, prefill, attention).
+    /// Only this op family (matvec, prefill, batch, attention).
     #[arg(long)]
     op: Option<String>,
     /// Tokens of the prefill shapes.
@@ -33,21 +33,27 @@ pub struct Args {
     reps: usize,
 }
 
-/// Whether a timed op (with the prefill length) belongs to a variant family.
-type Selects = fn(&plumb_engine::bench_ops::OpTiming, usize) -> bool;
+/// The tokens a family is timed at: the top of a matmul family's range (the prefill length
+/// for the open-ended one), the prefill length for attention (its decode and prefill shapes).
+fn tune_tokens(f: &plumb_cuda::Family, prefill: usize) -> usize {
+    match f.tokens {
+        Some((_, hi)) if hi < usize::MAX => hi,
+        _ => prefill,
+    }
+}
 
-/// Which ops of `bench_model_ops` a family's variants change, and which check-harness op
-/// proves them.
-fn family(name: &str) -> Option<(&'static str, Selects)> {
-    match name {
-        "matvec" => Some(("matmul", |t, _| {
-            t.op == "matmul" && t.shape.ends_with("n=1")
-        })),
-        "prefill" => Some(("matmul", |t, n| {
-            t.op == "matmul" && t.shape.ends_with(&format!("n={n}"))
-        })),
-        "attention" => Some(("attention", |t, _| t.op == "attention")),
-        _ => None,
+/// Whether a timed op belongs to family `f`: a matmul whose token count is in its range, or
+/// any attention for the attention family.
+fn selects(f: &plumb_cuda::Family, t: &plumb_engine::bench_ops::OpTiming) -> bool {
+    match f.tokens {
+        Some((lo, hi)) => {
+            let n = t
+                .shape
+                .rsplit_once("n=")
+                .and_then(|(_, n)| n.parse::<usize>().ok());
+            t.op == "matmul" && n.is_some_and(|n| (lo..=hi).contains(&n))
+        }
+        None => f.checks.contains(&t.op.as_str()),
     }
 }
 
@@ -71,54 +77,17 @@ pub fn main(a: Args) -> Result<()> {
     };
     let path = crate::common::model_path(a.model.as_deref())?;
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let b = crate::common::cuda_backend(ordinal, &[])?;
+    let b = crate::common::cuda_backend_unchecked(ordinal, &[])?;
     let gpu = b.info().name.clone();
     let mut winners = serde_json::Map::new();
     let mut timings = serde_json::Map::new();
     for f in plumb_cuda::FAMILIES {
-        let fam = &f.name;
-        if a.op.as_deref().is_some_and(|o| o != *fam) {
+        if a.op.as_deref().is_some_and(|o| o != f.name) {
             continue;
         }
-        let Some((check_op, selects)) = family(fam) else {
-            continue;
-        };
-        let default = b.variant(fam);
-        let mut best: Option<(&str, f64)> = None;
-        for v in f.variant_names() {
-            b.set_variant(fam, v)?;
-            let opts = CheckOptions {
-                op: Some(check_op.into()),
-                seed: 7,
-                quick: true,
-            };
-            let results = check::run(&b, &opts, &mut |_| {});
-            let fails = results.iter().filter(|r| r.status == Status::Fail).count();
-            if fails > 0 {
-                eprintln!("plumb: {fam}={v}: {fails} check case(s) fail; not a candidate");
-                continue;
-            }
-            let rows = bench_model_ops(&b, &file, a.prefill, 512, a.reps.max(1))?;
-            let total: f64 = rows
-                .iter()
-                .filter(|t| selects(t, a.prefill))
-                .map(|t| t.seconds)
-                .sum();
-            eprintln!(
-                "plumb: {fam}={v}: {:.1} µs over the model's shapes",
-                total * 1e6
-            );
-            timings.insert(format!("{fam}={v}"), json!(total * 1e6));
-            if best.is_none_or(|(_, t)| total < t) {
-                best = Some((v, total));
-            }
-        }
-        if let Some(d) = default {
-            b.set_variant(fam, d)?;
-        }
-        if let Some((v, _)) = best {
-            println!("{fam}: {v}");
-            winners.insert(fam.to_string(), json!(v));
+        if let Some((v, _)) = tune_family(&b, f, &file, &a, &mut timings)? {
+            println!("{}: {v}", f.name);
+            winners.insert(f.name.to_string(), json!(v));
         }
     }
     let out = cache_path(&gpu)?;
@@ -134,6 +103,65 @@ pub fn main(a: Args) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Times every variant of `f` that passes the family's check ops over the model's shapes and
+/// returns the fastest with its time; the default is selected again afterwards.
+fn tune_family(
+    b: &plumb_cuda::CudaBackend,
+    f: &plumb_cuda::Family,
+    file: &GgufFile,
+    a: &Args,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<(&'static str, f64)>> {
+    let default = b.variant(f.name);
+    let n = tune_tokens(f, a.prefill);
+    let mut best: Option<(&'static str, f64)> = None;
+    for v in f.variant_names() {
+        if let Err(e) = b.set_variant(f.name, v) {
+            eprintln!("plumb: {}={v}: cannot run here ({e})", f.name);
+            continue;
+        }
+        let fails: usize = f
+            .checks
+            .iter()
+            .map(|op| {
+                let opts = CheckOptions {
+                    op: Some(op.to_string()),
+                    seed: 7,
+                    quick: true,
+                };
+                let results = check::run(b, &opts, &mut |_| {});
+                results.iter().filter(|r| r.status == Status::Fail).count()
+            })
+            .sum();
+        if fails > 0 {
+            eprintln!(
+                "plumb: {}={v}: {fails} check case(s) fail; not a candidate",
+                f.name
+            );
+            continue;
+        }
+        let rows = bench_model_ops(b, file, n, 512, a.reps.max(1))?;
+        let total: f64 = rows
+            .iter()
+            .filter(|t| selects(f, t))
+            .map(|t| t.seconds)
+            .sum();
+        eprintln!(
+            "plumb: {}={v}: {:.1} µs over the model's shapes at {n} tokens",
+            f.name,
+            total * 1e6
+        );
+        timings.insert(format!("{}={v}", f.name), json!(total * 1e6));
+        if best.is_none_or(|(_, t)| total < t) {
+            best = Some((v, total));
+        }
+    }
+    if let Some(d) = default {
+        b.set_variant(f.name, d)?;
+    }
+    Ok(best)
 }
 
 /// The variants `plumb tune` chose for `gpu`, as (op, name) pairs.

@@ -2,15 +2,21 @@
 //!
 //! Each case draws inputs from a seeded generator, computes the reference on the host, uploads
 //! the inputs, poisons the output with NaN (so an unwritten element fails), runs the backend's
-//! op and compares: normalized mean squared error (Σ(y−r)² / Σr²) against the op's tolerance,
-//! plus the worst element. A case a backend cannot run is SKIP, never PASS.
+//! op and compares it with the reference twice: the normalized mean squared error over the
+//! whole output (Σ(y−r)² / Σ s²) and the worst single element (|y−r| / s), each against the
+//! op's bound, where `s` is the output's natural scale. A case passes only within both. A
+//! case a backend cannot run is SKIP, never PASS. [`self_test`] plants faults in a backend and
+//! proves that each one fails.
 
 mod cases;
 mod compare;
+pub mod faults;
+mod self_test;
 
 use crate::backend::Backend;
 
-pub use compare::{compare, compare_with_scale, Comparison};
+pub use compare::{compare, compare_with, Comparison, Scale, Tolerance};
+pub use self_test::{self_test, SelfTestRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -38,7 +44,9 @@ pub struct CaseResult {
     pub shape: String,
     pub status: Status,
     pub nmse: f64,
-    pub tolerance: f64,
+    /// The worst element's error relative to its scale.
+    pub max_rel: f64,
+    pub tolerance: Tolerance,
     pub max_abs: f64,
     /// Why it failed or was skipped, with the first mismatches.
     pub detail: String,
@@ -82,10 +90,7 @@ pub fn run<B: Backend>(
                 continue;
             }
         }
-        for r in cases::run_op(backend, op, opts) {
-            on_result(&r);
-            results.push(r);
-        }
+        results.extend(cases::run_op(backend, op, opts, on_result));
     }
     results
 }

@@ -193,6 +193,15 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
+    /// Quantized weights meet activations quantized to 8 bits per block.
+    fn precision(&self, weights: plumb_core::GgmlType) -> crate::Precision {
+        if weights.is_quantized() {
+            crate::Precision::EightBitActivations
+        } else {
+            crate::Precision::Accurate
+        }
+    }
+
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0f32; len])
     }

@@ -186,6 +186,11 @@ impl Backend for GgmlBackend {
         "ggml"
     }
 
+    /// Its KV cache is f16 whatever the weights, and Q4_1/Q8_0 meet 8-bit activations.
+    fn precision(&self, _weights: GgmlType) -> crate::Precision {
+        crate::Precision::EightBitActivations
+    }
+
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0f32; len])
     }
