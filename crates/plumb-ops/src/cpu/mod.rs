@@ -29,9 +29,10 @@
 //!
 //! Measured on the 2-core AMD EPYC (Zen 5, AVX-512), SmolLM2-135M Q4_1, `plumb bench`, 2
 //! threads, on a shared machine (runs vary with other load): pp128 1600–2300 t/s, tg64
-//! 350–510 t/s. Per op (`cpu::bench::op_timings`, best of runs), n = 1: Q4_1 1536×576
+//! 350–510 t/s. Per op (best of runs, weights streamed from memory), n = 1: Q4_1 1536×576
 //! 5.6 µs (~95 GB/s), 576×576 2.4 µs, 192×576 1.1 µs, Q8_0 49152×576 (the LM head) 194 µs
 //! (~150 GB/s); one thread streams ~55 GB/s. n = 128, one thread: 140–190 GMAC/s.
+//! `plumb bench-ops` times every op on a model's shapes.
 
 mod act;
 mod attention;
@@ -48,8 +49,6 @@ mod x86_512;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 
-#[cfg(test)]
-mod bench;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
