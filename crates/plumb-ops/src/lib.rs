@@ -9,8 +9,10 @@ pub mod check;
 pub mod cpu;
 pub mod error;
 pub mod ggml;
+mod host;
 pub mod ops;
 pub mod reference;
+pub mod shapes;
 
 pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams, RopeStyle};
 pub use cpu::CpuBackend;

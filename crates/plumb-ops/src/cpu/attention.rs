@@ -12,7 +12,8 @@ use super::mv::exp;
 use super::simd::{dot, scale_axpy, simd_fn, Simd};
 use super::CpuBackend;
 use crate::backend::AttnParams;
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// Keys per softmax block.
 const B: usize = 64;
@@ -279,28 +280,8 @@ pub(crate) fn attention(
         head_dim: hd,
         scale,
     } = p;
-    ensure(
-        n_kv_heads > 0 && n_heads % n_kv_heads == 0,
-        "attention",
-        || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
-    )?;
+    shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
     let kv_dim = n_kv_heads * hd;
-    let n_kv = pos0 + n_tokens;
-    ensure(
-        k.len() >= n_kv * kv_dim && v.len() >= n_kv * kv_dim,
-        "attention",
-        || {
-            format!(
-                "cache holds {} positions, need {n_kv}",
-                k.len() / kv_dim.max(1)
-            )
-        },
-    )?;
-    ensure(
-        q.len() >= n_tokens * n_heads * hd && out.len() >= n_tokens * n_heads * hd,
-        "attention",
-        || "q or out too short".into(),
-    )?;
     if n_tokens == 0 || n_heads == 0 || hd == 0 {
         return Ok(());
     }

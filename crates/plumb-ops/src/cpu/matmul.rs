@@ -7,7 +7,8 @@ use super::float::{self, FloatRows, OutPtr};
 use super::layout::{repack, QFmt, QWeight};
 use super::pool::split;
 use super::{act, scalar, CpuBackend};
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// A weight resident on the CPU backend, repacked for its kernels.
 #[derive(Clone)]
@@ -137,19 +138,7 @@ pub(crate) fn matmul(
     out: &mut [f32],
 ) -> Result<()> {
     let (rows, cols) = (w.rows, w.cols);
-    ensure(
-        x.len() >= n * cols && out.len() >= n * rows,
-        "matmul",
-        || {
-            format!(
-                "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
-                n * cols,
-                x.len(),
-                n * rows,
-                out.len()
-            )
-        },
-    )?;
+    shapes::matmul((rows, cols), x.len(), n, out.len())?;
     if n == 0 || rows == 0 {
         return Ok(());
     }
