@@ -245,10 +245,9 @@ pub fn attention_paged(
         }
         let rows = size(OP, &[sum(OP, s.q_row, s.n_tokens)?, q_dim])?;
         ensure(q >= rows && out >= rows, OP, || {
+            let (first, end) = (s.q_row, s.q_row + s.n_tokens);
             format!(
-                "sequence {i}: query rows {}..{} do not fit q ({q}) and out ({out}) in rows of {q_dim}",
-                s.q_row,
-                s.q_row + s.n_tokens
+                "sequence {i}: rows {first}..{end} of {q_dim} do not fit q ({q}) and out ({out})"
             )
         })?;
     }
@@ -260,9 +259,7 @@ pub fn kv_write(src: usize, cache: usize, pos0: usize, n: usize, kv_dim: usize) 
     let len = size("kv_write", &[n, kv_dim])?;
     let end = size("kv_write", &[sum("kv_write", pos0, n)?, kv_dim])?;
     ensure(src >= len && cache >= end, "kv_write", || {
-        format!(
-            "{n} positions of {kv_dim} at {pos0} do not fit the cache ({cache}) or the source ({src})"
-        )
+        format!("{n} rows of {kv_dim} at {pos0} do not fit the cache ({cache}) or src ({src})")
     })
 }
 
