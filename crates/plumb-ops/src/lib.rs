@@ -4,6 +4,8 @@
 //! seam the model forward is written against; [`ReferenceBackend`] runs a whole model on the
 //! references alone (the model-level plumb line).
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod backend;
 pub mod check;
 pub mod cpu;

@@ -37,7 +37,8 @@ struct Item {
 /// `heads * (hd + B + 2)` values; `out` is the item's `heads * hd` outputs.
 ///
 /// # Safety
-/// `S`'s features must be available. (Slice bounds are checked up front.)
+/// `S`'s features are present (see `simd.rs`). Nothing else: the slices are asserted up
+/// front to hold every row the item reads or writes.
 #[inline(always)]
 unsafe fn attend_g<S: Simd>(
     q: &[f32],
@@ -129,7 +130,7 @@ unsafe fn attend_g<S: Simd>(
 /// accumulator in registers, scores four keys at a time (one combined horizontal sum).
 ///
 /// # Safety
-/// As [`attend_g`].
+/// As [`attend_g`] (the bounds are asserted here too, and `hd == NV * S::N`).
 #[inline(always)]
 unsafe fn attend_regs<S: Simd, const NV: usize>(
     q: &[f32],
@@ -245,7 +246,7 @@ unsafe fn attend_regs<S: Simd, const NV: usize>(
 /// Picks the register-resident path for the common head sizes.
 ///
 /// # Safety
-/// As [`attend_g`].
+/// `S`'s features are present; both paths check their own bounds.
 #[inline(always)]
 unsafe fn attend_any<S: Simd>(
     q: &[f32],

@@ -43,7 +43,7 @@ impl CpuBackend {
 /// `out = x * inv_rms(x) * w` for each row of `dim` in `x`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn norm_rows_g<S: Simd>(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut [f32]) {
     assert!(w.len() >= dim);
@@ -57,7 +57,7 @@ unsafe fn norm_rows_g<S: Simd>(x: &[f32], w: &[f32], eps: f32, dim: usize, out: 
 /// `res += x`, then `out = rms_norm(res)`, per row of `dim`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn add_norm_rows_g<S: Simd>(
     res: &mut [f32],
@@ -96,7 +96,8 @@ unsafe fn add_norm_rows_g<S: Simd>(
 /// `out[i] = x[i] * c * w[i]`.
 ///
 /// # Safety
-/// Pointers valid for `n` values; `S`'s features available.
+/// `x` and `w` are valid for `n` f32 reads and `out` for `n` writes; `S`'s features are
+/// present (see `simd.rs`).
 #[inline(always)]
 unsafe fn scale_mul<S: Simd>(x: *const f32, c: f32, w: *const f32, out: *mut f32, n: usize) {
     let cv = S::splat(c);
@@ -116,7 +117,7 @@ unsafe fn scale_mul<S: Simd>(x: *const f32, c: f32, w: *const f32, out: *mut f32
 /// `out = silu(g) * u = g / (1 + e^-g) * u`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn swiglu_g<S: Simd>(g: &[f32], u: &[f32], out: &mut [f32]) {
     let n = out.len();
@@ -150,7 +151,7 @@ unsafe fn swiglu_g<S: Simd>(g: &[f32], u: &[f32], out: &mut [f32]) {
 /// The largest value ignoring NaNs (`-inf` if none).
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); `x` is a slice, read within its length.
 #[inline(always)]
 unsafe fn max_g<S: Simd>(x: &[f32]) -> f32 {
     let p = x.as_ptr();
@@ -193,7 +194,8 @@ multiversion! {
 /// Splits `(ptr, len)` views for a pool job; `r` is in elements.
 ///
 /// # Safety
-/// `r` must lie within the buffer behind `p`, and no other live reference may overlap it.
+/// `r` lies within the buffer behind `p`, which outlives `'a`, and no other live reference
+/// overlaps `r` while the slice is in use.
 unsafe fn sub<'a>(p: SendPtr<f32>, r: &std::ops::Range<usize>) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(p.get().add(r.start), r.len())
 }

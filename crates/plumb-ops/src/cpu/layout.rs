@@ -249,8 +249,9 @@ impl ABuf {
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `words` is `len.div_ceil(64)` plain 64-byte arrays, so its first `len`
-        // bytes are initialized and in bounds.
+        // SAFETY: `words` holds at least `len.div_ceil(64)` plain 64-byte arrays (`zeroed`
+        // makes that many and `reserve_len` never sets `len` beyond them), so its first `len`
+        // bytes are initialized and in bounds; `u8` has no alignment requirement.
         unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
     }
 

@@ -177,14 +177,15 @@ pub(crate) fn matmul(
                 match be.level {
                     #[cfg(target_arch = "x86_64")]
                     super::SimdLevel::Avx512 => {
-                        // SAFETY: the level was detected; `act` holds `n` tokens quantized
-                        // for `q` in a 64-byte aligned buffer; `out` holds `n * rows` values
-                        // and this chunk alone writes rows `r`.
+                        // SAFETY: the level was detected (`CpuBackend::with_level`); `act`
+                        // holds `n` tokens quantized for `q` in a 64-byte aligned buffer; `r`
+                        // lies in `0..rows`; `out` holds `n * rows` values (checked above) and
+                        // this chunk alone writes rows `r`.
                         unsafe { super::x86_512::matmul_rows(q, act, n, r, out_p.get()) }
                     }
                     #[cfg(target_arch = "x86_64")]
                     super::SimdLevel::Avx2 => {
-                        // SAFETY: as for AVX-512.
+                        // SAFETY: as for AVX-512, with the AVX2 level detected.
                         unsafe { super::x86_avx2::matmul_rows(q, act, n, r, out_p.get()) }
                     }
                     _ => scalar::matmul_rows(q, act, n, r, &mut |t, r, v| {
@@ -211,7 +212,9 @@ pub(crate) fn matmul(
                     stride: rows,
                     row0: r.start,
                 };
-                // SAFETY: `out` holds `n * rows` values; this chunk writes rows `r` only.
+                // SAFETY: the level was detected; `o` addresses rows `r` (within `0..rows`) of
+                // `out`, which holds `n * rows` values (checked above) and whose rows `r` this
+                // chunk alone writes.
                 unsafe { float::matmul_rows(be.level, fr, cols, x, n, r.len(), o) }
             });
         }
@@ -229,7 +232,7 @@ pub(crate) fn matmul(
                         stride: rows,
                         row0: r,
                     };
-                    // SAFETY: `out` holds `n * rows` values; this chunk writes row `r` only.
+                    // SAFETY: as for the float kinds, for the single row `r`.
                     unsafe { float::matmul_rows(be.level, FloatRows::F32(&row), cols, x, n, 1, o) }
                 }
             });

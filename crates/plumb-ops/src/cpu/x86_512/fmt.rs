@@ -1,5 +1,15 @@
 //! The AVX-512 unpacking of each repacked format (see `layout.rs`): a group's values into
 //! unsigned bytes, its scales into per-lane f32 vectors.
+//!
+//! # Safety
+//!
+//! Every function here needs the AVX-512 F/BW/VL its `#[target_feature]` names (the kernels
+//! that call them run only at the `Avx512` level, set after detection). Those that take a
+//! pointer `p` read the bytes of one group of `G` blocks of a `QWeight` in the repacked
+//! layout, `p` pointing at the group's first byte: a function reading one component (`nib`,
+//! `bits`, `two`, the scale loads) needs `p` valid for that component's bytes
+//! (`Comp::bytes(G)`), and [`Fmt::unpack`] and [`Fmt::scales`] need it valid for the whole
+//! group (`QFmt::group_bytes(G)`). Masked loads do not touch the masked-off bytes.
 
 use std::arch::x86_64::*;
 
@@ -24,6 +34,9 @@ static EXPAND: [[i32; 16]; 17] = {
 };
 
 /// Block-space → lane-space for a group of `G` (identity for 16).
+///
+/// # Safety
+/// AVX-512 F is present.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn expand<const G: usize>(v: __m512) -> __m512 {
@@ -35,6 +48,9 @@ unsafe fn expand<const G: usize>(v: __m512) -> __m512 {
 }
 
 /// `n` (≤ 16) f16 values at `p` into lanes 0..n (the rest 0).
+///
+/// # Safety
+/// AVX-512 F/BW/VL are present; `p` is valid for `2 n` bytes of reads.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn ld_f16(p: *const u8, n: usize) -> __m512 {
@@ -43,6 +59,9 @@ unsafe fn ld_f16(p: *const u8, n: usize) -> __m512 {
 }
 
 /// `n` (≤ 16) bytes at `p` as f32 in lanes 0..n, unsigned or signed.
+///
+/// # Safety
+/// AVX-512 F/BW/VL are present; `p` is valid for `n` bytes of reads.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn ld_u8(p: *const u8, n: usize) -> __m512 {
@@ -53,6 +72,10 @@ unsafe fn ld_u8(p: *const u8, n: usize) -> __m512 {
     )))
 }
 
+/// `n` (≤ 16) signed bytes at `p` as f32 in lanes 0..n.
+///
+/// # Safety
+/// AVX-512 F/BW/VL are present; `p` is valid for `n` bytes of reads.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn ld_i8(p: *const u8, n: usize) -> __m512 {
@@ -64,6 +87,10 @@ unsafe fn ld_i8(p: *const u8, n: usize) -> __m512 {
 }
 
 /// The K-quant super-block scale at `p` for each block lane (block k uses scale k / 8).
+///
+/// # Safety
+/// AVX-512 F/BW/VL are present; `p` is valid for the `G / 4` bytes of a `DSup` or `MSup`
+/// (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn ld_sup<const G: usize>(p: *const u8) -> __m512 {
@@ -75,6 +102,9 @@ unsafe fn ld_sup<const G: usize>(p: *const u8) -> __m512 {
 }
 
 /// Low nibbles → vectors `0..h`, high nibbles → `h..2h` (h = g / 4), or ggml order for g ≤ 2.
+///
+/// # Safety
+/// AVX-512 F/BW/VL are present; `p` is valid for the `16 G` bytes of a `Nib` (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn nib<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
@@ -102,6 +132,9 @@ unsafe fn nib<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
 }
 
 /// Adds `add` to the bytes whose bit is set in the group's 64-bit masks.
+///
+/// # Safety
+/// AVX-512 F/BW are present; `p` is valid for the `4 G` bytes of a `Bits` (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn bits<const G: usize>(p: *const u8, w: &mut [__m512i; 8], add: i8) {
@@ -118,6 +151,9 @@ unsafe fn bits<const G: usize>(p: *const u8, w: &mut [__m512i; 8], add: i8) {
 
 /// 2-bit fields: vector `v` is bits `2 (v % 4)` of packed vector `v / 4`; stored into `w`
 /// (`high == false`) or or-ed in at bits 4..6 (`high == true`, Q6_K).
+///
+/// # Safety
+/// AVX-512 F/BW are present; `p` is valid for the `8 G` bytes of a `Two` (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn two<const G: usize>(p: *const u8, w: &mut [__m512i; 8], high: bool) {
@@ -146,8 +182,15 @@ pub(super) trait Fmt {
     const SPLIT: bool;
     /// Only groups of 16 and 8 occur.
     const K: bool;
+    /// The group's values as unsigned bytes, in the lanes of `w`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL are present; `p` is valid for the group's bytes (module docs).
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]);
     /// `[dw_lo, mw_lo, dw_hi, mw_hi]` per lane.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL are present; `p` is valid for the group's bytes (module docs).
     unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4];
 }
 
@@ -157,6 +200,8 @@ macro_rules! legacy {
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = false;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
@@ -165,6 +210,8 @@ macro_rules! legacy {
                     bits::<G>(p.add(16 * G), w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
@@ -189,6 +236,8 @@ pub(super) struct Q80;
 impl Fmt for Q80 {
     const SPLIT: bool = false;
     const K: bool = false;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
@@ -200,6 +249,8 @@ impl Fmt for Q80 {
             w[0] = _mm512_zextsi256_si512(_mm256_loadu_si256(p as *const __m256i));
         }
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
@@ -216,6 +267,8 @@ macro_rules! kquant_sm {
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = true;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
@@ -224,6 +277,8 @@ macro_rules! kquant_sm {
                     bits::<G>(p.add(16 * G), w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
@@ -247,12 +302,16 @@ pub(super) struct Q6K;
 impl Fmt for Q6K {
     const SPLIT: bool = true;
     const K: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
         nib::<G>(p, w);
         two::<G>(p.add(16 * G), w, true);
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
@@ -268,11 +327,15 @@ pub(super) struct Q2K;
 impl Fmt for Q2K {
     const SPLIT: bool = true;
     const K: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
         two::<G>(p, w, false);
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
@@ -298,12 +361,16 @@ pub(super) struct Q3K;
 impl Fmt for Q3K {
     const SPLIT: bool = true;
     const K: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
         two::<G>(p, w, false);
         bits::<G>(p.add(8 * G), w, 4);
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {

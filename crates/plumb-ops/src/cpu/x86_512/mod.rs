@@ -13,6 +13,21 @@
 //! Decode (`rows4`, n < 4): four rows × one token, the activation vectors loaded once per
 //! group for the four rows, one combined horizontal sum, and a software prefetch of the
 //! rows a few blocks ahead (v1, one row at a time, reached ~32 GB/s per core; v2 ~50).
+//!
+//! # Safety
+//!
+//! Every kernel here needs AVX-512 F/BW/VL/VNNI (`reduce4` and `hsum` only F) and runs only
+//! at the `Avx512` level, set after those were detected. The kernels of one (weight, tokens)
+//! call share one memory contract, that of [`matmul_rows`]:
+//! - `w` is a repacked weight and the rows asked for lie in `0 .. w.rows`; a weight pointer
+//!   `p` addresses one group of a row, valid for its bytes (see `fmt.rs`);
+//! - `act` holds, for every token asked for, its `w.act_bytes` of activations quantized for
+//!   `w` by `act::quantize_token`, and is 64-byte aligned; an activation pointer `a`
+//!   addresses one group of one token (`act_group_bytes(G)` bytes, read with aligned loads);
+//! - `out` is valid for writes at `t * w.rows + r` for every token `t` and row `r` asked for,
+//!   and no other thread accesses those elements during the call.
+//!
+//! Prefetches may point past the weight: they never fault.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -23,6 +38,11 @@ mod fmt;
 
 use fmt::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
+/// One group of `G` blocks of a weight row against `T` tokens, accumulated into `facc`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; `p` and the `T` pointers of `a` address the group in
+/// the weight row and in each token's activations (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group<F: Fmt, const G: usize, const T: usize>(
@@ -66,6 +86,10 @@ unsafe fn group<F: Fmt, const G: usize, const T: usize>(
     }
 }
 
+/// Rows `rows` of `w` against tokens `t0 .. t0 + T`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows<F: Fmt, const T: usize>(
     w: &QWeight,
@@ -103,6 +127,10 @@ unsafe fn rows<F: Fmt, const T: usize>(
 
 /// One token against `R` rows per group (decode): the activation vectors are loaded once
 /// for all rows.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the `R` pointers of `p` and `a` address the group in
+/// each weight row and in the token's activations (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group_rows<F: Fmt, const G: usize, const R: usize>(
@@ -153,6 +181,9 @@ unsafe fn group_rows<F: Fmt, const G: usize, const R: usize>(
 /// then the two pairs, then quarters 0 + 2 and 1 + 3, then those two), so that every
 /// horizontal sum of the AVX-512 kernels, one vector or four at a time, rounds alike: see
 /// [`hsum`].
+///
+/// # Safety
+/// AVX-512 F is present.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
@@ -169,6 +200,9 @@ pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m1
 }
 
 /// The lane sum of `a` in `reduce4`'s order (bitwise equal to `reduce4(a, ..)[0]`).
+///
+/// # Safety
+/// AVX-512 F is present.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn hsum(a: __m512) -> f32 {
@@ -179,6 +213,9 @@ pub(crate) unsafe fn hsum(a: __m512) -> f32 {
 const PREFETCH_BLOCKS: usize = 4;
 
 /// Token `t` against rows `rows` four at a time.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for token `t` and rows `rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows4<F: Fmt>(w: &QWeight, act: &[u8], t: usize, rows: Range<usize>, out: *mut f32) {
     let base = w.data.as_slice().as_ptr();
@@ -228,6 +265,11 @@ unsafe fn rows4<F: Fmt>(w: &QWeight, act: &[u8], t: usize, rows: Range<usize>, o
     }
 }
 
+/// Rows `rows_` of `w` against tokens `0 .. n`: four rows per pass for `n < 4`, else `T`
+/// tokens per pass.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, out: *mut f32) {
     if n < 4 {
@@ -256,9 +298,10 @@ unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, 
 /// `out[t * w.rows + r] = W[r] · x[t]` for `r` in `rows`, `t < n`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI must be available; `act` holds `n` tokens quantized for `w` by
-/// `act::quantize_token`, 64-byte aligned; `out` is valid for `n * w.rows` writes and no other
-/// thread writes the same rows.
+/// AVX-512 F/BW/VL/VNNI are present; `rows` lies in `0 .. w.rows`; `act` holds `n` tokens
+/// quantized for `w` by `act::quantize_token` (`n * w.act_bytes` bytes), 64-byte aligned;
+/// `out` is valid for `n * w.rows` writes and no other thread accesses rows `rows` of it
+/// during the call.
 pub(crate) unsafe fn matmul_rows(
     w: &QWeight,
     act: &[u8],

@@ -1,6 +1,19 @@
 //! The AVX2 unpacking of each repacked format (see `layout.rs`), one 256-bit half (lanes
 //! 0-7 or 8-15) of a group at a time: its values into unsigned bytes (Q8_0: signed), its
 //! scales into per-lane f32 vectors.
+//!
+//! # Safety
+//!
+//! Every function here needs the AVX2 (and F16C) its `#[target_feature]` names (the kernels
+//! that call them run only at the `Avx2` level, set after detection). Those that take a
+//! pointer `p` read one group of `G` blocks of a `QWeight` in the repacked layout, `p`
+//! pointing at the group's first byte, and `h` < 2 is the half (0 for `G = 1`): a function
+//! reading one component (`nib`, `bits`, `two`, the scale loads) needs `p` valid for that
+//! component's bytes (`Comp::bytes(G)`), and [`Fmt::unpack`] and [`Fmt::scales`] need it
+//! valid for the whole group (`QFmt::group_bytes(G)`). One load reads more: [`ld_f16`] takes
+//! 16 bytes where a group of fewer than 8 blocks has fewer f16 scales, up to 14 bytes past
+//! the group; the rest of the row, or the 64 bytes of slack after the last row of
+//! `QWeight::data`, keeps that read in bounds (the extra lanes are dropped).
 
 use std::arch::x86_64::*;
 
@@ -30,6 +43,10 @@ static EXPAND2: [[[i32; 8]; 2]; 17] = {
     t
 };
 
+/// Block-space → lane-space of half `h` for a group of `G` (identity for 16).
+///
+/// # Safety
+/// AVX2 is present.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn expand<const G: usize>(v: __m256, h: usize) -> __m256 {
@@ -52,13 +69,20 @@ const fn base(g: usize, h: usize) -> usize {
     }
 }
 
-/// 8 f16 at `p` (may over-read: callers' buffers carry slack, unused lanes are dropped).
+/// 8 f16 at `p`, of which the caller may use fewer.
+///
+/// # Safety
+/// AVX2 and F16C are present; `p` is valid for 16 bytes of reads (module docs).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn ld_f16(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
+/// 8 bytes at `p` as i32 lanes.
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for 8 bytes of reads.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn ld_u8(p: *const u8) -> __m256i {
@@ -66,6 +90,9 @@ unsafe fn ld_u8(p: *const u8) -> __m256i {
 }
 
 /// The K-quant super-block scale of half `h` (one super-block per half for g = 16).
+///
+/// # Safety
+/// AVX2 and F16C are present; `p` is valid for the `G / 4` bytes of a `DSup` or `MSup`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn sup<const G: usize>(p: *const u8, h: usize) -> __m256 {
@@ -74,6 +101,11 @@ unsafe fn sup<const G: usize>(p: *const u8, h: usize) -> __m256 {
     _mm256_set1_ps(v)
 }
 
+/// Half `h` of a `Nib`: low nibbles → vectors `0..G/4`, high → `G/4..G/2` (ggml order for
+/// `G` ≤ 2).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `16 G` bytes of a `Nib` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn nib<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -103,6 +135,9 @@ unsafe fn nib<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
 }
 
 /// 32 bits → 32 bytes of 0xff (bit set) or 0.
+///
+/// # Safety
+/// AVX2 is present.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn bytes_from_bits(x: u32) -> __m256i {
@@ -115,6 +150,10 @@ unsafe fn bytes_from_bits(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, shuf), bit), bit)
 }
 
+/// Half `h` of a `Bits`: adds `add` to the bytes whose bit is set.
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `4 G` bytes of a `Bits` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn bits<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], add: i8) {
@@ -125,6 +164,10 @@ unsafe fn bits<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], add
     }
 }
 
+/// Half `h` of a `Two` (see `x86_512::fmt::two`).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `8 G` bytes of a `Two` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn two<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], high: bool) {
@@ -152,7 +195,16 @@ pub(super) trait Fmt {
     const K: bool;
     /// Values are signed bytes (Q8_0): dot with the sign trick, `mw` is 0.
     const SIGNED: bool = false;
+    /// Half `h` of the group's values, in the lanes of `w`.
+    ///
+    /// # Safety
+    /// AVX2 is present; `p` is valid for the group's bytes (module docs).
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]);
+    /// `[dw_lo, mw_lo, dw_hi, mw_hi]` per lane of half `h`.
+    ///
+    /// # Safety
+    /// AVX2 and F16C are present; `p` is valid for the group's bytes and what [`ld_f16`]
+    /// reads past them (module docs).
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4];
 }
 
@@ -162,6 +214,8 @@ macro_rules! legacy {
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = false;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
             unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -170,6 +224,8 @@ macro_rules! legacy {
                     bits::<G>(p.add(16 * G), h, w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -196,6 +252,8 @@ impl Fmt for Q80 {
     const SPLIT: bool = false;
     const K: bool = false;
     const SIGNED: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -207,6 +265,8 @@ impl Fmt for Q80 {
             );
         }
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -222,6 +282,8 @@ macro_rules! kquant_sm {
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = true;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
             unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -230,6 +292,8 @@ macro_rules! kquant_sm {
                     bits::<G>(p.add(16 * G), h, w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -257,15 +321,26 @@ macro_rules! kquant_signed {
         impl Fmt for $name {
             const SPLIT: bool = true;
             const K: bool = true;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
-            unsafe fn unpack<const G: usize>($p: *const u8, $h: usize, $w: &mut [__m256i; 8]) $unpack
+            unsafe fn unpack<const G: usize>(
+                $p: *const u8,
+                $h: usize,
+                $w: &mut [__m256i; 8],
+            ) $unpack
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
                 let b = base(G, h);
                 let d = sup::<G>(p.add($sc * G + 2 * G), h);
-                let ld = |o: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(o + b) as *const __m128i)));
+                let ld = |o: usize| {
+                    let v = _mm_loadl_epi64(p.add(o + b) as *const __m128i);
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+                };
                 let lo = expand::<G>(_mm256_mul_ps(ld($sc * G), d), h);
                 let hi = expand::<G>(_mm256_mul_ps(ld($sc * G + G), d), h);
                 let off = _mm256_set1_ps($off);
@@ -288,11 +363,15 @@ pub(super) struct Q2K;
 impl Fmt for Q2K {
     const SPLIT: bool = true;
     const K: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
         two::<G>(p, h, w, false);
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {

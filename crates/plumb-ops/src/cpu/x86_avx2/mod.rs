@@ -3,6 +3,14 @@
 //! `madd` for the u8 × i8 dot products. Q8_0 values are turned back to signed bytes and
 //! multiplied with the sign trick (`maddubs(|w|, x · sign(w))`), since `q + 128` times a byte
 //! can overflow the i16 pair sums.
+//!
+//! # Safety
+//!
+//! Every kernel here needs AVX2, FMA and F16C and runs only at the `Avx2` level, set after
+//! those were detected. The memory contract is that of the AVX-512 kernels (`x86_512`'s module
+//! docs): rows asked for in `0 .. w.rows`, `act` 64-byte aligned with `w.act_bytes` per token
+//! asked for, `out` valid for their writes and not accessed by another thread meanwhile. The
+//! weight pointers may be read up to 14 bytes past a group (see `fmt.rs`).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -15,6 +23,9 @@ mod fmt;
 use fmt::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
 /// Σ over pairs of `w` (u8, or i8 when `signed`) × `x` (i8) into i32 lanes.
+///
+/// # Safety
+/// AVX2 is present.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn dot2(w0: __m256i, x0: __m256i, w1: __m256i, x1: __m256i, signed: bool) -> __m256i {
@@ -30,6 +41,12 @@ unsafe fn dot2(w0: __m256i, x0: __m256i, w1: __m256i, x1: __m256i, signed: bool)
     }
 }
 
+/// One group of `G` blocks of a weight row against `T` tokens, half by half, accumulated
+/// into `facc`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are present; `p` and the `T` pointers of `a` address the group in the
+/// weight row and in each token's activations (module docs).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group<F: Fmt, const G: usize, const T: usize>(
@@ -98,6 +115,10 @@ unsafe fn group<F: Fmt, const G: usize, const T: usize>(
     }
 }
 
+/// Rows `rows` of `w` against tokens `t0 .. t0 + T`.
+///
+/// # Safety
+/// AVX2, FMA and F16C are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows<F: Fmt, const T: usize>(
     w: &QWeight,
@@ -138,6 +159,10 @@ unsafe fn rows<F: Fmt, const T: usize>(
     }
 }
 
+/// Rows `rows_` of `w` against tokens `0 .. n`, two at a time.
+///
+/// # Safety
+/// AVX2, FMA and F16C are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, out: *mut f32) {
     let mut t0 = 0;
@@ -155,7 +180,10 @@ unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, 
 /// As `x86_512::matmul_rows`.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available; otherwise as `x86_512::matmul_rows`.
+/// AVX2, FMA and F16C are present; `rows` lies in `0 .. w.rows`; `act` holds `n` tokens
+/// quantized for `w` by `act::quantize_token` (`n * w.act_bytes` bytes), 64-byte aligned;
+/// `out` is valid for `n * w.rows` writes and no other thread accesses rows `rows` of it
+/// during the call.
 pub(crate) unsafe fn matmul_rows(
     w: &QWeight,
     act: &[u8],
