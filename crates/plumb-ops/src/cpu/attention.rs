@@ -33,6 +33,43 @@ struct Item {
     scale: f32,
 }
 
+/// One block of the online softmax: the scores `s[..jn]` become `e^(s - m')` with
+/// `m' = max(m, max s)`; returns `(m', e^(m - m'), Σ e^(s - m'))`.
+///
+/// # Safety
+/// `s` is valid for `jn` f32 reads and writes; `S`'s features are present (see `simd.rs`).
+#[inline(always)]
+unsafe fn softmax_block<S: Simd>(s: *mut f32, jn: usize, m: f32) -> (f32, f32, f32) {
+    let mut mv = S::splat(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + S::N <= jn {
+        mv = S::max(mv, S::load(s.add(i)));
+        i += S::N;
+    }
+    let mut bm = S::hmax(mv);
+    for i in i..jn {
+        bm = bm.max(*s.add(i));
+    }
+    let new_m = m.max(bm);
+    let corr = exp(m - new_m);
+    let neg = S::splat(-new_m);
+    let mut sv = S::zero();
+    let mut i = 0;
+    while i + S::N <= jn {
+        let e = S::exp(S::add(S::load(s.add(i)), neg));
+        S::store(s.add(i), e);
+        sv = S::add(sv, e);
+        i += S::N;
+    }
+    let mut sum = S::sum(sv);
+    for i in i..jn {
+        let e = exp(*s.add(i) - new_m);
+        *s.add(i) = e;
+        sum += e;
+    }
+    (new_m, corr, sum)
+}
+
 /// Attention of `it.heads` query heads over `it.n_keys` keys. `scratch` holds at least
 /// `heads * (hd + B + 2)` values; `out` is the item's `heads * hd` outputs.
 ///
@@ -72,34 +109,7 @@ unsafe fn attend_g<S: Simd>(
         }
         // Online softmax: new running max, rescale what was accumulated, exponentiate.
         for h in 0..nh {
-            let sh = s.as_mut_ptr().add(h * B);
-            let mut mv = S::splat(f32::NEG_INFINITY);
-            let mut i = 0;
-            while i + S::N <= jn {
-                mv = S::max(mv, S::load(sh.add(i)));
-                i += S::N;
-            }
-            let mut bm = S::hmax(mv);
-            for i in i..jn {
-                bm = bm.max(*sh.add(i));
-            }
-            let new_m = m[h].max(bm);
-            let corr = exp(m[h] - new_m);
-            let neg = S::splat(-new_m);
-            let mut sv = S::zero();
-            let mut i = 0;
-            while i + S::N <= jn {
-                let e = S::exp(S::add(S::load(sh.add(i)), neg));
-                S::store(sh.add(i), e);
-                sv = S::add(sv, e);
-                i += S::N;
-            }
-            let mut sum = S::sum(sv);
-            for i in i..jn {
-                let e = exp(*sh.add(i) - new_m);
-                *sh.add(i) = e;
-                sum += e;
-            }
+            let (new_m, corr, sum) = softmax_block::<S>(s.as_mut_ptr().add(h * B), jn, m[h]);
             l[h] = l[h] * corr + sum;
             m[h] = new_m;
             if corr != 1.0 {
@@ -181,34 +191,7 @@ unsafe fn attend_regs<S: Simd, const NV: usize>(
                 *s.add(jj) = S::sum(a);
                 jj += 1;
             }
-            // Online softmax over the block.
-            let mut mv = S::splat(f32::NEG_INFINITY);
-            let mut i = 0;
-            while i + S::N <= jn {
-                mv = S::max(mv, S::load(s.add(i)));
-                i += S::N;
-            }
-            let mut bm = S::hmax(mv);
-            for i in i..jn {
-                bm = bm.max(*s.add(i));
-            }
-            let new_m = m.max(bm);
-            let corr = exp(m - new_m);
-            let neg = S::splat(-new_m);
-            let mut sv = S::zero();
-            let mut i = 0;
-            while i + S::N <= jn {
-                let e = S::exp(S::add(S::load(s.add(i)), neg));
-                S::store(s.add(i), e);
-                sv = S::add(sv, e);
-                i += S::N;
-            }
-            let mut sum = S::sum(sv);
-            for i in i..jn {
-                let e = exp(*s.add(i) - new_m);
-                *s.add(i) = e;
-                sum += e;
-            }
+            let (new_m, corr, sum) = softmax_block::<S>(s, jn, m);
             l = l * corr + sum;
             m = new_m;
             let c = S::splat(corr);
