@@ -2,8 +2,10 @@
 //!
 //! Each function takes the arguments of the op of the same name, in the same order, with every
 //! buffer replaced by its length in f32 values (so that device buffers can be checked as well
-//! as host ones), and returns [`OpError::Shape`] naming the op and what does not fit before the
-//! op touches memory. Sizes are multiplied and added with overflow checks: absurd arguments are
+//! as host ones), a weight by its `(rows, cols)` and rope's parameters by `n_rot`, and returns
+//! [`OpError::Shape`] naming the op and what does not fit before the op touches memory.
+//! [`argmax`] checks `argmax_rows`; [`paged_params`] and [`paged_tables`] are the parts of
+//! [`attention_paged`] that need no buffer. Sizes are multiplied and added with overflow checks: absurd arguments are
 //! errors, never panics. An op that passes its check may index every element it is specified
 //! to read or write.
 
