@@ -6,7 +6,8 @@
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// Index of the first largest of `x` (NaN never wins; 0 when nothing exceeds `-inf`): the
 /// host scan behind [`Backend::argmax`]'s default and greedy sampling.
@@ -18,32 +19,6 @@ pub fn argmax_host(x: &[f32]) -> u32 {
         }
     }
     best.0 as u32
-}
-
-/// `out = buf[..out.len()]`: `download` of the backends whose buffers are host vectors.
-pub(crate) fn download_host(buf: &[f32], out: &mut [f32]) -> Result<()> {
-    ensure(out.len() <= buf.len(), "download", || {
-        format!("{} > {}", out.len(), buf.len())
-    })?;
-    out.copy_from_slice(&buf[..out.len()]);
-    Ok(())
-}
-
-/// `dst[dst_off..][..len] = src[src_off..][..len]`: `copy` of the host-vector backends.
-pub(crate) fn copy_host(
-    src: &[f32],
-    src_off: usize,
-    dst: &mut [f32],
-    dst_off: usize,
-    len: usize,
-) -> Result<()> {
-    let ok = src_off.checked_add(len).is_some_and(|e| e <= src.len())
-        && dst_off.checked_add(len).is_some_and(|e| e <= dst.len());
-    ensure(ok, "copy", || {
-        format!("range of {len} at {src_off} -> {dst_off} is out of bounds")
-    })?;
-    dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
-    Ok(())
 }
 
 /// How close to the reference a backend's arithmetic is, which decides the thresholds a whole
@@ -265,6 +240,9 @@ pub trait Backend: Send + Sync {
         p: PagedParams,
         out: &mut Self::Buf,
     ) -> Result<()> {
+        // The buffers' bounds are `copy`'s to check.
+        shapes::paged_params(&p)?;
+        shapes::paged_tables(seqs, &p)?;
         let kv_dim = p.n_kv_heads * p.head_dim;
         let q_dim = p.n_heads * p.head_dim;
         for s in seqs {
@@ -272,17 +250,8 @@ pub trait Backend: Send + Sync {
             let mut k = self.alloc(n_kv * kv_dim)?;
             let mut v = self.alloc(n_kv * kv_dim)?;
             for pos in 0..n_kv {
-                let block =
-                    *s.blocks
-                        .get(pos / p.block_size)
-                        .ok_or_else(|| crate::OpError::Shape {
-                            op: "attention_paged",
-                            msg: format!(
-                                "position {pos} has no block ({} blocks of {})",
-                                s.blocks.len(),
-                                p.block_size
-                            ),
-                        })? as usize;
+                // In the table: checked above.
+                let block = s.blocks[pos / p.block_size] as usize;
                 let slot = block * p.block_size + pos % p.block_size;
                 self.copy(k_pool, slot * kv_dim, &mut k, pos * kv_dim, kv_dim)?;
                 self.copy(v_pool, slot * kv_dim, &mut v, pos * kv_dim, kv_dim)?;

@@ -4,13 +4,17 @@
 //! seam the model forward is written against; [`ReferenceBackend`] runs a whole model on the
 //! references alone (the model-level plumb line).
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod backend;
 pub mod check;
 pub mod cpu;
 pub mod error;
 pub mod ggml;
+mod host;
 pub mod ops;
 pub mod reference;
+pub mod shapes;
 
 pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle};
 pub use cpu::CpuBackend;

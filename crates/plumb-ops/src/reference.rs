@@ -3,10 +3,9 @@
 
 use plumb_core::HostWeight;
 
-use crate::backend::{
-    copy_host, download_host, AttnParams, Backend, PagedParams, PagedSeq, RopeParams,
-};
+use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
 use crate::error::Result;
+use crate::host::host_buffers;
 use crate::ops;
 
 /// Runs every op on its reference. `threads` lets the matmul spread weight rows over the
@@ -30,31 +29,10 @@ impl Backend for ReferenceBackend {
         "reference"
     }
 
-    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0f32; len])
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
-    }
-
-    fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        download_host(buf, out)
-    }
+    host_buffers!();
 
     fn upload_weight(&self, w: &HostWeight) -> Result<HostWeight> {
         Ok(w.clone())
-    }
-
-    fn copy(
-        &self,
-        src: &Vec<f32>,
-        src_off: usize,
-        dst: &mut Vec<f32>,
-        dst_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        copy_host(src, src_off, dst, dst_off, len)
     }
 
     fn embedding(&self, table: &HostWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -130,6 +108,16 @@ impl Backend for ReferenceBackend {
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
         ops::elementwise::add(x, y, len)
+    }
+
+    fn kv_write_slots(
+        &self,
+        src: &Vec<f32>,
+        pool: &mut Vec<f32>,
+        slots: &[u32],
+        kv_dim: usize,
+    ) -> Result<()> {
+        crate::host::kv_write_slots(src, pool, slots, kv_dim)
     }
 
     fn attention_paged(

@@ -82,25 +82,32 @@ mod x86 {
     use crate::cpu::layout::Group;
 
     /// # Safety
-    /// AVX-512 F/BW/VL must be available.
+    /// AVX-512 F/BW/VL are present. Nothing else: `x` and `dst` are slices, indexed with
+    /// bounds checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(crate) unsafe fn quantize_token_512(groups: &[Group], x: &[f32], dst: &mut [u8]) {
         quantize_token_with(groups, x, dst, |c| {
-            // SAFETY: `c` holds 32 values; the features were checked by our caller.
+            // SAFETY: AVX-512 F/BW/VL are present (this function's contract); `block_512`
+            // asserts that `c` holds 32 values.
             unsafe { block_512(c) }
         })
     }
 
     /// # Safety
-    /// AVX2 must be available.
+    /// AVX2 is present. Nothing else: `x` and `dst` are slices, indexed with bounds checks.
     #[target_feature(enable = "avx2")]
     pub(crate) unsafe fn quantize_token_avx2(groups: &[Group], x: &[f32], dst: &mut [u8]) {
         quantize_token_with(groups, x, dst, |c| {
-            // SAFETY: `c` holds 32 values; the features were checked by our caller.
+            // SAFETY: AVX2 is present (this function's contract); `block_avx2` asserts that
+            // `c` holds 32 values.
             unsafe { block_avx2(c) }
         })
     }
 
+    /// One block of 32 values quantized: (values, `d`, sum of the first 16, of the last 16).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL are present; the 32 values read are asserted to be in `c`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     #[inline]
     unsafe fn block_512(c: &[f32]) -> ([i8; 32], f32, i32, i32) {
@@ -127,6 +134,8 @@ mod x86 {
         )
     }
 
+    /// # Safety
+    /// AVX2 is present.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn hmax(v: __m256) -> f32 {
@@ -136,6 +145,8 @@ mod x86 {
         _mm_cvtss_f32(m)
     }
 
+    /// # Safety
+    /// AVX2 is present.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn hsum_i32(v: __m256i) -> i32 {
@@ -145,6 +156,10 @@ mod x86 {
         _mm_cvtsi128_si32(s)
     }
 
+    /// As [`block_512`].
+    ///
+    /// # Safety
+    /// AVX2 is present; the 32 values read are asserted to be in `c`.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn block_avx2(c: &[f32]) -> ([i8; 32], f32, i32, i32) {

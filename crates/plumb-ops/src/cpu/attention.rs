@@ -12,7 +12,8 @@ use super::mv::exp;
 use super::simd::{dot, scale_axpy, simd_fn, Simd};
 use super::CpuBackend;
 use crate::backend::AttnParams;
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// Keys per softmax block.
 const B: usize = 64;
@@ -32,11 +33,49 @@ struct Item {
     scale: f32,
 }
 
+/// One block of the online softmax: the scores `s[..jn]` become `e^(s - m')` with
+/// `m' = max(m, max s)`; returns `(m', e^(m - m'), Σ e^(s - m'))`.
+///
+/// # Safety
+/// `s` is valid for `jn` f32 reads and writes; `S`'s features are present (see `simd.rs`).
+#[inline(always)]
+unsafe fn softmax_block<S: Simd>(s: *mut f32, jn: usize, m: f32) -> (f32, f32, f32) {
+    let mut mv = S::splat(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i + S::N <= jn {
+        mv = S::max(mv, S::load(s.add(i)));
+        i += S::N;
+    }
+    let mut bm = S::hmax(mv);
+    for i in i..jn {
+        bm = bm.max(*s.add(i));
+    }
+    let new_m = m.max(bm);
+    let corr = exp(m - new_m);
+    let neg = S::splat(-new_m);
+    let mut sv = S::zero();
+    let mut i = 0;
+    while i + S::N <= jn {
+        let e = S::exp(S::add(S::load(s.add(i)), neg));
+        S::store(s.add(i), e);
+        sv = S::add(sv, e);
+        i += S::N;
+    }
+    let mut sum = S::sum(sv);
+    for i in i..jn {
+        let e = exp(*s.add(i) - new_m);
+        *s.add(i) = e;
+        sum += e;
+    }
+    (new_m, corr, sum)
+}
+
 /// Attention of `it.heads` query heads over `it.n_keys` keys. `scratch` holds at least
 /// `heads * (hd + B + 2)` values; `out` is the item's `heads * hd` outputs.
 ///
 /// # Safety
-/// `S`'s features must be available. (Slice bounds are checked up front.)
+/// `S`'s features are present (see `simd.rs`). Nothing else: the slices are asserted up
+/// front to hold every row the item reads or writes.
 #[inline(always)]
 unsafe fn attend_g<S: Simd>(
     q: &[f32],
@@ -70,34 +109,7 @@ unsafe fn attend_g<S: Simd>(
         }
         // Online softmax: new running max, rescale what was accumulated, exponentiate.
         for h in 0..nh {
-            let sh = s.as_mut_ptr().add(h * B);
-            let mut mv = S::splat(f32::NEG_INFINITY);
-            let mut i = 0;
-            while i + S::N <= jn {
-                mv = S::max(mv, S::load(sh.add(i)));
-                i += S::N;
-            }
-            let mut bm = S::hmax(mv);
-            for i in i..jn {
-                bm = bm.max(*sh.add(i));
-            }
-            let new_m = m[h].max(bm);
-            let corr = exp(m[h] - new_m);
-            let neg = S::splat(-new_m);
-            let mut sv = S::zero();
-            let mut i = 0;
-            while i + S::N <= jn {
-                let e = S::exp(S::add(S::load(sh.add(i)), neg));
-                S::store(sh.add(i), e);
-                sv = S::add(sv, e);
-                i += S::N;
-            }
-            let mut sum = S::sum(sv);
-            for i in i..jn {
-                let e = exp(*sh.add(i) - new_m);
-                *sh.add(i) = e;
-                sum += e;
-            }
+            let (new_m, corr, sum) = softmax_block::<S>(s.as_mut_ptr().add(h * B), jn, m[h]);
             l[h] = l[h] * corr + sum;
             m[h] = new_m;
             if corr != 1.0 {
@@ -128,7 +140,7 @@ unsafe fn attend_g<S: Simd>(
 /// accumulator in registers, scores four keys at a time (one combined horizontal sum).
 ///
 /// # Safety
-/// As [`attend_g`].
+/// As [`attend_g`] (the bounds are asserted here too, and `hd == NV * S::N`).
 #[inline(always)]
 unsafe fn attend_regs<S: Simd, const NV: usize>(
     q: &[f32],
@@ -179,34 +191,7 @@ unsafe fn attend_regs<S: Simd, const NV: usize>(
                 *s.add(jj) = S::sum(a);
                 jj += 1;
             }
-            // Online softmax over the block.
-            let mut mv = S::splat(f32::NEG_INFINITY);
-            let mut i = 0;
-            while i + S::N <= jn {
-                mv = S::max(mv, S::load(s.add(i)));
-                i += S::N;
-            }
-            let mut bm = S::hmax(mv);
-            for i in i..jn {
-                bm = bm.max(*s.add(i));
-            }
-            let new_m = m.max(bm);
-            let corr = exp(m - new_m);
-            let neg = S::splat(-new_m);
-            let mut sv = S::zero();
-            let mut i = 0;
-            while i + S::N <= jn {
-                let e = S::exp(S::add(S::load(s.add(i)), neg));
-                S::store(s.add(i), e);
-                sv = S::add(sv, e);
-                i += S::N;
-            }
-            let mut sum = S::sum(sv);
-            for i in i..jn {
-                let e = exp(*s.add(i) - new_m);
-                *s.add(i) = e;
-                sum += e;
-            }
+            let (new_m, corr, sum) = softmax_block::<S>(s, jn, m);
             l = l * corr + sum;
             m = new_m;
             let c = S::splat(corr);
@@ -244,7 +229,7 @@ unsafe fn attend_regs<S: Simd, const NV: usize>(
 /// Picks the register-resident path for the common head sizes.
 ///
 /// # Safety
-/// As [`attend_g`].
+/// `S`'s features are present; both paths check their own bounds.
 #[inline(always)]
 unsafe fn attend_any<S: Simd>(
     q: &[f32],
@@ -279,28 +264,8 @@ pub(crate) fn attention(
         head_dim: hd,
         scale,
     } = p;
-    ensure(
-        n_kv_heads > 0 && n_heads % n_kv_heads == 0,
-        "attention",
-        || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
-    )?;
+    shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
     let kv_dim = n_kv_heads * hd;
-    let n_kv = pos0 + n_tokens;
-    ensure(
-        k.len() >= n_kv * kv_dim && v.len() >= n_kv * kv_dim,
-        "attention",
-        || {
-            format!(
-                "cache holds {} positions, need {n_kv}",
-                k.len() / kv_dim.max(1)
-            )
-        },
-    )?;
-    ensure(
-        q.len() >= n_tokens * n_heads * hd && out.len() >= n_tokens * n_heads * hd,
-        "attention",
-        || "q or out too short".into(),
-    )?;
     if n_tokens == 0 || n_heads == 0 || hd == 0 {
         return Ok(());
     }

@@ -10,7 +10,8 @@ use super::pool::split;
 use super::simd::{dot, simd_fn, Simd};
 use super::CpuBackend;
 use crate::backend::{RopeParams, RopeStyle};
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// Elements below which an op stays on the calling thread.
 const PAR_MIN: usize = 1 << 15;
@@ -42,7 +43,7 @@ impl CpuBackend {
 /// `out = x * inv_rms(x) * w` for each row of `dim` in `x`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn norm_rows_g<S: Simd>(x: &[f32], w: &[f32], eps: f32, dim: usize, out: &mut [f32]) {
     assert!(w.len() >= dim);
@@ -56,7 +57,7 @@ unsafe fn norm_rows_g<S: Simd>(x: &[f32], w: &[f32], eps: f32, dim: usize, out: 
 /// `res += x`, then `out = rms_norm(res)`, per row of `dim`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn add_norm_rows_g<S: Simd>(
     res: &mut [f32],
@@ -95,7 +96,8 @@ unsafe fn add_norm_rows_g<S: Simd>(
 /// `out[i] = x[i] * c * w[i]`.
 ///
 /// # Safety
-/// Pointers valid for `n` values; `S`'s features available.
+/// `x` and `w` are valid for `n` f32 reads and `out` for `n` writes; `S`'s features are
+/// present (see `simd.rs`).
 #[inline(always)]
 unsafe fn scale_mul<S: Simd>(x: *const f32, c: f32, w: *const f32, out: *mut f32, n: usize) {
     let cv = S::splat(c);
@@ -115,7 +117,7 @@ unsafe fn scale_mul<S: Simd>(x: *const f32, c: f32, w: *const f32, out: *mut f32
 /// `out = silu(g) * u = g / (1 + e^-g) * u`.
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); the slices' lengths are checked here.
 #[inline(always)]
 unsafe fn swiglu_g<S: Simd>(g: &[f32], u: &[f32], out: &mut [f32]) {
     let n = out.len();
@@ -149,7 +151,7 @@ unsafe fn swiglu_g<S: Simd>(g: &[f32], u: &[f32], out: &mut [f32]) {
 /// The largest value ignoring NaNs (`-inf` if none).
 ///
 /// # Safety
-/// `S`'s features must be available.
+/// `S`'s features are present (see `simd.rs`); `x` is a slice, read within its length.
 #[inline(always)]
 unsafe fn max_g<S: Simd>(x: &[f32]) -> f32 {
     let p = x.as_ptr();
@@ -168,9 +170,7 @@ simd_fn!(fn max_of = max_g(x: &[f32]) -> f32);
 /// Index of the first largest value (NaNs ignored; 0 when nothing exceeds `-inf`), as the
 /// trait's default `argmax`, without copying the logits.
 pub(crate) fn argmax(be: &CpuBackend, x: &[f32], len: usize) -> Result<u32> {
-    ensure(x.len() >= len, "argmax", || {
-        format!("len {len} exceeds a buffer of {}", x.len())
-    })?;
+    shapes::argmax(x.len(), 1, len)?;
     let x = &x[..len];
     let m = max_of(be.level, x);
     if m == f32::NEG_INFINITY {
@@ -194,7 +194,8 @@ multiversion! {
 /// Splits `(ptr, len)` views for a pool job; `r` is in elements.
 ///
 /// # Safety
-/// `r` must lie within the buffer behind `p`, and no other live reference may overlap it.
+/// `r` lies within the buffer behind `p`, which outlives `'a`, and no other live reference
+/// overlaps `r` while the slice is in use.
 unsafe fn sub<'a>(p: SendPtr<f32>, r: &std::ops::Range<usize>) -> &'a mut [f32] {
     std::slice::from_raw_parts_mut(p.get().add(r.start), r.len())
 }
@@ -208,7 +209,7 @@ pub(crate) fn rms_norm(
     dim: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    check(x.len(), w.len(), out.len(), rows, dim)?;
+    shapes::rms_norm(x.len(), w.len(), rows, dim, out.len())?;
     if dim == 0 {
         return Ok(());
     }
@@ -233,10 +234,7 @@ pub(crate) fn add_rms_norm(
     dim: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    check(x.len(), w.len(), out.len(), rows, dim)?;
-    ensure(res.len() >= rows * dim, "add_rms_norm", || {
-        "residual too short".into()
-    })?;
+    shapes::add_rms_norm(res.len(), x.len(), w.len(), rows, dim, out.len())?;
     if dim == 0 {
         return Ok(());
     }
@@ -250,18 +248,8 @@ pub(crate) fn add_rms_norm(
     Ok(())
 }
 
-fn check(x: usize, w: usize, out: usize, rows: usize, dim: usize) -> Result<()> {
-    ensure(
-        w >= dim && x >= rows * dim && out >= rows * dim,
-        "rms_norm",
-        || format!("rows {rows} × dim {dim} do not fit x ({x}), weight ({w}) and out ({out})"),
-    )
-}
-
 pub(crate) fn add(be: &CpuBackend, x: &mut [f32], y: &[f32], len: usize) -> Result<()> {
-    ensure(x.len() >= len && y.len() >= len, "add", || {
-        format!("len {len} exceeds a buffer")
-    })?;
+    shapes::add(x.len(), y.len(), len)?;
     let xp = SendPtr(x.as_mut_ptr());
     be.par_ranges(len, 64, 2 * len, &|r| {
         // SAFETY: `r` lies within `len` ≤ `x.len()` and belongs to this share alone.
@@ -277,9 +265,7 @@ pub(crate) fn add_bias(
     rows: usize,
     dim: usize,
 ) -> Result<()> {
-    ensure(x.len() >= rows * dim && b.len() >= dim, "add_bias", || {
-        format!("{rows}×{dim} exceeds a buffer")
-    })?;
+    shapes::add_bias(x.len(), b.len(), rows, dim)?;
     for row in x[..rows * dim].chunks_exact_mut(dim.max(1)) {
         add_into(be.level, row, &b[..dim]);
     }
@@ -293,11 +279,7 @@ pub(crate) fn swiglu(
     len: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    ensure(
-        g.len() >= len && u.len() >= len && out.len() >= len,
-        "swiglu",
-        || format!("len {len} exceeds a buffer"),
-    )?;
+    shapes::swiglu(g.len(), u.len(), len, out.len())?;
     let op = SendPtr(out.as_mut_ptr());
     be.par_ranges(len, 64, 4 * len, &|r| {
         // SAFETY: `r` lies within `len` ≤ `out.len()` and belongs to this share alone.
@@ -363,16 +345,8 @@ pub(crate) fn rope(
     ff: Option<&[f32]>,
 ) -> Result<()> {
     let n = positions.len();
-    ensure(x.len() >= n * n_heads * hd, "rope", || "x too short".into())?;
-    ensure(p.n_rot <= hd && p.n_rot.is_multiple_of(2), "rope", || {
-        format!("n_rot {} must be even and ≤ head_dim {hd}", p.n_rot)
-    })?;
+    shapes::rope(x.len(), n, n_heads, hd, p.n_rot, ff.map(<[f32]>::len))?;
     let half = p.n_rot / 2;
-    if let Some(f) = ff {
-        ensure(f.len() >= half, "rope", || {
-            format!("{} freq factors, need {half}", f.len())
-        })?;
-    }
     if n == 0 || half == 0 || n_heads == 0 {
         return Ok(());
     }

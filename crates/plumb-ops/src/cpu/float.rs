@@ -22,7 +22,9 @@ pub(crate) struct OutPtr {
 /// For each local row `i < nrows` of `w` and token `t < n`: `out[t, row0 + i] = w[i] · x[t]`.
 ///
 /// # Safety
-/// `out` must be valid for every index written, and no other thread may write those.
+/// `level` is supported by this machine (its features are present); `out.ptr` is valid for
+/// writes at `t * out.stride + out.row0 + i` for every `t < n` and `i < nrows`, and no other
+/// thread accesses those elements during the call. (The lengths of `w` and `x` are asserted.)
 pub(crate) unsafe fn matmul_rows(
     level: SimdLevel,
     w: FloatRows<'_>,
@@ -46,6 +48,10 @@ pub(crate) unsafe fn matmul_rows(
     }
 }
 
+/// The portable [`matmul_rows`].
+///
+/// # Safety
+/// `out` as for [`matmul_rows`]; `w` and `x` are indexed with bounds checks.
 unsafe fn rows_scalar(
     w: FloatRows<'_>,
     cols: usize,
@@ -94,6 +100,14 @@ unsafe fn rows_scalar(
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::hsum256 as x86_hsum256;
 
+/// The AVX-512 and AVX2 kernels.
+///
+/// # Safety
+///
+/// Besides its target features, every kernel here has one pointer contract, that of
+/// [`matmul_rows`] for the tokens it covers: `w` is valid for `nrows * cols` weight reads, `x`
+/// holds `cols` values for each token read, and `out.ptr` is valid for the writes of those
+/// tokens and rows, which no other thread accesses during the call.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -102,16 +116,27 @@ mod x86 {
 
     /// Loads 16 (AVX-512) or 8 (AVX2) weights as f32.
     trait Elem: Copy {
+        /// The elements of `p` whose bit is set in `m` (the others read as 0).
+        ///
+        /// # Safety
+        /// AVX-512 F/BW/VL are present; `p` is valid for reads of the elements selected by
+        /// `m` (masked-off elements are not accessed and cannot fault).
         unsafe fn ld512(p: *const Self, m: __mmask16) -> __m512;
+        /// # Safety
+        /// AVX2 and F16C are present; `p` is valid for 8 element reads.
         unsafe fn ld256(p: *const Self) -> __m256;
         fn f32(self) -> f32;
     }
     impl Elem for f32 {
+        /// # Safety
+        /// As [`Elem::ld512`].
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn ld512(p: *const f32, m: __mmask16) -> __m512 {
             _mm512_maskz_loadu_ps(m, p)
         }
+        /// # Safety
+        /// As [`Elem::ld256`].
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn ld256(p: *const f32) -> __m256 {
@@ -128,11 +153,15 @@ mod x86 {
     #[repr(transparent)]
     struct BF16(u16);
     impl Elem for F16 {
+        /// # Safety
+        /// As [`Elem::ld512`].
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
         unsafe fn ld512(p: *const F16, m: __mmask16) -> __m512 {
             _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16))
         }
+        /// # Safety
+        /// As [`Elem::ld256`].
         #[inline]
         #[target_feature(enable = "avx2,f16c")]
         unsafe fn ld256(p: *const F16) -> __m256 {
@@ -143,12 +172,16 @@ mod x86 {
         }
     }
     impl Elem for BF16 {
+        /// # Safety
+        /// As [`Elem::ld512`].
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
         unsafe fn ld512(p: *const BF16, m: __mmask16) -> __m512 {
             let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
+        /// # Safety
+        /// As [`Elem::ld256`].
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn ld256(p: *const BF16) -> __m256 {
@@ -160,6 +193,8 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// AVX-512 F/BW/VL and F16C are present; the module's pointer contract for all `n` tokens.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     pub(super) unsafe fn rows_512(
         w: FloatRows<'_>,
@@ -176,6 +211,8 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`rows_512`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn tiles_512<E: Elem>(
         w: *const E,
@@ -201,6 +238,11 @@ mod x86 {
         }
     }
 
+    /// Tokens `t0 .. t0 + T` against the `nrows` rows.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and F16C are present; the module's pointer contract for tokens
+    /// `t0 .. t0 + T`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn tile_512<E: Elem, const T: usize>(
         w: *const E,
@@ -260,6 +302,8 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// AVX2, FMA and F16C are present; the module's pointer contract for all `n` tokens.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows_avx2(
         w: FloatRows<'_>,
@@ -276,6 +320,8 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`rows_avx2`].
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tiles_avx2<E: Elem>(
         w: *const E,
@@ -298,6 +344,10 @@ mod x86 {
         }
     }
 
+    /// The lane sum of `v` (halves, then pairs, then the last two).
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub(crate) unsafe fn hsum256(v: __m256) -> f32 {
@@ -307,6 +357,10 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// As [`tile_512`].
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are present; the module's pointer contract for tokens `t0 .. t0 + T`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tile_avx2<E: Elem, const T: usize>(
         w: *const E,

@@ -249,8 +249,9 @@ impl ABuf {
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `words` is `len.div_ceil(64)` plain 64-byte arrays, so its first `len`
-        // bytes are initialized and in bounds.
+        // SAFETY: `words` holds at least `len.div_ceil(64)` plain 64-byte arrays (`zeroed`
+        // makes that many and `reserve_len` never sets `len` beyond them), so its first `len`
+        // bytes are initialized and in bounds; `u8` has no alignment requirement.
         unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
     }
 
@@ -367,111 +368,130 @@ fn decode_row(ty: GgmlType, src: &[u8], nb: usize) -> Natural {
         sa: vec![0; nb],
         sb: vec![0; nb],
     };
-    let bs = ty.type_size();
+    let blocks = src.chunks_exact(ty.type_size());
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (has_m, has_h) = (
-                matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1),
-                matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1),
-            );
-            for (k, b) in src.chunks_exact(bs).enumerate() {
-                n.d.push(le16(b, 0));
-                let mut o = 2;
-                if has_m {
-                    n.m.push(le16(b, 2));
-                    o = 4;
-                }
-                let qh = if has_h {
-                    o += 4;
-                    u32::from_le_bytes([b[o - 4], b[o - 3], b[o - 2], b[o - 1]])
-                } else {
-                    0
-                };
-                for i in 0..16 {
-                    let q = b[o + i];
-                    n.u[k][i] = (q & 15) | (((qh >> i) & 1) << 4) as u8;
-                    n.u[k][i + 16] = (q >> 4) | (((qh >> (i + 16)) & 1) << 4) as u8;
-                }
-            }
-        }
-        GgmlType::Q8_0 | GgmlType::Q8_1 => {
-            let o = if ty == GgmlType::Q8_0 { 2 } else { 4 };
-            for (k, b) in src.chunks_exact(bs).enumerate() {
-                n.d.push(le16(b, 0));
-                for i in 0..32 {
-                    n.u[k][i] = b[o + i] ^ 0x80;
-                }
-            }
-        }
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let qs = if ty == GgmlType::Q4K { 16 } else { 48 };
-            for (sbi, b) in src.chunks_exact(bs).enumerate() {
-                n.d.push(le16(b, 0));
-                n.m.push(le16(b, 2));
-                for j in 0..8 {
-                    let k = 8 * sbi + j;
-                    (n.sa[k], n.sb[k]) = scale_min_k4(j, &b[4..16]);
-                    for l in 0..32 {
-                        let e = 32 * j + l;
-                        let mut q = (b[qs + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
-                        if ty == GgmlType::Q5K {
-                            q |= ((b[16 + l] >> (e / 32)) & 1) << 4;
-                        }
-                        n.u[k][l] = q;
-                    }
-                }
-            }
-        }
-        GgmlType::Q6K => {
-            for (sbi, b) in src.chunks_exact(bs).enumerate() {
-                n.d.push(le16(b, 208));
-                for e in 0..256 {
-                    let (h, k4, l) = (e / 128, (e % 128) / 32, e % 32);
-                    let low = (b[64 * h + 32 * (k4 % 2) + l] >> (4 * (k4 / 2))) & 15;
-                    let high = (b[128 + 32 * h + l] >> (2 * k4)) & 3;
-                    n.u[8 * sbi + e / 32][e % 32] = low | (high << 4);
-                }
-                for j in 0..8 {
-                    n.sa[8 * sbi + j] = b[192 + 2 * j];
-                    n.sb[8 * sbi + j] = b[192 + 2 * j + 1];
-                }
-            }
-        }
-        GgmlType::Q2K | GgmlType::Q3K => {
-            let (qs, q3) = if ty == GgmlType::Q2K {
-                (16, false)
-            } else {
-                (32, true)
-            };
-            for (sbi, b) in src.chunks_exact(bs).enumerate() {
-                for e in 0..256 {
-                    let mut q = (b[qs + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                    if q3 {
-                        q |= ((b[e % 32] >> (e / 32)) & 1) << 2;
-                    }
-                    n.u[8 * sbi + e / 32][e % 32] = q;
-                }
-                if q3 {
-                    n.d.push(le16(b, 108));
-                    let sc = scales_q3k(&b[96..108]);
-                    for j in 0..8 {
-                        n.sa[8 * sbi + j] = sc[2 * j] as u8;
-                        n.sb[8 * sbi + j] = sc[2 * j + 1] as u8;
-                    }
-                } else {
-                    n.d.push(le16(b, 80));
-                    n.m.push(le16(b, 82));
-                    for j in 0..8 {
-                        n.sa[8 * sbi + j] = b[2 * j];
-                        n.sb[8 * sbi + j] = b[2 * j + 1];
-                    }
-                }
-            }
-        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => n.legacy(ty, blocks),
+        GgmlType::Q8_0 | GgmlType::Q8_1 => n.q8(ty, blocks),
+        GgmlType::Q4K | GgmlType::Q5K => n.k45(ty, blocks),
+        GgmlType::Q6K => n.q6k(blocks),
+        GgmlType::Q2K | GgmlType::Q3K => n.k23(ty, blocks),
         // `QFmt::from_ggml` admits no other type.
         _ => {}
     }
     n
+}
+
+/// The blocks of a stored row.
+type Blocks<'a> = std::slice::ChunksExact<'a, u8>;
+
+impl Natural {
+    /// Q4_0, Q4_1, Q5_0, Q5_1.
+    fn legacy(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
+        let (has_m, has_h) = (
+            matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1),
+            matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1),
+        );
+        for (k, b) in blocks.enumerate() {
+            self.d.push(le16(b, 0));
+            let mut o = 2;
+            if has_m {
+                self.m.push(le16(b, 2));
+                o = 4;
+            }
+            let qh = if has_h {
+                o += 4;
+                u32::from_le_bytes([b[o - 4], b[o - 3], b[o - 2], b[o - 1]])
+            } else {
+                0
+            };
+            for i in 0..16 {
+                let q = b[o + i];
+                self.u[k][i] = (q & 15) | (((qh >> i) & 1) << 4) as u8;
+                self.u[k][i + 16] = (q >> 4) | (((qh >> (i + 16)) & 1) << 4) as u8;
+            }
+        }
+    }
+
+    /// Q8_0 and Q8_1 (values stored as `q + 128`).
+    fn q8(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
+        let o = if ty == GgmlType::Q8_0 { 2 } else { 4 };
+        for (k, b) in blocks.enumerate() {
+            self.d.push(le16(b, 0));
+            for i in 0..32 {
+                self.u[k][i] = b[o + i] ^ 0x80;
+            }
+        }
+    }
+
+    /// Q4_K and Q5_K.
+    fn k45(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
+        let qs = if ty == GgmlType::Q4K { 16 } else { 48 };
+        for (sbi, b) in blocks.enumerate() {
+            self.d.push(le16(b, 0));
+            self.m.push(le16(b, 2));
+            for j in 0..8 {
+                let k = 8 * sbi + j;
+                (self.sa[k], self.sb[k]) = scale_min_k4(j, &b[4..16]);
+                for l in 0..32 {
+                    let e = 32 * j + l;
+                    let mut q = (b[qs + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+                    if ty == GgmlType::Q5K {
+                        q |= ((b[16 + l] >> (e / 32)) & 1) << 4;
+                    }
+                    self.u[k][l] = q;
+                }
+            }
+        }
+    }
+
+    fn q6k(&mut self, blocks: Blocks<'_>) {
+        for (sbi, b) in blocks.enumerate() {
+            self.d.push(le16(b, 208));
+            for e in 0..256 {
+                let (h, k4, l) = (e / 128, (e % 128) / 32, e % 32);
+                let low = (b[64 * h + 32 * (k4 % 2) + l] >> (4 * (k4 / 2))) & 15;
+                let high = (b[128 + 32 * h + l] >> (2 * k4)) & 3;
+                self.u[8 * sbi + e / 32][e % 32] = low | (high << 4);
+            }
+            for j in 0..8 {
+                self.sa[8 * sbi + j] = b[192 + 2 * j];
+                self.sb[8 * sbi + j] = b[192 + 2 * j + 1];
+            }
+        }
+    }
+
+    /// Q2_K and Q3_K.
+    fn k23(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
+        let (qs, q3) = if ty == GgmlType::Q2K {
+            (16, false)
+        } else {
+            (32, true)
+        };
+        for (sbi, b) in blocks.enumerate() {
+            for e in 0..256 {
+                let mut q = (b[qs + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+                if q3 {
+                    q |= ((b[e % 32] >> (e / 32)) & 1) << 2;
+                }
+                self.u[8 * sbi + e / 32][e % 32] = q;
+            }
+            if q3 {
+                self.d.push(le16(b, 108));
+                let sc = scales_q3k(&b[96..108]);
+                for j in 0..8 {
+                    self.sa[8 * sbi + j] = sc[2 * j] as u8;
+                    self.sb[8 * sbi + j] = sc[2 * j + 1] as u8;
+                }
+            } else {
+                self.d.push(le16(b, 80));
+                self.m.push(le16(b, 82));
+                for j in 0..8 {
+                    self.sa[8 * sbi + j] = b[2 * j];
+                    self.sb[8 * sbi + j] = b[2 * j + 1];
+                }
+            }
+        }
+    }
 }
 
 fn write_group(fmt: QFmt, grp: &Group, nat: &Natural, dst: &mut [u8]) {

@@ -7,7 +7,8 @@ use super::float::{self, FloatRows, OutPtr};
 use super::layout::{repack, QFmt, QWeight};
 use super::pool::split;
 use super::{act, scalar, CpuBackend};
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 /// A weight resident on the CPU backend, repacked for its kernels.
 #[derive(Clone)]
@@ -126,8 +127,7 @@ impl<T> SendPtr<T> {
 pub(crate) const CHUNKS_PER_THREAD: usize = 2;
 
 /// Below this many multiply-adds a matmul runs on the calling thread alone.
-const PAR_MIN: usize = 1 << 15;
-const PAR_MIN_MACS: usize = PAR_MIN;
+const PAR_MIN_MACS: usize = 1 << 15;
 
 pub(crate) fn matmul(
     be: &CpuBackend,
@@ -137,19 +137,7 @@ pub(crate) fn matmul(
     out: &mut [f32],
 ) -> Result<()> {
     let (rows, cols) = (w.rows, w.cols);
-    ensure(
-        x.len() >= n * cols && out.len() >= n * rows,
-        "matmul",
-        || {
-            format!(
-                "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
-                n * cols,
-                x.len(),
-                n * rows,
-                out.len()
-            )
-        },
-    )?;
+    shapes::matmul((rows, cols), x.len(), n, out.len())?;
     if n == 0 || rows == 0 {
         return Ok(());
     }
@@ -161,93 +149,149 @@ pub(crate) fn matmul(
         let per = if n < 4 { 1 } else { CHUNKS_PER_THREAD };
         (per * be.pool.threads()).min(rows.div_ceil(8))
     };
-    let out_p = SendPtr(out.as_mut_ptr());
-    let run = |f: &(dyn Fn(usize) + Sync)| be.pool.run(chunks, f);
+    let call = Call {
+        be,
+        x,
+        n,
+        rows,
+        cols,
+        chunks,
+        out: SendPtr(out.as_mut_ptr()),
+    };
     match &w.kind {
-        Kind::Quant(q) => {
-            let mut buf = be.take_scratch();
-            buf.reserve_len(n * q.act_bytes);
-            let ab = q.act_bytes;
-            let ap = SendPtr(buf.as_mut_slice().as_mut_ptr());
-            let qchunks = if n >= 8 { chunks.min(n) } else { 1 };
-            let quant = |c: usize| {
-                for t in split(n, qchunks, c, 1) {
-                    // SAFETY: token `t`'s bytes lie inside the buffer (reserved above) and
-                    // each chunk quantizes different tokens.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(ap.get().add(t * ab), ab) };
-                    act::quantize_token(be.level, &q.groups, &x[t * cols..(t + 1) * cols], dst);
-                }
-            };
-            be.pool.run(qchunks, &quant);
-            let act = buf.as_slice();
-            run(&|c| {
-                let r = split(rows, chunks, c, 8);
-                if r.is_empty() {
-                    return;
-                }
-                match be.level {
-                    #[cfg(target_arch = "x86_64")]
-                    super::SimdLevel::Avx512 => {
-                        // SAFETY: the level was detected; `act` holds `n` tokens quantized
-                        // for `q` in a 64-byte aligned buffer; `out` holds `n * rows` values
-                        // and this chunk alone writes rows `r`.
-                        unsafe { super::x86_512::matmul_rows(q, act, n, r, out_p.get()) }
-                    }
-                    #[cfg(target_arch = "x86_64")]
-                    super::SimdLevel::Avx2 => {
-                        // SAFETY: as for AVX-512.
-                        unsafe { super::x86_avx2::matmul_rows(q, act, n, r, out_p.get()) }
-                    }
-                    _ => scalar::matmul_rows(q, act, n, r, &mut |t, r, v| {
-                        // SAFETY: `t < n`, `r < rows` (checked above), and each chunk writes
-                        // only its own rows.
-                        unsafe { *out_p.get().add(t * rows + r) = v }
-                    }),
-                }
-            });
-            be.put_scratch(buf);
-        }
-        Kind::F32(_) | Kind::F16(_) | Kind::BF16(_) => {
-            run(&|c| {
-                let r = split(rows, chunks, c, 4);
-                let (a, b) = (r.start * cols, r.end * cols);
-                let fr = match &w.kind {
-                    Kind::F32(v) => FloatRows::F32(&v[a..b]),
-                    Kind::F16(v) => FloatRows::F16(&v[a..b]),
-                    Kind::BF16(v) => FloatRows::BF16(&v[a..b]),
-                    _ => return,
-                };
-                let o = OutPtr {
-                    ptr: out_p.get(),
-                    stride: rows,
-                    row0: r.start,
-                };
-                // SAFETY: `out` holds `n * rows` values; this chunk writes rows `r` only.
-                unsafe { float::matmul_rows(be.level, fr, cols, x, n, r.len(), o) }
-            });
-        }
-        Kind::Raw(h) => {
-            let err = std::sync::Mutex::new(None);
-            run(&|c| {
-                let mut row = vec![0f32; cols];
-                for r in split(rows, chunks, c, 1) {
-                    if let Err(e) = h.dequantize_row(r, &mut row) {
-                        *err.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-                        return;
-                    }
-                    let o = OutPtr {
-                        ptr: out_p.get(),
-                        stride: rows,
-                        row0: r,
-                    };
-                    // SAFETY: `out` holds `n * rows` values; this chunk writes row `r` only.
-                    unsafe { float::matmul_rows(be.level, FloatRows::F32(&row), cols, x, n, 1, o) }
-                }
-            });
-            if let Some(e) = err.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                return Err(e.into());
-            }
-        }
+        Kind::Quant(q) => call.quant(q),
+        Kind::F32(_) | Kind::F16(_) | Kind::BF16(_) => call.float(&w.kind),
+        Kind::Raw(h) => call.raw(h)?,
     }
     Ok(())
+}
+
+/// One matmul call, `out[t * rows + r] = W[r] · x[t]` for `t < n`, `r < rows`, whose shapes
+/// were checked: `x` holds `n * cols` values and `out` (behind `out`) `n * rows`.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    be: &'a CpuBackend,
+    x: &'a [f32],
+    n: usize,
+    rows: usize,
+    cols: usize,
+    /// Chunks of weight rows shared out to the pool.
+    chunks: usize,
+    out: SendPtr<f32>,
+}
+
+impl Call<'_> {
+    fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        self.be.pool.run(self.chunks, f)
+    }
+
+    /// Quantized weights: the activations quantized once for `q`, then the level's kernel on
+    /// each chunk of rows.
+    fn quant(&self, q: &QWeight) {
+        let Call {
+            be,
+            x,
+            n,
+            rows,
+            cols,
+            ..
+        } = *self;
+        let mut buf = be.take_scratch();
+        buf.reserve_len(n * q.act_bytes);
+        let ab = q.act_bytes;
+        let ap = SendPtr(buf.as_mut_slice().as_mut_ptr());
+        let qchunks = if n >= 8 { self.chunks.min(n) } else { 1 };
+        let quant = |c: usize| {
+            for t in split(n, qchunks, c, 1) {
+                // SAFETY: token `t`'s bytes lie inside the buffer (reserved above) and
+                // each chunk quantizes different tokens.
+                let dst = unsafe { std::slice::from_raw_parts_mut(ap.get().add(t * ab), ab) };
+                act::quantize_token(be.level, &q.groups, &x[t * cols..(t + 1) * cols], dst);
+            }
+        };
+        be.pool.run(qchunks, &quant);
+        let act = buf.as_slice();
+        self.run(&|c| {
+            let r = split(rows, self.chunks, c, 8);
+            if r.is_empty() {
+                return;
+            }
+            match be.level {
+                #[cfg(target_arch = "x86_64")]
+                super::SimdLevel::Avx512 => {
+                    // SAFETY: the level was detected (`CpuBackend::with_level`); `act` holds
+                    // `n` tokens quantized for `q` in a 64-byte aligned buffer; `r` lies in
+                    // `0..rows`; `out` holds `n * rows` values (checked by `matmul`) and this
+                    // chunk alone writes rows `r`.
+                    unsafe { super::x86_512::matmul_rows(q, act, n, r, self.out.get()) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                super::SimdLevel::Avx2 => {
+                    // SAFETY: as for AVX-512, with the AVX2 level detected.
+                    unsafe { super::x86_avx2::matmul_rows(q, act, n, r, self.out.get()) }
+                }
+                _ => scalar::matmul_rows(q, act, n, r, &mut |t, r, v| {
+                    // SAFETY: `t < n`, `r < rows` (checked by `matmul`), and each chunk
+                    // writes only its own rows.
+                    unsafe { *self.out.get().add(t * rows + r) = v }
+                }),
+            }
+        });
+        be.put_scratch(buf);
+    }
+
+    /// F32, F16 and BF16 weights (`kind`), four rows at a time.
+    fn float(&self, kind: &Kind) {
+        let Call {
+            x, n, rows, cols, ..
+        } = *self;
+        self.run(&|c| {
+            let r = split(rows, self.chunks, c, 4);
+            let (a, b) = (r.start * cols, r.end * cols);
+            let fr = match kind {
+                Kind::F32(v) => FloatRows::F32(&v[a..b]),
+                Kind::F16(v) => FloatRows::F16(&v[a..b]),
+                Kind::BF16(v) => FloatRows::BF16(&v[a..b]),
+                _ => return,
+            };
+            let o = OutPtr {
+                ptr: self.out.get(),
+                stride: rows,
+                row0: r.start,
+            };
+            // SAFETY: the level was detected; `o` addresses rows `r` (within `0..rows`) of
+            // `out`, which holds `n * rows` values (checked by `matmul`) and whose rows `r`
+            // this chunk alone writes.
+            unsafe { float::matmul_rows(self.be.level, fr, cols, x, n, r.len(), o) }
+        });
+    }
+
+    /// Formats without a kernel: each row dequantized, then as an F32 row.
+    fn raw(&self, h: &HostWeight) -> Result<()> {
+        let Call {
+            x, n, rows, cols, ..
+        } = *self;
+        let err = std::sync::Mutex::new(None);
+        self.run(&|c| {
+            let mut row = vec![0f32; cols];
+            for r in split(rows, self.chunks, c, 1) {
+                if let Err(e) = h.dequantize_row(r, &mut row) {
+                    *err.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    return;
+                }
+                let o = OutPtr {
+                    ptr: self.out.get(),
+                    stride: rows,
+                    row0: r,
+                };
+                let level = self.be.level;
+                // SAFETY: as for the float kinds, for the single row `r`.
+                unsafe { float::matmul_rows(level, FloatRows::F32(&row), cols, x, n, 1, o) }
+            }
+        });
+        match err.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
 }

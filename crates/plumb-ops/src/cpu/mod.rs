@@ -29,9 +29,10 @@
 //!
 //! Measured on the 2-core AMD EPYC (Zen 5, AVX-512), SmolLM2-135M Q4_1, `plumb bench`, 2
 //! threads, on a shared machine (runs vary with other load): pp128 1600–2300 t/s, tg64
-//! 350–510 t/s. Per op (`cpu::bench::op_timings`, best of runs), n = 1: Q4_1 1536×576
+//! 350–510 t/s. Per op (best of runs, weights streamed from memory), n = 1: Q4_1 1536×576
 //! 5.6 µs (~95 GB/s), 576×576 2.4 µs, 192×576 1.1 µs, Q8_0 49152×576 (the LM head) 194 µs
 //! (~150 GB/s); one thread streams ~55 GB/s. n = 128, one thread: 140–190 GMAC/s.
+//! `plumb bench-ops` times every op on a model's shapes.
 
 mod act;
 mod attention;
@@ -49,8 +50,6 @@ mod x86_512;
 mod x86_avx2;
 
 #[cfg(test)]
-mod bench;
-#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_batch;
@@ -61,8 +60,10 @@ use std::sync::Mutex;
 
 use plumb_core::HostWeight;
 
-use crate::backend::{copy_host, download_host, AttnParams, Backend, RopeParams};
-use crate::error::{ensure, OpError, Result};
+use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
+use crate::error::{OpError, Result};
+use crate::host::host_buffers;
+use crate::shapes;
 pub use matmul::CpuWeight;
 use pool::ThreadPool;
 
@@ -202,51 +203,15 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0f32; len])
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
-    }
-
-    fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        download_host(buf, out)
-    }
+    host_buffers!();
 
     fn upload_weight(&self, w: &HostWeight) -> Result<CpuWeight> {
         CpuWeight::upload(w)
     }
 
-    fn copy(
-        &self,
-        src: &Vec<f32>,
-        src_off: usize,
-        dst: &mut Vec<f32>,
-        dst_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        copy_host(src, src_off, dst, dst_off, len)
-    }
-
     fn embedding(&self, table: &CpuWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
+        shapes::embedding((table.rows, table.cols), ids, out.len())?;
         let dim = table.cols;
-        ensure(out.len() >= ids.len() * dim, "embedding", || {
-            format!(
-                "output holds {} values, need {}",
-                out.len(),
-                ids.len() * dim
-            )
-        })?;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
-            return Err(OpError::Shape {
-                op: "embedding",
-                msg: format!(
-                    "token id {id} is outside the vocabulary of {} rows",
-                    table.rows
-                ),
-            });
-        }
         let op = matmul::SendPtr(out.as_mut_ptr());
         let err = Mutex::new(None);
         self.par_ranges(ids.len(), 1, ids.len() * dim * 8, &|r| {
@@ -336,19 +301,7 @@ impl Backend for CpuBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
-        ensure(src.len() >= slots.len() * kv_dim, "kv_write_slots", || {
-            "src too short".into()
-        })?;
-        for (i, &slot) in slots.iter().enumerate() {
-            let dst = pool
-                .get_mut(slot as usize * kv_dim..(slot as usize + 1) * kv_dim)
-                .ok_or_else(|| OpError::Shape {
-                    op: "kv_write_slots",
-                    msg: format!("slot {slot} is outside the pool"),
-                })?;
-            dst.copy_from_slice(&src[i * kv_dim..(i + 1) * kv_dim]);
-        }
-        Ok(())
+        crate::host::kv_write_slots(src, pool, slots, kv_dim)
     }
 
     /// Gathers each sequence's blocks (whole blocks at a time) into a contiguous scratch cache
@@ -359,10 +312,11 @@ impl Backend for CpuBackend {
         q: &Vec<f32>,
         k_pool: &Vec<f32>,
         v_pool: &Vec<f32>,
-        seqs: &[crate::backend::PagedSeq<'_>],
-        p: crate::backend::PagedParams,
+        seqs: &[PagedSeq<'_>],
+        p: PagedParams,
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        shapes::attention_paged(q.len(), k_pool.len(), v_pool.len(), seqs, &p, out.len())?;
         let (kv_dim, q_dim, bs) = (
             p.n_kv_heads * p.head_dim,
             p.n_heads * p.head_dim,
@@ -371,16 +325,6 @@ impl Backend for CpuBackend {
         let (mut k, mut v, mut qs, mut os) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for s in seqs {
             let n_kv = s.pos0 + s.n_tokens;
-            ensure(
-                bs > 0 && s.blocks.len() * bs >= n_kv,
-                "attention_paged",
-                || {
-                    format!(
-                        "{n_kv} positions need more than {} blocks of {bs}",
-                        s.blocks.len()
-                    )
-                },
-            )?;
             k.resize(n_kv * kv_dim, 0.0);
             v.resize(n_kv * kv_dim, 0.0);
             for (i, &blk) in s.blocks.iter().enumerate() {
@@ -389,23 +333,12 @@ impl Backend for CpuBackend {
                     break;
                 }
                 let rows = bs.min(n_kv - start) * kv_dim;
+                // The used part of each block lies inside both pools (checked above).
                 let from = blk as usize * bs * kv_dim;
-                let (ks, vs) = (k_pool.get(from..from + rows), v_pool.get(from..from + rows));
-                let (Some(ks), Some(vs)) = (ks, vs) else {
-                    return Err(OpError::Shape {
-                        op: "attention_paged",
-                        msg: format!("block {blk} is outside the pool"),
-                    });
-                };
-                k[start * kv_dim..start * kv_dim + rows].copy_from_slice(ks);
-                v[start * kv_dim..start * kv_dim + rows].copy_from_slice(vs);
+                k[start * kv_dim..start * kv_dim + rows].copy_from_slice(&k_pool[from..][..rows]);
+                v[start * kv_dim..start * kv_dim + rows].copy_from_slice(&v_pool[from..][..rows]);
             }
             let rows = s.q_row * q_dim..(s.q_row + s.n_tokens) * q_dim;
-            ensure(
-                q.len() >= rows.end && out.len() >= rows.end,
-                "attention_paged",
-                || "q or out too short".into(),
-            )?;
             qs.clear();
             qs.extend_from_slice(&q[rows.clone()]);
             os.resize(s.n_tokens * q_dim, 0.0);
@@ -436,10 +369,7 @@ impl Backend for CpuBackend {
     }
 
     fn argmax_rows(&self, x: &Vec<f32>, rows: usize, len: usize) -> Result<Vec<u32>> {
-        let total = rows.checked_mul(len).filter(|&t| t <= x.len());
-        ensure(total.is_some(), "argmax", || {
-            format!("{rows} rows of {len} exceed a buffer of {}", x.len())
-        })?;
+        shapes::argmax(x.len(), rows, len)?;
         if len == 0 {
             return Ok(vec![0; rows]);
         }

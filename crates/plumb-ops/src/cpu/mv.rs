@@ -2,8 +2,8 @@
 //!
 //! `multiversion!` turns a function body written as plain Rust (fixed-width accumulator
 //! arrays, no branches in the inner loops) into three compiled versions: one with AVX-512
-//! enabled, one with AVX2 + FMA, and the portable one; the caller picks by [`SimdLevel`].
-//! LLVM vectorizes the body for each. Only code with exact lane semantics goes here (no
+//! enabled, one with AVX2 + FMA, and the portable one; the caller picks by
+//! [`SimdLevel`](super::SimdLevel). LLVM vectorizes the body for each. Only code with exact lane semantics goes here (no
 //! reassociation is assumed: reductions use explicit lane arrays).
 
 /// Defines `fn name(level: SimdLevel, args...) -> ret` from a plain body (see module docs).
@@ -17,7 +17,7 @@ macro_rules! multiversion {
             fn inner($($a: $t),*) $(-> $r)? $body
 
             /// # Safety
-            /// AVX-512 F/BW/VL must be available.
+            /// AVX-512 F/BW/VL, AVX2, FMA and F16C are present (the body is safe code).
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
             #[allow(clippy::too_many_arguments)]
@@ -26,7 +26,7 @@ macro_rules! multiversion {
             }
 
             /// # Safety
-            /// AVX2 and FMA must be available.
+            /// AVX2, FMA and F16C are present (the body is safe code).
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma,f16c")]
             #[allow(clippy::too_many_arguments)]

@@ -60,9 +60,10 @@ mod tests;
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::backend::{copy_host, download_host, AttnParams, Backend, RopeParams, RopeStyle};
+use crate::backend::{AttnParams, Backend, RopeParams, RopeStyle};
 use crate::error::{ensure, Result};
-use crate::ops;
+use crate::host::host_buffers;
+use crate::{ops, shapes};
 
 use attn::Row;
 use num::{f16r, v_silu};
@@ -170,14 +171,6 @@ impl GgmlBackend {
     }
 }
 
-fn check_norm(x: usize, w: usize, out: usize, rows: usize, dim: usize) -> Result<()> {
-    ensure(
-        w >= dim && x >= rows * dim && out >= rows * dim,
-        "rms_norm",
-        || format!("rows {rows} × dim {dim} do not fit x ({x}), weight ({w}) and out ({out})"),
-    )
-}
-
 impl Backend for GgmlBackend {
     type Buf = Vec<f32>;
     type Weight = HostWeight;
@@ -191,31 +184,10 @@ impl Backend for GgmlBackend {
         crate::Precision::EightBitActivations
     }
 
-    fn alloc(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0f32; len])
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<Vec<f32>> {
-        Ok(data.to_vec())
-    }
-
-    fn download(&self, buf: &Vec<f32>, out: &mut [f32]) -> Result<()> {
-        download_host(buf, out)
-    }
+    host_buffers!();
 
     fn upload_weight(&self, w: &HostWeight) -> Result<HostWeight> {
         Ok(w.clone())
-    }
-
-    fn copy(
-        &self,
-        src: &Vec<f32>,
-        src_off: usize,
-        dst: &mut Vec<f32>,
-        dst_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        copy_host(src, src_off, dst, dst_off, len)
     }
 
     fn embedding(&self, table: &HostWeight, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -231,7 +203,7 @@ impl Backend for GgmlBackend {
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        check_norm(x.len(), w.len(), out.len(), rows, dim)?;
+        shapes::rms_norm(x.len(), w.len(), rows, dim, out.len())?;
         Self::rms_rows(x, w, eps, rows, dim, out);
         Ok(())
     }
@@ -246,10 +218,7 @@ impl Backend for GgmlBackend {
         dim: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        check_norm(x.len(), w.len(), out.len(), rows, dim)?;
-        ensure(residual.len() >= rows * dim, "add_rms_norm", || {
-            "residual too short".into()
-        })?;
+        shapes::add_rms_norm(residual.len(), x.len(), w.len(), rows, dim, out.len())?;
         for (r, &v) in residual.iter_mut().zip(x.iter()).take(rows * dim) {
             *r += v;
         }
@@ -258,20 +227,8 @@ impl Backend for GgmlBackend {
     }
 
     fn matmul(&self, w: &HostWeight, x: &Vec<f32>, n: usize, out: &mut Vec<f32>) -> Result<()> {
-        let (rows, cols) = (w.rows, w.cols);
-        ensure(
-            x.len() >= n * cols && out.len() >= n * rows,
-            "matmul",
-            || {
-                format!(
-                    "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
-                    n * cols,
-                    x.len(),
-                    n * rows,
-                    out.len()
-                )
-            },
-        )?;
+        shapes::matmul((w.rows, w.cols), x.len(), n, out.len())?;
+        let cols = w.cols;
         match w.ty {
             GgmlType::Q4_1 | GgmlType::Q8_0 if cols.is_multiple_of(QK) => {
                 self.matmul_quant(w, x, n, out)
@@ -293,27 +250,9 @@ impl Backend for GgmlBackend {
         p: RopeParams,
         freq_factors: Option<&Vec<f32>>,
     ) -> Result<()> {
-        ensure(
-            x.len() >= positions.len() * n_heads * head_dim,
-            "rope",
-            || "x too short".into(),
-        )?;
-        ensure(
-            p.n_rot <= head_dim && p.n_rot.is_multiple_of(2) && p.n_rot > 0,
-            "rope",
-            || {
-                format!(
-                    "n_rot {} must be even, positive and ≤ head_dim {head_dim}",
-                    p.n_rot
-                )
-            },
-        )?;
+        let ff = freq_factors.map(Vec::len);
+        shapes::rope(x.len(), positions.len(), n_heads, head_dim, p.n_rot, ff)?;
         let half = p.n_rot / 2;
-        if let Some(f) = freq_factors {
-            ensure(f.len() >= half, "rope", || {
-                format!("{} freq factors, need {half}", f.len())
-            })?;
-        }
         let theta_scale = p.theta.powf(-2.0 / p.n_rot as f32);
         let mut cache = vec![(0f32, 0f32); half];
         for (t, &pos) in positions.iter().enumerate() {
@@ -361,28 +300,9 @@ impl Backend for GgmlBackend {
             head_dim,
             scale,
         } = p;
-        ensure(
-            n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
-            "attention",
-            || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
-        )?;
+        shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
         let kv_dim = n_kv_heads * head_dim;
         let n_kv = pos0 + n_tokens;
-        ensure(
-            k.len() >= n_kv * kv_dim && v.len() >= n_kv * kv_dim,
-            "attention",
-            || {
-                format!(
-                    "cache holds {} positions, need {n_kv}",
-                    k.len() / kv_dim.max(1)
-                )
-            },
-        )?;
-        ensure(
-            q.len() >= n_tokens * n_heads * head_dim && out.len() >= n_tokens * n_heads * head_dim,
-            "attention",
-            || "q or out too short".into(),
-        )?;
         // The cache is f16: round what is read (a no-op for what `kv_write` stored).
         let k16: Vec<f32> = k[..n_kv * kv_dim].iter().map(|&x| f16r(x)).collect();
         let v16: Vec<f32> = v[..n_kv * kv_dim].iter().map(|&x| f16r(x)).collect();
@@ -409,11 +329,7 @@ impl Backend for GgmlBackend {
     }
 
     fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
-        ensure(
-            gate.len() >= len && up.len() >= len && out.len() >= len,
-            "swiglu",
-            || format!("len {len} exceeds a buffer"),
-        )?;
+        shapes::swiglu(gate.len(), up.len(), len, out.len())?;
         for ((o, &g), &u) in out.iter_mut().zip(gate.iter()).zip(up.iter()).take(len) {
             *o = v_silu(g, self.avx512) * u;
         }
@@ -432,12 +348,8 @@ impl Backend for GgmlBackend {
         n: usize,
         kv_dim: usize,
     ) -> Result<()> {
+        shapes::kv_write(src.len(), cache.len(), pos0, n, kv_dim)?;
         let (off, len) = (pos0 * kv_dim, n * kv_dim);
-        ensure(
-            len <= src.len() && off + len <= cache.len(),
-            "kv_write",
-            || format!("{n} positions at {pos0} do not fit the cache"),
-        )?;
         for (c, &s) in cache[off..off + len].iter_mut().zip(&src[..len]) {
             *c = f16r(s);
         }
@@ -451,13 +363,9 @@ impl Backend for GgmlBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
+        shapes::kv_write_slots(src.len(), pool.len(), slots, kv_dim)?;
         for (i, &slot) in slots.iter().enumerate() {
             let (s, d) = (i * kv_dim, slot as usize * kv_dim);
-            ensure(
-                s + kv_dim <= src.len() && d + kv_dim <= pool.len(),
-                "kv_write_slots",
-                || format!("slot {slot} or row {i} is out of bounds"),
-            )?;
             for (c, &x) in pool[d..d + kv_dim].iter_mut().zip(&src[s..s + kv_dim]) {
                 *c = f16r(x);
             }

@@ -7,7 +7,8 @@
 //! `out = Σ_j softmax_j(scale · q·k_j) v_j`.
 
 use crate::backend::AttnParams;
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(q: &[f32], k: &[f32], v: &[f32], p: AttnParams, out: &mut [f32]) -> Result<()> {
     let AttnParams {
@@ -18,28 +19,9 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], p: AttnParams, out: &mut [f32]
         head_dim,
         scale,
     } = p;
-    ensure(
-        n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
-        "attention",
-        || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
-    )?;
+    shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
     let kv_dim = n_kv_heads * head_dim;
     let n_kv = pos0 + n_tokens;
-    ensure(
-        k.len() >= n_kv * kv_dim && v.len() >= n_kv * kv_dim,
-        "attention",
-        || {
-            format!(
-                "cache holds {} positions, need {n_kv}",
-                k.len() / kv_dim.max(1)
-            )
-        },
-    )?;
-    ensure(
-        q.len() >= n_tokens * n_heads * head_dim && out.len() >= n_tokens * n_heads * head_dim,
-        "attention",
-        || "q or out too short".into(),
-    )?;
     let group = n_heads / n_kv_heads;
     let mut scores = vec![0f64; n_kv];
     for i in 0..n_tokens {

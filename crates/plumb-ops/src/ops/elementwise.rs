@@ -1,11 +1,10 @@
 //! Elementwise ops: `add` (x += y), `add_bias` (x[r, :] += b), `swiglu` (silu(g) · u).
 
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn add(x: &mut [f32], y: &[f32], len: usize) -> Result<()> {
-    ensure(x.len() >= len && y.len() >= len, "add", || {
-        format!("len {len} exceeds a buffer")
-    })?;
+    shapes::add(x.len(), y.len(), len)?;
     for i in 0..len {
         x[i] += y[i];
     }
@@ -13,9 +12,7 @@ pub fn add(x: &mut [f32], y: &[f32], len: usize) -> Result<()> {
 }
 
 pub fn add_bias(x: &mut [f32], b: &[f32], rows: usize, dim: usize) -> Result<()> {
-    ensure(x.len() >= rows * dim && b.len() >= dim, "add_bias", || {
-        format!("{rows}×{dim} exceeds a buffer")
-    })?;
+    shapes::add_bias(x.len(), b.len(), rows, dim)?;
     for r in 0..rows {
         for i in 0..dim {
             x[r * dim + i] += b[i];
@@ -26,11 +23,7 @@ pub fn add_bias(x: &mut [f32], b: &[f32], rows: usize, dim: usize) -> Result<()>
 
 /// `silu(g) = g / (1 + e^-g)`.
 pub fn swiglu(gate: &[f32], up: &[f32], len: usize, out: &mut [f32]) -> Result<()> {
-    ensure(
-        gate.len() >= len && up.len() >= len && out.len() >= len,
-        "swiglu",
-        || format!("len {len} exceeds a buffer"),
-    )?;
+    shapes::swiglu(gate.len(), up.len(), len, out.len())?;
     for i in 0..len {
         let g = gate[i] as f64;
         out[i] = (g / (1.0 + (-g).exp()) * up[i] as f64) as f32;

@@ -3,24 +3,13 @@
 
 use plumb_core::HostWeight;
 
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(table: &HostWeight, ids: &[u32], out: &mut [f32]) -> Result<()> {
+    shapes::embedding((table.rows, table.cols), ids, out.len())?;
     let dim = table.cols;
-    ensure(out.len() >= ids.len() * dim, "embedding", || {
-        format!(
-            "output holds {} values, need {}",
-            out.len(),
-            ids.len() * dim
-        )
-    })?;
     for (t, &id) in ids.iter().enumerate() {
-        ensure((id as usize) < table.rows, "embedding", || {
-            format!(
-                "token id {id} is outside the vocabulary of {} rows",
-                table.rows
-            )
-        })?;
         table.dequantize_row(id as usize, &mut out[t * dim..(t + 1) * dim])?;
     }
     Ok(())

@@ -8,7 +8,8 @@
 use plumb_core::HostWeight;
 use rayon::prelude::*;
 
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(
     w: &HostWeight,
@@ -18,19 +19,7 @@ pub fn reference(
     threads: bool,
 ) -> Result<()> {
     let (rows, cols) = (w.rows, w.cols);
-    ensure(
-        x.len() >= n * cols && out.len() >= n * rows,
-        "matmul",
-        || {
-            format!(
-                "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
-                n * cols,
-                x.len(),
-                n * rows,
-                out.len()
-            )
-        },
-    )?;
+    shapes::matmul((rows, cols), x.len(), n, out.len())?;
     // Column r of out for all tokens; computed per weight row and scattered.
     let row_dots = |r: usize| -> Result<Vec<f32>> {
         let mut wr = vec![0f32; cols];

@@ -8,7 +8,8 @@
 //! [`super::attention`].
 
 use crate::backend::{PagedParams, PagedSeq};
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(
     q: &[f32],
@@ -25,11 +26,7 @@ pub fn reference(
         scale,
         block_size,
     } = p;
-    ensure(
-        n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads) && block_size > 0,
-        "attention_paged",
-        || format!("{n_heads} query heads, {n_kv_heads} KV heads, block size {block_size}"),
-    )?;
+    shapes::attention_paged(q.len(), k.len(), v.len(), seqs, &p, out.len())?;
     let (kv_dim, q_dim, group) = (
         n_kv_heads * head_dim,
         n_heads * head_dim,
@@ -37,29 +34,7 @@ pub fn reference(
     );
     for s in seqs {
         let n_kv = s.pos0 + s.n_tokens;
-        ensure(
-            s.blocks.len() * block_size >= n_kv,
-            "attention_paged",
-            || {
-                format!(
-                    "{n_kv} positions need more than {} blocks of {block_size}",
-                    s.blocks.len()
-                )
-            },
-        )?;
         let slot = |pos: usize| s.blocks[pos / block_size] as usize * block_size + pos % block_size;
-        let max_slot = (0..n_kv).map(slot).max().unwrap_or(0);
-        ensure(
-            k.len() >= (max_slot + 1) * kv_dim && v.len() >= (max_slot + 1) * kv_dim,
-            "attention_paged",
-            || format!("slot {max_slot} is outside the pool"),
-        )?;
-        ensure(
-            q.len() >= (s.q_row + s.n_tokens) * q_dim
-                && out.len() >= (s.q_row + s.n_tokens) * q_dim,
-            "attention_paged",
-            || "q or out too short".into(),
-        )?;
         let mut scores = vec![0f64; n_kv];
         for i in 0..s.n_tokens {
             let last = s.pos0 + i;

@@ -2,7 +2,8 @@
 //!
 //! `out[r, i] = x[r, i] / sqrt(mean_j(x[r, j]^2) + eps) * w[i]` for each of `rows` rows of `dim`.
 
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(
     x: &[f32],
@@ -12,7 +13,7 @@ pub fn reference(
     dim: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    check(x.len(), w.len(), out.len(), rows, dim)?;
+    shapes::rms_norm(x.len(), w.len(), rows, dim, out.len())?;
     for r in 0..rows {
         let row = &x[r * dim..(r + 1) * dim];
         let ss: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
@@ -35,20 +36,9 @@ pub fn reference_add(
     dim: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    check(x.len(), w.len(), out.len(), rows, dim)?;
-    ensure(residual.len() >= rows * dim, "add_rms_norm", || {
-        "residual too short".into()
-    })?;
+    shapes::add_rms_norm(residual.len(), x.len(), w.len(), rows, dim, out.len())?;
     for i in 0..rows * dim {
         residual[i] += x[i];
     }
     reference(residual, w, eps, rows, dim, out)
-}
-
-fn check(x: usize, w: usize, out: usize, rows: usize, dim: usize) -> Result<()> {
-    ensure(
-        w >= dim && x >= rows * dim && out >= rows * dim,
-        "rms_norm",
-        || format!("rows {rows} × dim {dim} do not fit x ({x}), weight ({w}) and out ({out})"),
-    )
 }

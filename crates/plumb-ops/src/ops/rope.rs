@@ -7,7 +7,8 @@
 //! Worked example (Normal, head_dim 4, base 10000, p = 1): pair 0 turns by 1 rad, pair 1 by 0.01.
 
 use crate::backend::{RopeParams, RopeStyle};
-use crate::error::{ensure, Result};
+use crate::error::Result;
+use crate::shapes;
 
 pub fn reference(
     x: &mut [f32],
@@ -17,21 +18,9 @@ pub fn reference(
     p: RopeParams,
     freq_factors: Option<&[f32]>,
 ) -> Result<()> {
-    let n = positions.len();
-    ensure(x.len() >= n * n_heads * head_dim, "rope", || {
-        "x too short".into()
-    })?;
-    ensure(
-        p.n_rot <= head_dim && p.n_rot.is_multiple_of(2),
-        "rope",
-        || format!("n_rot {} must be even and ≤ head_dim {head_dim}", p.n_rot),
-    )?;
+    let (n, ff) = (positions.len(), freq_factors.map(<[f32]>::len));
+    shapes::rope(x.len(), n, n_heads, head_dim, p.n_rot, ff)?;
     let half = p.n_rot / 2;
-    if let Some(f) = freq_factors {
-        ensure(f.len() >= half, "rope", || {
-            format!("{} freq factors, need {half}", f.len())
-        })?;
-    }
     for (t, &pos) in positions.iter().enumerate() {
         for h in 0..n_heads {
             let base = (t * n_heads + h) * head_dim;

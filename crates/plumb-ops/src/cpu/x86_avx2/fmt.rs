@@ -1,14 +1,23 @@
-//! AVX2 kernels for the repacked quantized layout (see `layout.rs`): the 512-bit group
-//! vectors are processed as two 256-bit halves (lanes 0-7 and 8-15), with `maddubs` +
-//! `madd` for the u8 × i8 dot products. Q8_0 values are turned back to signed bytes and
-//! multiplied with the sign trick (`maddubs(|w|, x · sign(w))`), since `q + 128` times a byte
-//! can overflow the i16 pair sums.
+//! The AVX2 unpacking of each repacked format (see `layout.rs`), one 256-bit half (lanes
+//! 0-7 or 8-15) of a group at a time: its values into unsigned bytes (Q8_0: signed), its
+//! scales into per-lane f32 vectors.
+//!
+//! # Safety
+//!
+//! Every function here needs the AVX2 (and F16C) its `#[target_feature]` names (the kernels
+//! that call them run only at the `Avx2` level, set after detection). Those that take a
+//! pointer `p` read one group of `G` blocks of a `QWeight` in the repacked layout, `p`
+//! pointing at the group's first byte, and `h` < 2 is the half (0 for `G = 1`): a function
+//! reading one component (`nib`, `bits`, `two`, the scale loads) needs `p` valid for that
+//! component's bytes (`Comp::bytes(G)`), and [`Fmt::unpack`] and [`Fmt::scales`] need it
+//! valid for the whole group (`QFmt::group_bytes(G)`). One load reads more: [`ld_f16`] takes
+//! 16 bytes where a group of fewer than 8 blocks has fewer f16 scales, up to 14 bytes past
+//! the group; the rest of the row, or the 64 bytes of slack after the last row of
+//! `QWeight::data`, keeps that read in bounds (the extra lanes are dropped).
 
 use std::arch::x86_64::*;
-use std::ops::Range;
 
-use super::float::x86_hsum256 as hsum;
-use super::layout::{lane_block, nvec, QFmt, QWeight};
+use crate::cpu::layout::{lane_block, nvec};
 
 /// Half `h` of a group of `g`: lane `i` takes element `EXPAND2[g][h][i]` of the
 /// block-space vector loaded for that half (blocks `8h..` for g = 16, `0..` otherwise).
@@ -34,6 +43,10 @@ static EXPAND2: [[[i32; 8]; 2]; 17] = {
     t
 };
 
+/// Block-space → lane-space of half `h` for a group of `G` (identity for 16).
+///
+/// # Safety
+/// AVX2 is present.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn expand<const G: usize>(v: __m256, h: usize) -> __m256 {
@@ -56,13 +69,20 @@ const fn base(g: usize, h: usize) -> usize {
     }
 }
 
-/// 8 f16 at `p` (may over-read: callers' buffers carry slack, unused lanes are dropped).
+/// 8 f16 at `p`, of which the caller may use fewer.
+///
+/// # Safety
+/// AVX2 and F16C are present; `p` is valid for 16 bytes of reads (module docs).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn ld_f16(p: *const u8) -> __m256 {
     _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
 }
 
+/// 8 bytes at `p` as i32 lanes.
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for 8 bytes of reads.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn ld_u8(p: *const u8) -> __m256i {
@@ -70,6 +90,9 @@ unsafe fn ld_u8(p: *const u8) -> __m256i {
 }
 
 /// The K-quant super-block scale of half `h` (one super-block per half for g = 16).
+///
+/// # Safety
+/// AVX2 and F16C are present; `p` is valid for the `G / 4` bytes of a `DSup` or `MSup`.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn sup<const G: usize>(p: *const u8, h: usize) -> __m256 {
@@ -78,6 +101,11 @@ unsafe fn sup<const G: usize>(p: *const u8, h: usize) -> __m256 {
     _mm256_set1_ps(v)
 }
 
+/// Half `h` of a `Nib`: low nibbles → vectors `0..G/4`, high → `G/4..G/2` (ggml order for
+/// `G` ≤ 2).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `16 G` bytes of a `Nib` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn nib<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -107,6 +135,9 @@ unsafe fn nib<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
 }
 
 /// 32 bits → 32 bytes of 0xff (bit set) or 0.
+///
+/// # Safety
+/// AVX2 is present.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn bytes_from_bits(x: u32) -> __m256i {
@@ -119,6 +150,10 @@ unsafe fn bytes_from_bits(x: u32) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, shuf), bit), bit)
 }
 
+/// Half `h` of a `Bits`: adds `add` to the bytes whose bit is set.
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `4 G` bytes of a `Bits` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn bits<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], add: i8) {
@@ -129,6 +164,10 @@ unsafe fn bits<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], add
     }
 }
 
+/// Half `h` of a `Two` (see `x86_512::fmt::two`).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `8 G` bytes of a `Two` (module docs).
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn two<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], high: bool) {
@@ -151,21 +190,32 @@ unsafe fn two<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], high
     }
 }
 
-trait Fmt {
+pub(super) trait Fmt {
     const SPLIT: bool;
     const K: bool;
     /// Values are signed bytes (Q8_0): dot with the sign trick, `mw` is 0.
     const SIGNED: bool = false;
+    /// Half `h` of the group's values, in the lanes of `w`.
+    ///
+    /// # Safety
+    /// AVX2 is present; `p` is valid for the group's bytes (module docs).
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]);
+    /// `[dw_lo, mw_lo, dw_hi, mw_hi]` per lane of half `h`.
+    ///
+    /// # Safety
+    /// AVX2 and F16C are present; `p` is valid for the group's bytes and what [`ld_f16`]
+    /// reads past them (module docs).
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4];
 }
 
 macro_rules! legacy {
     ($name:ident, $bits:expr, $d:expr, $m:expr, $off:expr) => {
-        struct $name;
+        pub(super) struct $name;
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = false;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
             unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -174,6 +224,8 @@ macro_rules! legacy {
                     bits::<G>(p.add(16 * G), h, w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -195,11 +247,13 @@ legacy!(Q41, false, 16, 18, 0.0);
 legacy!(Q50, true, 20, 0, -16.0);
 legacy!(Q51, true, 20, 22, 0.0);
 
-struct Q80;
+pub(super) struct Q80;
 impl Fmt for Q80 {
     const SPLIT: bool = false;
     const K: bool = false;
     const SIGNED: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -211,6 +265,8 @@ impl Fmt for Q80 {
             );
         }
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -222,10 +278,12 @@ impl Fmt for Q80 {
 
 macro_rules! kquant_sm {
     ($name:ident, $bits:expr) => {
-        struct $name;
+        pub(super) struct $name;
         impl Fmt for $name {
             const SPLIT: bool = false;
             const K: bool = true;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
             unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
@@ -234,6 +292,8 @@ macro_rules! kquant_sm {
                     bits::<G>(p.add(16 * G), h, w, 16);
                 }
             }
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -257,19 +317,30 @@ kquant_sm!(Q5K, true);
 /// Q6_K and Q3_K: signed per-16 scales `[ScA, ScB]` at `$sc`, super scale at `$sc + 2G`.
 macro_rules! kquant_signed {
     ($name:ident, $sc:expr, $off:expr, |$p:ident, $h:ident, $w:ident| $unpack:block) => {
-        struct $name;
+        pub(super) struct $name;
         impl Fmt for $name {
             const SPLIT: bool = true;
             const K: bool = true;
+            /// # Safety
+            /// As [`Fmt::unpack`].
             #[inline]
             #[target_feature(enable = "avx2")]
-            unsafe fn unpack<const G: usize>($p: *const u8, $h: usize, $w: &mut [__m256i; 8]) $unpack
+            unsafe fn unpack<const G: usize>(
+                $p: *const u8,
+                $h: usize,
+                $w: &mut [__m256i; 8],
+            ) $unpack
+            /// # Safety
+            /// As [`Fmt::scales`].
             #[inline]
             #[target_feature(enable = "avx2,f16c")]
             unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
                 let b = base(G, h);
                 let d = sup::<G>(p.add($sc * G + 2 * G), h);
-                let ld = |o: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(o + b) as *const __m128i)));
+                let ld = |o: usize| {
+                    let v = _mm_loadl_epi64(p.add(o + b) as *const __m128i);
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+                };
                 let lo = expand::<G>(_mm256_mul_ps(ld($sc * G), d), h);
                 let hi = expand::<G>(_mm256_mul_ps(ld($sc * G + G), d), h);
                 let off = _mm256_set1_ps($off);
@@ -288,15 +359,19 @@ kquant_signed!(Q3K, 12, -4.0, |p, h, w| {
     bits::<G>(p.add(8 * G), h, w, 4);
 });
 
-struct Q2K;
+pub(super) struct Q2K;
 impl Fmt for Q2K {
     const SPLIT: bool = true;
     const K: bool = true;
+    /// # Safety
+    /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
         two::<G>(p, h, w, false);
     }
+    /// # Safety
+    /// As [`Fmt::scales`].
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
@@ -315,169 +390,5 @@ impl Fmt for Q2K {
         let (dlo, mlo) = half(8 * G);
         let (dhi, mhi) = half(9 * G);
         [dlo, mlo, dhi, mhi]
-    }
-}
-
-/// Σ over pairs of `w` (u8, or i8 when `signed`) × `x` (i8) into i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dot2(w0: __m256i, x0: __m256i, w1: __m256i, x1: __m256i, signed: bool) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    if signed {
-        let p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(x0, w0));
-        let p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(w1, w1), _mm256_sign_epi8(x1, w1));
-        _mm256_add_epi32(_mm256_madd_epi16(p0, ones), _mm256_madd_epi16(p1, ones))
-    } else {
-        // At most 6-bit values: two pair sums stay below 2 · 2 · 63 · 127 < 2^15.
-        let p = _mm256_add_epi16(_mm256_maddubs_epi16(w0, x0), _mm256_maddubs_epi16(w1, x1));
-        _mm256_madd_epi16(p, ones)
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<F: Fmt, const G: usize, const T: usize>(
-    p: *const u8,
-    a: &[*const u8; T],
-    facc: &mut [__m256; T],
-) {
-    let nv = nvec(G);
-    let halves = if G == 1 { 1 } else { 2 };
-    for h in 0..halves {
-        let mut w = [_mm256_setzero_si256(); 8];
-        F::unpack::<G>(p, h, &mut w);
-        let [dlo, mlo, dhi, mhi] = F::scales::<G>(p, h);
-        for t in 0..T {
-            let a = a[t];
-            let x = |v: usize| _mm256_load_si256(a.add(64 * v + 32 * h) as *const __m256i);
-            let sv = |i: usize| _mm256_load_ps(a.add(64 * (nv + i) + 32 * h) as *const f32);
-            let dx = sv(0);
-            let mut f = facc[t];
-            if !F::SPLIT {
-                let mut s = _mm256_setzero_si256();
-                let mut v = 0;
-                while v + 1 < nv {
-                    s = _mm256_add_epi32(s, dot2(w[v], x(v), w[v + 1], x(v + 1), F::SIGNED));
-                    v += 2;
-                }
-                if v < nv {
-                    s = _mm256_add_epi32(
-                        s,
-                        dot2(
-                            w[v],
-                            x(v),
-                            _mm256_setzero_si256(),
-                            _mm256_setzero_si256(),
-                            F::SIGNED,
-                        ),
-                    );
-                }
-                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dlo, dx), f);
-                if !F::SIGNED {
-                    f = _mm256_fmadd_ps(mlo, sv(1), f);
-                }
-            } else {
-                let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                let half = nv / 2;
-                for v in (0..half).step_by(2) {
-                    lo = _mm256_add_epi32(lo, dot2(w[v], x(v), w[v + 1], x(v + 1), false));
-                    hi = _mm256_add_epi32(
-                        hi,
-                        dot2(
-                            w[half + v],
-                            x(half + v),
-                            w[half + v + 1],
-                            x(half + v + 1),
-                            false,
-                        ),
-                    );
-                }
-                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(dlo, dx), f);
-                f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(dhi, dx), f);
-                f = _mm256_fmadd_ps(mlo, sv(2), f);
-                f = _mm256_fmadd_ps(mhi, sv(3), f);
-            }
-            facc[t] = f;
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows<F: Fmt, const T: usize>(
-    w: &QWeight,
-    act: &[u8],
-    t0: usize,
-    rows: Range<usize>,
-    out: *mut f32,
-) {
-    let base = w.data.as_slice().as_ptr();
-    for r in rows {
-        let row = base.add(r * w.row_bytes);
-        if T == 1 {
-            // Decode streams the weight once: prefetch 16 rows ahead (a prefetch never
-            // faults, past the end of the weight included).
-            let start = row.wrapping_add(16 * w.row_bytes);
-            let mut o = 0;
-            while o < w.row_bytes {
-                _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(o) as *const i8);
-                o += 64;
-            }
-        }
-        let mut facc = [_mm256_setzero_ps(); T];
-        for grp in &w.groups {
-            let p = row.add(grp.w_off);
-            let a: [*const u8; T] =
-                std::array::from_fn(|t| act.as_ptr().add((t0 + t) * w.act_bytes + grp.a_off));
-            match (F::K, grp.g) {
-                (_, 16) => group::<F, 16, T>(p, &a, &mut facc),
-                (true, _) | (false, 8) => group::<F, 8, T>(p, &a, &mut facc),
-                (false, 4) => group::<F, 4, T>(p, &a, &mut facc),
-                (false, 2) => group::<F, 2, T>(p, &a, &mut facc),
-                (false, _) => group::<F, 1, T>(p, &a, &mut facc),
-            }
-        }
-        for (t, f) in facc.iter().enumerate() {
-            *out.add((t0 + t) * w.rows + r) = hsum(*f);
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, out: *mut f32) {
-    let mut t0 = 0;
-    while t0 < n {
-        if n - t0 >= 2 {
-            rows::<F, 2>(w, act, t0, rows_.clone(), out);
-            t0 += 2;
-        } else {
-            rows::<F, 1>(w, act, t0, rows_.clone(), out);
-            t0 += 1;
-        }
-    }
-}
-
-/// As `x86_512::matmul_rows`.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be available; otherwise as `x86_512::matmul_rows`.
-pub(crate) unsafe fn matmul_rows(
-    w: &QWeight,
-    act: &[u8],
-    n: usize,
-    rows: Range<usize>,
-    out: *mut f32,
-) {
-    debug_assert!(act.len() >= n * w.act_bytes && (act.as_ptr() as usize).is_multiple_of(64));
-    match w.fmt {
-        QFmt::Q4_0 => tiles::<Q40>(w, act, n, rows, out),
-        QFmt::Q4_1 => tiles::<Q41>(w, act, n, rows, out),
-        QFmt::Q5_0 => tiles::<Q50>(w, act, n, rows, out),
-        QFmt::Q5_1 => tiles::<Q51>(w, act, n, rows, out),
-        QFmt::Q8_0 => tiles::<Q80>(w, act, n, rows, out),
-        QFmt::Q2K => tiles::<Q2K>(w, act, n, rows, out),
-        QFmt::Q3K => tiles::<Q3K>(w, act, n, rows, out),
-        QFmt::Q4K => tiles::<Q4K>(w, act, n, rows, out),
-        QFmt::Q5K => tiles::<Q5K>(w, act, n, rows, out),
-        QFmt::Q6K => tiles::<Q6K>(w, act, n, rows, out),
     }
 }

@@ -13,322 +13,36 @@
 //! Decode (`rows4`, n < 4): four rows × one token, the activation vectors loaded once per
 //! group for the four rows, one combined horizontal sum, and a software prefetch of the
 //! rows a few blocks ahead (v1, one row at a time, reached ~32 GB/s per core; v2 ~50).
+//!
+//! # Safety
+//!
+//! Every kernel here needs AVX-512 F/BW/VL/VNNI (`reduce4` and `hsum` only F) and runs only
+//! at the `Avx512` level, set after those were detected. The kernels of one (weight, tokens)
+//! call share one memory contract, that of [`matmul_rows`]:
+//! - `w` is a repacked weight and the rows asked for lie in `0 .. w.rows`; a weight pointer
+//!   `p` addresses one group of a row, valid for its bytes (see `fmt.rs`);
+//! - `act` holds, for every token asked for, its `w.act_bytes` of activations quantized for
+//!   `w` by `act::quantize_token`, and is 64-byte aligned; an activation pointer `a`
+//!   addresses one group of one token (`act_group_bytes(G)` bytes, read with aligned loads);
+//! - `out` is valid for writes at `t * w.rows + r` for every token `t` and row `r` asked for,
+//!   and no other thread accesses those elements during the call.
+//!
+//! Prefetches may point past the weight: they never fault.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::layout::{lane_block, nvec, QFmt, QWeight};
+use super::layout::{nvec, QFmt, QWeight};
 
-/// Lane `l` of an expanded vector takes element `EXPAND[g][l]` of the block-space vector.
-static EXPAND: [[i32; 16]; 17] = {
-    let mut t = [[0i32; 16]; 17];
-    let mut g = 1;
-    while g <= 16 {
-        let mut l = 0;
-        while l < 16 {
-            t[g][l] = match lane_block(g, l) {
-                Some(k) => k as i32,
-                None => 0,
-            };
-            l += 1;
-        }
-        g *= 2;
-    }
-    t
-};
+mod fmt;
 
-/// Block-space → lane-space for a group of `G` (identity for 16).
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn expand<const G: usize>(v: __m512) -> __m512 {
-    if G == 16 {
-        v
-    } else {
-        _mm512_permutexvar_ps(_mm512_loadu_si512(EXPAND[G].as_ptr() as *const _), v)
-    }
-}
+use fmt::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
-/// `n` (≤ 16) f16 values at `p` into lanes 0..n (the rest 0).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn ld_f16(p: *const u8, n: usize) -> __m512 {
-    let m = ((1u32 << n) - 1) as u16;
-    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p as *const i16))
-}
-
-/// `n` (≤ 16) bytes at `p` as f32 in lanes 0..n, unsigned or signed.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn ld_u8(p: *const u8, n: usize) -> __m512 {
-    let m = ((1u32 << n) - 1) as u16;
-    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
-        m,
-        p as *const i8,
-    )))
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn ld_i8(p: *const u8, n: usize) -> __m512 {
-    let m = ((1u32 << n) - 1) as u16;
-    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
-        m,
-        p as *const i8,
-    )))
-}
-
-/// The K-quant super-block scale at `p` for each block lane (block k uses scale k / 8).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn ld_sup<const G: usize>(p: *const u8) -> __m512 {
-    let v = ld_f16(p, G / 8);
-    _mm512_permutexvar_ps(
-        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-        v,
-    )
-}
-
-/// Low nibbles → vectors `0..h`, high nibbles → `h..2h` (h = g / 4), or ggml order for g ≤ 2.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn nib<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-    let m = _mm512_set1_epi8(15);
-    if G >= 4 {
-        let h = G / 4;
-        for i in 0..h {
-            let x = _mm512_loadu_si512(p.add(64 * i) as *const _);
-            w[i] = _mm512_and_si512(x, m);
-            w[i + h] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m);
-        }
-    } else if G == 2 {
-        let x = _mm256_loadu_si256(p as *const __m256i);
-        let m = _mm256_set1_epi8(15);
-        let lo = _mm256_and_si256(x, m);
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m);
-        w[0] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-    } else {
-        let x = _mm_loadu_si128(p as *const __m128i);
-        let m = _mm_set1_epi8(15);
-        let lo = _mm_and_si128(x, m);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), m);
-        w[0] = _mm512_zextsi256_si512(_mm256_set_m128i(hi, lo));
-    }
-}
-
-/// Adds `add` to the bytes whose bit is set in the group's 64-bit masks.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn bits<const G: usize>(p: *const u8, w: &mut [__m512i; 8], add: i8) {
-    let a = _mm512_set1_epi8(add);
-    for (v, wv) in w.iter_mut().enumerate().take(nvec(G)) {
-        let k: u64 = if G >= 2 {
-            (p.add(8 * v) as *const u64).read_unaligned()
-        } else {
-            (p as *const u32).read_unaligned() as u64
-        };
-        *wv = _mm512_mask_add_epi8(*wv, k, *wv, a);
-    }
-}
-
-/// 2-bit fields: vector `v` is bits `2 (v % 4)` of packed vector `v / 4`; stored into `w`
-/// (`high == false`) or or-ed in at bits 4..6 (`high == true`, Q6_K).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn two<const G: usize>(p: *const u8, w: &mut [__m512i; 8], high: bool) {
-    let m3 = _mm512_set1_epi8(3);
-    let m30 = _mm512_set1_epi8(0x30);
-    for pv in 0..G / 8 {
-        let x = _mm512_loadu_si512(p.add(64 * pv) as *const _);
-        let o = &mut w[4 * pv..4 * pv + 4];
-        if high {
-            o[0] = _mm512_or_si512(o[0], _mm512_and_si512(_mm512_slli_epi16::<4>(x), m30));
-            o[1] = _mm512_or_si512(o[1], _mm512_and_si512(_mm512_slli_epi16::<2>(x), m30));
-            o[2] = _mm512_or_si512(o[2], _mm512_and_si512(x, m30));
-            o[3] = _mm512_or_si512(o[3], _mm512_and_si512(_mm512_srli_epi16::<2>(x), m30));
-        } else {
-            o[0] = _mm512_and_si512(x, m3);
-            o[1] = _mm512_and_si512(_mm512_srli_epi16::<2>(x), m3);
-            o[2] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m3);
-            o[3] = _mm512_and_si512(_mm512_srli_epi16::<6>(x), m3);
-        }
-    }
-}
-
-/// A format's unpacking and scales, for groups of `G` blocks.
-trait Fmt {
-    /// Scales per 16 elements (separate sums for the two halves of a block).
-    const SPLIT: bool;
-    /// Only groups of 16 and 8 occur.
-    const K: bool;
-    unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]);
-    /// `[dw_lo, mw_lo, dw_hi, mw_hi]` per lane.
-    unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4];
-}
-
-macro_rules! legacy {
-    ($name:ident, $bits:expr, $d:expr, $m:expr, $off:expr) => {
-        struct $name;
-        impl Fmt for $name {
-            const SPLIT: bool = false;
-            const K: bool = false;
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-                nib::<G>(p, w);
-                if $bits {
-                    bits::<G>(p.add(16 * G), w, 16);
-                }
-            }
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-                let d = expand::<G>(ld_f16(p.add($d * G), G));
-                let m = if $m > 0 {
-                    expand::<G>(ld_f16(p.add($m * G), G))
-                } else {
-                    _mm512_mul_ps(d, _mm512_set1_ps($off))
-                };
-                [d, m, d, m]
-            }
-        }
-    };
-}
-
-legacy!(Q40, false, 16, 0, -8.0);
-legacy!(Q41, false, 16, 18, 0.0);
-legacy!(Q50, true, 20, 0, -16.0);
-legacy!(Q51, true, 20, 22, 0.0);
-
-struct Q80;
-impl Fmt for Q80 {
-    const SPLIT: bool = false;
-    const K: bool = false;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-        if G >= 2 {
-            for (v, wv) in w.iter_mut().enumerate().take(G / 2) {
-                *wv = _mm512_loadu_si512(p.add(64 * v) as *const _);
-            }
-        } else {
-            w[0] = _mm512_zextsi256_si512(_mm256_loadu_si256(p as *const __m256i));
-        }
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-        let d = expand::<G>(ld_f16(p.add(32 * G), G));
-        let m = _mm512_mul_ps(d, _mm512_set1_ps(-128.0));
-        [d, m, d, m]
-    }
-}
-
-/// Q4_K and Q5_K: `[Nib, (Bits(4)), ScA, ScB, DSup, MSup]`.
-macro_rules! kquant_sm {
-    ($name:ident, $bits:expr) => {
-        struct $name;
-        impl Fmt for $name {
-            const SPLIT: bool = false;
-            const K: bool = true;
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-                nib::<G>(p, w);
-                if $bits {
-                    bits::<G>(p.add(16 * G), w, 16);
-                }
-            }
-            #[inline]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-                let o = if $bits { 20 * G } else { 16 * G };
-                let sc = ld_u8(p.add(o), G);
-                let mn = ld_u8(p.add(o + G), G);
-                let d = ld_sup::<G>(p.add(o + 2 * G));
-                let dm = ld_sup::<G>(p.add(o + 2 * G + G / 4));
-                let dw = expand::<G>(_mm512_mul_ps(sc, d));
-                let mw = expand::<G>(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(mn, dm)));
-                [dw, mw, dw, mw]
-            }
-        }
-    };
-}
-
-kquant_sm!(Q4K, false);
-kquant_sm!(Q5K, true);
-
-struct Q6K;
-impl Fmt for Q6K {
-    const SPLIT: bool = true;
-    const K: bool = true;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-        nib::<G>(p, w);
-        two::<G>(p.add(16 * G), w, true);
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-        let d = ld_sup::<G>(p.add(26 * G));
-        let lo = expand::<G>(_mm512_mul_ps(ld_i8(p.add(24 * G), G), d));
-        let hi = expand::<G>(_mm512_mul_ps(ld_i8(p.add(25 * G), G), d));
-        let off = _mm512_set1_ps(-32.0);
-        [lo, _mm512_mul_ps(lo, off), hi, _mm512_mul_ps(hi, off)]
-    }
-}
-
-struct Q2K;
-impl Fmt for Q2K {
-    const SPLIT: bool = true;
-    const K: bool = true;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-        two::<G>(p, w, false);
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-        let m = ((1u32 << G) - 1) as u16;
-        let d = ld_sup::<G>(p.add(10 * G));
-        let dm = _mm512_sub_ps(_mm512_setzero_ps(), ld_sup::<G>(p.add(10 * G + G / 4)));
-        let half = |o: usize| {
-            let b = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p.add(o) as *const i8));
-            let sc = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
-            let mn = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(b));
-            (
-                expand::<G>(_mm512_mul_ps(sc, d)),
-                expand::<G>(_mm512_mul_ps(mn, dm)),
-            )
-        };
-        let (dlo, mlo) = half(8 * G);
-        let (dhi, mhi) = half(9 * G);
-        [dlo, mlo, dhi, mhi]
-    }
-}
-
-struct Q3K;
-impl Fmt for Q3K {
-    const SPLIT: bool = true;
-    const K: bool = true;
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-        two::<G>(p, w, false);
-        bits::<G>(p.add(8 * G), w, 4);
-    }
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
-        let d = ld_sup::<G>(p.add(14 * G));
-        let lo = expand::<G>(_mm512_mul_ps(ld_i8(p.add(12 * G), G), d));
-        let hi = expand::<G>(_mm512_mul_ps(ld_i8(p.add(13 * G), G), d));
-        let off = _mm512_set1_ps(-4.0);
-        [lo, _mm512_mul_ps(lo, off), hi, _mm512_mul_ps(hi, off)]
-    }
-}
-
+/// One group of `G` blocks of a weight row against `T` tokens, accumulated into `facc`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; `p` and the `T` pointers of `a` address the group in
+/// the weight row and in each token's activations (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group<F: Fmt, const G: usize, const T: usize>(
@@ -372,6 +86,10 @@ unsafe fn group<F: Fmt, const G: usize, const T: usize>(
     }
 }
 
+/// Rows `rows` of `w` against tokens `t0 .. t0 + T`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows<F: Fmt, const T: usize>(
     w: &QWeight,
@@ -409,6 +127,10 @@ unsafe fn rows<F: Fmt, const T: usize>(
 
 /// One token against `R` rows per group (decode): the activation vectors are loaded once
 /// for all rows.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the `R` pointers of `p` and `a` address the group in
+/// each weight row and in the token's activations (module docs).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn group_rows<F: Fmt, const G: usize, const R: usize>(
@@ -459,6 +181,9 @@ unsafe fn group_rows<F: Fmt, const G: usize, const R: usize>(
 /// then the two pairs, then quarters 0 + 2 and 1 + 3, then those two), so that every
 /// horizontal sum of the AVX-512 kernels, one vector or four at a time, rounds alike: see
 /// [`hsum`].
+///
+/// # Safety
+/// AVX-512 F is present.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
@@ -475,6 +200,9 @@ pub(crate) unsafe fn reduce4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m1
 }
 
 /// The lane sum of `a` in `reduce4`'s order (bitwise equal to `reduce4(a, ..)[0]`).
+///
+/// # Safety
+/// AVX-512 F is present.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn hsum(a: __m512) -> f32 {
@@ -485,6 +213,9 @@ pub(crate) unsafe fn hsum(a: __m512) -> f32 {
 const PREFETCH_BLOCKS: usize = 4;
 
 /// Token `t` against rows `rows` four at a time.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for token `t` and rows `rows`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn rows4<F: Fmt>(w: &QWeight, act: &[u8], t: usize, rows: Range<usize>, out: *mut f32) {
     let base = w.data.as_slice().as_ptr();
@@ -534,6 +265,11 @@ unsafe fn rows4<F: Fmt>(w: &QWeight, act: &[u8], t: usize, rows: Range<usize>, o
     }
 }
 
+/// Rows `rows_` of `w` against tokens `0 .. n`: four rows per pass for `n < 4`, else `T`
+/// tokens per pass.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI are present; the module's memory contract for those rows and tokens.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, out: *mut f32) {
     if n < 4 {
@@ -562,9 +298,10 @@ unsafe fn tiles<F: Fmt>(w: &QWeight, act: &[u8], n: usize, rows_: Range<usize>, 
 /// `out[t * w.rows + r] = W[r] · x[t]` for `r` in `rows`, `t < n`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI must be available; `act` holds `n` tokens quantized for `w` by
-/// `act::quantize_token`, 64-byte aligned; `out` is valid for `n * w.rows` writes and no other
-/// thread writes the same rows.
+/// AVX-512 F/BW/VL/VNNI are present; `rows` lies in `0 .. w.rows`; `act` holds `n` tokens
+/// quantized for `w` by `act::quantize_token` (`n * w.act_bytes` bytes), 64-byte aligned;
+/// `out` is valid for `n * w.rows` writes and no other thread accesses rows `rows` of it
+/// during the call.
 pub(crate) unsafe fn matmul_rows(
     w: &QWeight,
     act: &[u8],
