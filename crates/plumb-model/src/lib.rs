@@ -1,6 +1,6 @@
-//! plumb-model: file formats, model configuration and the transformer forward.
+//! plumb-model: model configuration and the transformer forward over GGUF files read by
+//! `plumb_gguf`.
 //!
-//! - [`gguf`]: GGUF v2/v3 reader (memory-mapped) and writer.
 //! - [`config::ModelConfig`]: hyperparameters of llama, qwen2 and qwen3 models.
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
@@ -12,7 +12,6 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod forward;
-pub mod gguf;
 pub mod kv_cache;
 pub mod paged;
 pub mod store;
@@ -31,7 +30,7 @@ use plumb_ops::Backend;
 
 impl<B: Backend> Model<B> {
     /// Reads the config and every weight of `file` onto `backend`.
-    pub fn load(file: &gguf::GgufFile, backend: B) -> Result<Model<B>> {
+    pub fn load(file: &plumb_gguf::GgufFile, backend: B) -> Result<Model<B>> {
         let mut config = ModelConfig::from_gguf(file)?;
         if config.vocab_size == 0 {
             let t = file

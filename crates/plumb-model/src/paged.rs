@@ -249,7 +249,7 @@ mod tests {
             std::sync::Arc::new(|_, _| {}),
         )
         .unwrap();
-        let file = crate::gguf::GgufFile::open(&path).unwrap();
+        let file = plumb_gguf::GgufFile::open(&path).unwrap();
         Model::load(&file, ReferenceBackend { threads: false }).unwrap()
     }
 

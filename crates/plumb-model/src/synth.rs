@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use plumb_core::rng::Rng;
 use plumb_core::GgmlType;
+use plumb_gguf::{GgufWriter, Value, ValueType};
 use rayon::prelude::*;
 
-use crate::gguf::{GgufWriter, Value, ValueType};
 use crate::Result;
 
 /// The shape of a model family member.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use plumb_core::GgmlType;
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::synth::{write_synthetic, SynthShape};
 use plumb_model::{BatchItem, Logits, Model};
 use plumb_ops::ReferenceBackend;
