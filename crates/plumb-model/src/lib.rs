@@ -5,25 +5,25 @@
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
-//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences.
+//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences, and
+//!   [`Model::forward_paged`] over it.
 //! - [`store`]: the model cache directory and the fetch of the default model.
 
-pub mod batch;
 pub mod config;
 pub mod error;
 pub mod forward;
 pub mod kv_cache;
 pub mod paged;
+mod route;
 pub mod store;
 pub mod synth;
 pub mod weights;
 
-pub use batch::{BatchItem, PagedItem};
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::{Logits, Model};
 pub use kv_cache::KvCache;
-pub use paged::{BlockTable, PagedError, PagedKv};
+pub use paged::{BlockTable, PagedError, PagedItem, PagedKv};
 pub use weights::Weights;
 
 use plumb_ops::Backend;
