@@ -190,7 +190,8 @@ fn tiny_model(quant: GgmlType, tag: &str) -> std::path::PathBuf {
 
 /// Prefill of a prompt, then `steps` greedy decode steps: every step's logits.
 fn decode_logits(b: CudaBackend, path: &std::path::Path, steps: usize) -> (Vec<Vec<f32>>, usize) {
-    use plumb_model::{gguf::GgufFile, Logits, Model};
+    use plumb_gguf::GgufFile;
+    use plumb_model::{Logits, Model};
     let file = GgufFile::open(path).unwrap();
     let m = Model::load(&file, b).unwrap();
     let mut cache = m.new_cache(48).unwrap();

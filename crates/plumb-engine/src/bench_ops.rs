@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use plumb_core::rng::Rng;
 use plumb_core::HostWeight;
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::ModelConfig;
 use plumb_ops::{AttnParams, Backend, RopeParams};
 

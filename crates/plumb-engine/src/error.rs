@@ -26,8 +26,8 @@ impl From<plumb_ops::OpError> for EngineError {
     }
 }
 
-impl From<plumb_model::gguf::GgufError> for EngineError {
-    fn from(e: plumb_model::gguf::GgufError) -> Self {
+impl From<plumb_gguf::GgufError> for EngineError {
+    fn from(e: plumb_gguf::GgufError) -> Self {
         EngineError::Model(e.into())
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::{KvCache, Logits, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};

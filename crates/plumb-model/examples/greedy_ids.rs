@@ -1,4 +1,4 @@
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::{Logits, Model};
 use plumb_ops::ReferenceBackend;
 

@@ -1,9 +1,9 @@
 //! Llama-family model configuration, read from GGUF metadata.
 
+use plumb_gguf::GgufFile;
 use plumb_ops::RopeStyle;
 
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
 
 /// Architectures the forward knows, and what each changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

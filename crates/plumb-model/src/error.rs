@@ -1,6 +1,5 @@
+use plumb_gguf::GgufError;
 use thiserror::Error;
-
-use crate::gguf::GgufError;
 
 #[derive(Debug, Error)]
 pub enum ModelError {

@@ -15,12 +15,13 @@
 
 use std::sync::Mutex;
 
-use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
+use plumb_ops::{Backend, RopeParams};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::weights::Weights;
+use crate::route::KvRoute;
+use crate::weights::{LayerWeights, Weights};
 
 /// Which logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +79,8 @@ pub struct Model<B: Backend> {
     /// The workspace of single-token decode steps, kept so that its buffers stay put and a
     /// recorded step can be replayed.
     decode_ws: Mutex<Option<Workspace<B>>>,
-    /// The workspace of batched forwards (see `batch.rs`).
-    pub(crate) batch_ws: crate::batch::BatchWorkspace<B>,
+    /// The workspace of paged forwards (see `paged.rs`), grown when a larger batch comes.
+    pub(crate) paged_ws: Mutex<Option<Workspace<B>>>,
 }
 
 impl<B: Backend> Model<B> {
@@ -90,7 +91,7 @@ impl<B: Backend> Model<B> {
             weights,
             max_batch: 256,
             decode_ws: Mutex::new(None),
-            batch_ws: Mutex::new(None),
+            paged_ws: Mutex::new(None),
         }
     }
 
@@ -113,18 +114,7 @@ impl<B: Backend> Model<B> {
         read: impl FnOnce(&B, &Workspace<B>, usize) -> Result<T>,
     ) -> Result<T> {
         let (b, cfg) = (&self.backend, &self.config);
-        if cache.len + 1 > cache.capacity {
-            return Err(ModelError::ContextFull {
-                needed: cache.len + 1,
-                capacity: cache.capacity,
-            });
-        }
-        if token as usize >= cfg.vocab_size {
-            return Err(ModelError::BadToken {
-                id: token,
-                vocab: cfg.vocab_size,
-            });
-        }
+        self.validate_tokens(&[token], Some(cache))?;
         let mut guard = self.decode_ws.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             *guard = Some(Workspace::new(b, cfg, 1, 1)?);
@@ -132,8 +122,8 @@ impl<B: Backend> Model<B> {
         let ws = guard
             .as_mut()
             .ok_or_else(|| ModelError::Config("decode workspace".into()))?;
-        let pos = cache.len as u32;
-        b.begin_step(&[token], &[pos])?;
+        let pos = [cache.len as u32];
+        b.begin_step(&[token], &pos)?;
         // A recording bakes in the cache's buffers, so it is keyed by the cache.
         let key = cache.id;
         let run = (|| -> Result<()> {
@@ -142,7 +132,7 @@ impl<B: Backend> Model<B> {
                 return Ok(());
             }
             let recording = b.record_begin(key)?;
-            self.forward_chunk(&[token], cache, ws, Logits::Last)?;
+            self.forward_chunk(&[token], &pos, cache, ws, Logits::Last)?;
             if recording {
                 b.record_end(key)?;
             }
@@ -167,29 +157,14 @@ impl<B: Backend> Model<B> {
         want: Logits,
     ) -> Result<Vec<f32>> {
         let cfg = &self.config;
-        if tokens.is_empty() {
-            return Err(ModelError::Config("forward called with no tokens".into()));
-        }
-        let needed = cache.len + tokens.len();
-        if needed > cache.capacity {
-            return Err(ModelError::ContextFull {
-                needed,
-                capacity: cache.capacity,
-            });
-        }
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(ModelError::BadToken {
-                id,
-                vocab: cfg.vocab_size,
-            });
-        }
-        if tokens.len() == 1 && want == Logits::Last {
-            return self.decode_step(tokens[0], cache, |b, ws, vocab| {
+        if let ([token], Logits::Last) = (tokens, want) {
+            return self.decode_step(*token, cache, |b, ws, vocab| {
                 let mut out = vec![0f32; vocab];
                 b.download(&ws.logits, &mut out)?;
                 Ok(out)
             });
         }
+        self.validate_tokens(tokens, Some(cache))?;
         let cap = tokens.len().min(self.max_batch);
         let logit_rows = if want == Logits::All { cap } else { 1 };
         let mut ws = Workspace::new(&self.backend, cfg, cap, logit_rows)?;
@@ -203,7 +178,7 @@ impl<B: Backend> Model<B> {
                 .map(|p| p as u32)
                 .collect();
             self.backend.begin_step(chunk, &positions)?;
-            let rows = self.forward_chunk(chunk, cache, &mut ws, want);
+            let rows = self.forward_chunk(chunk, &positions, cache, &mut ws, want);
             self.backend.end_step()?;
             let rows = rows?;
             let start = out.len();
@@ -217,63 +192,56 @@ impl<B: Backend> Model<B> {
         Ok(out)
     }
 
-    /// One chunk of at most `ws.cap` tokens of one sequence, inside a step the backend was
-    /// told of; leaves logits in `ws.logits` and returns their rows.
+    /// One chunk of at most `ws.cap` tokens of one sequence at `positions`, inside a step the
+    /// backend was told of; appends them to the cache, leaves logits in `ws.logits` and returns
+    /// their rows. The ops see exactly the step's values (`kv_write`, attention in place), so
+    /// a single-token step can be recorded.
     fn forward_chunk(
         &self,
         tokens: &[u32],
+        positions: &[u32],
         cache: &mut KvCache<B>,
         ws: &mut Workspace<B>,
         want: Logits,
     ) -> Result<usize> {
-        let positions: Vec<u32> = (cache.len..cache.len + tokens.len())
-            .map(|p| p as u32)
-            .collect();
-        let mut segs = [Segment {
-            off: 0,
-            len: tokens.len(),
-            cache,
-        }];
-        self.forward_segments(tokens, &positions, &mut segs, ws, want)
-    }
-
-    /// The layers over `tokens`, which are consecutive runs (`segs`) of different sequences,
-    /// each appended to its own cache. Matmuls, norms and RoPE run over all rows at once;
-    /// attention runs per segment. With one segment the ops see exactly the step's values
-    /// (`kv_write`, attention in place), so a single-sequence step can be recorded.
-    pub(crate) fn forward_segments(
-        &self,
-        tokens: &[u32],
-        positions: &[u32],
-        segs: &mut [Segment<'_, B>],
-        ws: &mut Workspace<B>,
-        want: Logits,
-    ) -> Result<usize> {
-        debug_assert!(segs.iter().map(|s| s.len).sum::<usize>() == tokens.len());
-        let last_rows: Vec<usize> = segs.iter().map(|s| s.off + s.len - 1).collect();
-        let rows = self.forward_layers(
-            tokens,
-            positions,
-            &mut KvRoute::Contiguous(segs),
-            &last_rows,
-            ws,
-            want,
-        )?;
-        for seg in segs.iter_mut() {
-            seg.cache.len += seg.len;
-        }
+        let n = tokens.len();
+        let mut route = KvRoute::Contiguous { cache, n };
+        let rows = self.forward_layers(tokens, positions, &mut route, &[n - 1], ws, want)?;
+        route.advance();
         Ok(rows)
     }
 
-    /// The layers over `tokens` (rows of several sequences), with `kv` saying where their
-    /// keys and values go and how attention reads them. Leaves logits in `ws.logits`: every
-    /// row's for [`Logits::All`], else those of `last_rows` (row `i` of the logits = row
+    /// Checks the input of a forward: at least one token, every id inside the vocabulary,
+    /// and, with a contiguous `cache`, room for all of them after what it holds.
+    pub(crate) fn validate_tokens(&self, tokens: &[u32], cache: Option<&KvCache<B>>) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(ModelError::Config("forward called with no tokens".into()));
+        }
+        if let Some(cache) = cache {
+            let needed = cache.len + tokens.len();
+            if needed > cache.capacity {
+                return Err(ModelError::ContextFull {
+                    needed,
+                    capacity: cache.capacity,
+                });
+            }
+        }
+        let vocab = self.config.vocab_size;
+        match tokens.iter().find(|&&t| t as usize >= vocab) {
+            Some(&id) => Err(ModelError::BadToken { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    /// The layers over `tokens` (rows of one or several sequences), with `kv` saying where
+    /// their keys and values go and how attention reads them. Leaves logits in `ws.logits`:
+    /// every row's for [`Logits::All`], else those of `last_rows` (row `i` of the logits = row
     /// `last_rows[i]` of the batch). Returns the number of logit rows.
     pub(crate) fn forward_layers(
         &self,
         tokens: &[u32],
         positions: &[u32],
-        kv: &mut KvRoute<'_, '_, B>,
+        kv: &mut KvRoute<'_, B>,
         last_rows: &[usize],
         ws: &mut Workspace<B>,
         want: Logits,
@@ -281,143 +249,115 @@ impl<B: Backend> Model<B> {
         let (b, cfg, w) = (&self.backend, &self.config, &self.weights);
         let n = tokens.len();
         debug_assert!(n <= ws.cap);
-        let (d, qd, kvd, hd) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+        b.embedding(&w.tok_embd, tokens, &mut ws.x)?;
+        let first_norm = &w.layers[0].attn_norm;
+        b.rms_norm(&ws.x, first_norm, cfg.rms_eps, n, cfg.d_model, &mut ws.xn)?;
+        for (li, lw) in w.layers.iter().enumerate() {
+            self.attention_block(li, lw, positions, kv, ws)?;
+            let next_norm = match w.layers.get(li + 1) {
+                Some(next) => &next.attn_norm,
+                None => &w.output_norm,
+            };
+            self.ffn_block(lw, next_norm, n, ws)?;
+        }
+        self.head(last_rows, n, ws, want)
+    }
+
+    /// `x += Wo · attention(q, kv)` for layer `li` over the rows of `ws.xn` (one per entry of
+    /// `positions`), then `xn = rms_norm(x)` with the layer's FFN norm.
+    fn attention_block(
+        &self,
+        li: usize,
+        lw: &LayerWeights<B>,
+        positions: &[u32],
+        kv: &mut KvRoute<'_, B>,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        let (b, cfg) = (&self.backend, &self.config);
+        let n = positions.len();
+        let (qd, kvd, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+        b.matmul_many(
+            &ws.xn,
+            n,
+            &mut [
+                (&lw.wq, &mut ws.q),
+                (&lw.wk, &mut ws.k),
+                (&lw.wv, &mut ws.v),
+            ],
+        )?;
+        if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
+            b.add_bias(&mut ws.q, bq, n, qd)?;
+            b.add_bias(&mut ws.k, bk, n, kvd)?;
+            b.add_bias(&mut ws.v, bv, n, kvd)?;
+        }
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            b.rms_norm(&ws.q, qn, cfg.rms_eps, n * cfg.n_heads, hd, &mut ws.tmp)?;
+            std::mem::swap(&mut ws.q, &mut ws.tmp);
+            b.rms_norm(&ws.k, kn, cfg.rms_eps, n * cfg.n_kv_heads, hd, &mut ws.tmp)?;
+            std::mem::swap(&mut ws.k, &mut ws.tmp);
+        }
         let rope = RopeParams {
             style: cfg.arch.rope_style(),
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };
-        let scale = 1.0 / (hd as f32).sqrt();
-        let attn = |seg: &Segment<'_, B>| AttnParams {
-            n_tokens: seg.len,
-            pos0: seg.cache.len,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-            scale,
-        };
+        let ff = self.weights.rope_freqs.as_ref();
+        b.rope(&mut ws.q, positions, cfg.n_heads, hd, rope, ff)?;
+        b.rope(&mut ws.k, positions, cfg.n_kv_heads, hd, rope, ff)?;
+        kv.write_kv(b, cfg, li, &ws.k, &ws.v)?;
+        kv.attend(b, cfg, li, &ws.q, &mut ws.attn)?;
+        b.matmul(&lw.wo, &ws.attn, n, &mut ws.proj)?;
+        b.add_rms_norm(
+            &mut ws.x,
+            &ws.proj,
+            &lw.ffn_norm,
+            cfg.rms_eps,
+            n,
+            cfg.d_model,
+            &mut ws.xn,
+        )?;
+        Ok(())
+    }
 
-        b.embedding(&w.tok_embd, tokens, &mut ws.x)?;
-        b.rms_norm(&ws.x, &w.layers[0].attn_norm, cfg.rms_eps, n, d, &mut ws.xn)?;
-        for (li, lw) in w.layers.iter().enumerate() {
-            // Attention block.
-            b.matmul_many(
-                &ws.xn,
-                n,
-                &mut [
-                    (&lw.wq, &mut ws.q),
-                    (&lw.wk, &mut ws.k),
-                    (&lw.wv, &mut ws.v),
-                ],
-            )?;
-            if let (Some(bq), Some(bk), Some(bv)) = (&lw.bq, &lw.bk, &lw.bv) {
-                b.add_bias(&mut ws.q, bq, n, qd)?;
-                b.add_bias(&mut ws.k, bk, n, kvd)?;
-                b.add_bias(&mut ws.v, bv, n, kvd)?;
-            }
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                b.rms_norm(&ws.q, qn, cfg.rms_eps, n * cfg.n_heads, hd, &mut ws.tmp)?;
-                std::mem::swap(&mut ws.q, &mut ws.tmp);
-                b.rms_norm(&ws.k, kn, cfg.rms_eps, n * cfg.n_kv_heads, hd, &mut ws.tmp)?;
-                std::mem::swap(&mut ws.k, &mut ws.tmp);
-            }
-            let ff = w.rope_freqs.as_ref();
-            b.rope(&mut ws.q, positions, cfg.n_heads, hd, rope, ff)?;
-            b.rope(&mut ws.k, positions, cfg.n_kv_heads, hd, rope, ff)?;
-            match kv {
-                KvRoute::Paged {
-                    k,
-                    v,
-                    slots,
-                    seqs,
-                    block_size,
-                } => {
-                    // Row r of k, v → pool slot slots[r]; every sequence attends at once.
-                    b.kv_write_slots(&ws.k, &mut k[li], slots, kvd)?;
-                    b.kv_write_slots(&ws.v, &mut v[li], slots, kvd)?;
-                    let p = PagedParams {
-                        n_heads: cfg.n_heads,
-                        n_kv_heads: cfg.n_kv_heads,
-                        head_dim: hd,
-                        scale,
-                        block_size: *block_size,
-                    };
-                    b.attention_paged(&ws.q, &k[li], &v[li], seqs, p, &mut ws.attn)?;
-                }
-                KvRoute::Contiguous([seg]) => {
-                    b.kv_write(&ws.k, &mut seg.cache.k[li], seg.cache.len, n, kvd)?;
-                    b.kv_write(&ws.v, &mut seg.cache.v[li], seg.cache.len, n, kvd)?;
-                    b.attention(
-                        &ws.q,
-                        &seg.cache.k[li],
-                        &seg.cache.v[li],
-                        attn(seg),
-                        &mut ws.attn,
-                    )?;
-                }
-                KvRoute::Contiguous(segs) => {
-                    // q rows of a segment: [off, off+len) → tmp; its output → attn rows.
-                    for seg in segs.iter_mut() {
-                        let (off, len, pos0) = (seg.off, seg.len, seg.cache.len);
-                        b.copy(
-                            &ws.k,
-                            off * kvd,
-                            &mut seg.cache.k[li],
-                            pos0 * kvd,
-                            len * kvd,
-                        )?;
-                        b.copy(
-                            &ws.v,
-                            off * kvd,
-                            &mut seg.cache.v[li],
-                            pos0 * kvd,
-                            len * kvd,
-                        )?;
-                        b.copy(&ws.q, off * qd, &mut ws.tmp, 0, len * qd)?;
-                        b.attention(
-                            &ws.tmp,
-                            &seg.cache.k[li],
-                            &seg.cache.v[li],
-                            attn(seg),
-                            &mut ws.proj,
-                        )?;
-                        b.copy(&ws.proj, 0, &mut ws.attn, off * qd, len * qd)?;
-                    }
-                }
-            }
-            b.matmul(&lw.wo, &ws.attn, n, &mut ws.proj)?;
-            b.add_rms_norm(
-                &mut ws.x,
-                &ws.proj,
-                &lw.ffn_norm,
-                cfg.rms_eps,
-                n,
-                d,
-                &mut ws.xn,
-            )?;
+    /// `x += Wdown · (silu(Wgate·xn) * (Wup·xn))` over `n` rows, then `xn = rms_norm(x)`
+    /// with `next_norm` (the next layer's attention norm, or the output norm).
+    fn ffn_block(
+        &self,
+        lw: &LayerWeights<B>,
+        next_norm: &B::Buf,
+        n: usize,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        let (b, cfg) = (&self.backend, &self.config);
+        b.matmul_many(
+            &ws.xn,
+            n,
+            &mut [(&lw.w_gate, &mut ws.gate), (&lw.w_up, &mut ws.up)],
+        )?;
+        b.swiglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?;
+        b.matmul(&lw.w_down, &ws.act, n, &mut ws.proj)?;
+        b.add_rms_norm(
+            &mut ws.x,
+            &ws.proj,
+            next_norm,
+            cfg.rms_eps,
+            n,
+            cfg.d_model,
+            &mut ws.xn,
+        )?;
+        Ok(())
+    }
 
-            // Feed-forward block.
-            b.matmul_many(
-                &ws.xn,
-                n,
-                &mut [(&lw.w_gate, &mut ws.gate), (&lw.w_up, &mut ws.up)],
-            )?;
-            b.swiglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?;
-            b.matmul(&lw.w_down, &ws.act, n, &mut ws.proj)?;
-            let next_norm = match w.layers.get(li + 1) {
-                Some(next) => &next.attn_norm,
-                None => &w.output_norm,
-            };
-            b.add_rms_norm(
-                &mut ws.x,
-                &ws.proj,
-                next_norm,
-                cfg.rms_eps,
-                n,
-                d,
-                &mut ws.xn,
-            )?;
-        }
+    /// The output head over the final `xn` of `n` rows: logits of every row or of
+    /// `last_rows` into `ws.logits`; returns their rows.
+    fn head(
+        &self,
+        last_rows: &[usize],
+        n: usize,
+        ws: &mut Workspace<B>,
+        want: Logits,
+    ) -> Result<usize> {
+        let (b, w, d) = (&self.backend, &self.weights, self.config.d_model);
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
             Logits::All => {
@@ -440,26 +380,4 @@ impl<B: Backend> Model<B> {
             }
         }
     }
-}
-
-/// Where a forward's keys and values go and how its attention reads them.
-pub(crate) enum KvRoute<'s, 'c, B: Backend> {
-    /// Consecutive runs of rows, each sequence with its own contiguous cache.
-    Contiguous(&'s mut [Segment<'c, B>]),
-    /// One paged pool per layer (`[n_blocks * block_size, kv_dim]`): row `r` of the batch is
-    /// written to slot `slots[r]`, and `seqs` say which rows and blocks are whose.
-    Paged {
-        k: &'s mut [B::Buf],
-        v: &'s mut [B::Buf],
-        slots: &'s [u32],
-        seqs: &'s [PagedSeq<'s>],
-        block_size: usize,
-    },
-}
-
-/// A run of consecutive tokens of one sequence inside a batch.
-pub(crate) struct Segment<'a, B: Backend> {
-    pub off: usize,
-    pub len: usize,
-    pub cache: &'a mut KvCache<B>,
 }

@@ -1,37 +1,36 @@
-//! plumb-model: file formats, model configuration and the transformer forward.
+//! plumb-model: model configuration and the transformer forward over GGUF files read by
+//! `plumb_gguf`.
 //!
-//! - [`gguf`]: GGUF v2/v3 reader (memory-mapped) and writer.
 //! - [`config::ModelConfig`]: hyperparameters of llama, qwen2 and qwen3 models.
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
-//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences.
+//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences, and
+//!   [`Model::forward_paged`] over it.
 //! - [`store`]: the model cache directory and the fetch of the default model.
 
-pub mod batch;
 pub mod config;
 pub mod error;
 pub mod forward;
-pub mod gguf;
 pub mod kv_cache;
 pub mod paged;
+mod route;
 pub mod store;
 pub mod synth;
 pub mod weights;
 
-pub use batch::{BatchItem, PagedItem};
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::{Logits, Model};
 pub use kv_cache::KvCache;
-pub use paged::{BlockTable, PagedError, PagedKv};
+pub use paged::{BlockTable, PagedError, PagedItem, PagedKv};
 pub use weights::Weights;
 
 use plumb_ops::Backend;
 
 impl<B: Backend> Model<B> {
     /// Reads the config and every weight of `file` onto `backend`.
-    pub fn load(file: &gguf::GgufFile, backend: B) -> Result<Model<B>> {
+    pub fn load(file: &plumb_gguf::GgufFile, backend: B) -> Result<Model<B>> {
         let mut config = ModelConfig::from_gguf(file)?;
         if config.vocab_size == 0 {
             let t = file

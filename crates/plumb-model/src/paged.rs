@@ -5,11 +5,15 @@
 //! (block_size 16, blocks [7, 2], position 19 → block 2, offset 3 → slot 35, floats
 //! `35 * kv_dim ..` of every layer's pools). Blocks are reference counted so that forks share
 //! their prefix; the first write into a shared block copies it first (copy-on-write).
+//!
+//! [`Model::forward_paged`] runs the new tokens of many sequences ([`PagedItem`]s) in one
+//! pass: matmuls over all rows, one `kv_write_slots` and one `attention_paged` per layer.
 
-use plumb_ops::Backend;
+use plumb_ops::{Backend, PagedSeq};
 
 use crate::error::{ModelError, Result};
-use crate::forward::Model;
+use crate::forward::{Logits, Model, Workspace};
+use crate::route::KvRoute;
 
 /// Default tokens per block.
 pub const BLOCK_SIZE: usize = 16;
@@ -19,6 +23,12 @@ pub const BLOCK_SIZE: usize = 16;
 pub struct BlockTable {
     pub blocks: Vec<u32>,
     pub len: usize,
+}
+
+/// The new tokens of one sequence and its block table in a [`PagedKv`].
+pub struct PagedItem<'a> {
+    pub tokens: &'a [u32],
+    pub table: &'a mut BlockTable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +226,126 @@ impl<B: Backend> PagedKv<B> {
     }
 }
 
+impl<B: Backend> Model<B> {
+    /// Runs every item's tokens after the `table.len` positions its table holds in `kv`, and
+    /// returns, per item, the logits of its last token (`[vocab]` each). Reserves the blocks
+    /// it needs (copying shared ones first); on an error no table's `len` moves. Rows are the
+    /// items' tokens in order: items of 3 and 1 tokens → rows 0..3 and 3, logits of rows 2, 3.
+    /// The total number of tokens must not exceed `max_batch`.
+    pub fn forward_paged(
+        &self,
+        kv: &mut PagedKv<B>,
+        items: &mut [PagedItem<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = self.config.vocab_size;
+        self.paged_pass(kv, items, |b, logits, rows| {
+            let mut all = vec![0f32; rows * vocab];
+            b.download(logits, &mut all)?;
+            Ok(all.chunks(vocab).map(|c| c.to_vec()).collect())
+        })
+    }
+
+    /// [`Model::forward_paged`], but returns each item's greedy next token: the argmax of its
+    /// logits, taken where the logits are (on the GPU only the ids come back).
+    pub fn forward_paged_argmax(
+        &self,
+        kv: &mut PagedKv<B>,
+        items: &mut [PagedItem<'_>],
+    ) -> Result<Vec<u32>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = self.config.vocab_size;
+        self.paged_pass(kv, items, |b, logits, rows| {
+            Ok(b.argmax_rows(logits, rows, vocab)?)
+        })
+    }
+
+    /// The pass of [`Model::forward_paged`]; `finish` reads the logits (`rows` rows of
+    /// `vocab`) before the tables move on.
+    fn paged_pass<R>(
+        &self,
+        kv: &mut PagedKv<B>,
+        items: &mut [PagedItem<'_>],
+        finish: impl FnOnce(&B, &B::Buf, usize) -> Result<R>,
+    ) -> Result<R> {
+        let n: usize = items.iter().map(|it| it.tokens.len()).sum();
+        if items.is_empty() {
+            return Err(ModelError::Config("a paged batch with no items".into()));
+        }
+        if n > self.max_batch.max(items.len()) {
+            return Err(ModelError::Config(format!(
+                "a batch of {n} tokens exceeds max_batch {}",
+                self.max_batch
+            )));
+        }
+        for it in items.iter() {
+            self.validate_tokens(it.tokens, None)?;
+        }
+        let mut ids = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut slots = Vec::with_capacity(n);
+        let mut last_rows = Vec::with_capacity(items.len());
+        for it in items.iter_mut() {
+            kv.reserve(&self.backend, it.table, it.tokens.len())?;
+            let len = it.table.len;
+            kv.slots(it.table, it.tokens.len(), &mut slots)?;
+            ids.extend_from_slice(it.tokens);
+            positions.extend((len..len + it.tokens.len()).map(|p| p as u32));
+            last_rows.push(ids.len() - 1);
+        }
+        let (mut seqs, mut lens) = (Vec::with_capacity(items.len()), Vec::new());
+        let mut q_row = 0;
+        for it in items.iter_mut() {
+            let BlockTable { blocks, len } = &mut *it.table;
+            seqs.push(PagedSeq {
+                q_row,
+                n_tokens: it.tokens.len(),
+                pos0: *len,
+                blocks,
+            });
+            lens.push(len);
+            q_row += it.tokens.len();
+        }
+        let mut route = KvRoute::Paged {
+            k: &mut kv.k,
+            v: &mut kv.v,
+            block_size: kv.block_size,
+            slots,
+            seqs,
+            lens,
+        };
+        let mut guard = self.paged_ws.lock().unwrap_or_else(|e| e.into_inner());
+        let ws = self.paged_workspace(&mut guard, n)?;
+        // Not a step: the sequences have different positions, so the ops take their arguments.
+        let rows =
+            self.forward_layers(&ids, &positions, &mut route, &last_rows, ws, Logits::Last)?;
+        let out = finish(&self.backend, &ws.logits, rows)?;
+        route.advance();
+        Ok(out)
+    }
+
+    /// The kept paged workspace, grown to at least `n` rows.
+    fn paged_workspace<'g>(
+        &self,
+        guard: &'g mut Option<Workspace<B>>,
+        n: usize,
+    ) -> Result<&'g mut Workspace<B>> {
+        if guard.as_ref().is_none_or(|ws| ws.cap < n) {
+            // Grow in powers of two so that a slowly growing batch reallocates rarely.
+            let cap = n.next_power_of_two().min(self.max_batch.max(n));
+            *guard = None;
+            *guard = Some(Workspace::new(&self.backend, &self.config, cap, cap)?);
+        }
+        guard
+            .as_mut()
+            .ok_or_else(|| ModelError::Config("paged workspace".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +379,7 @@ mod tests {
             std::sync::Arc::new(|_, _| {}),
         )
         .unwrap();
-        let file = crate::gguf::GgufFile::open(&path).unwrap();
+        let file = plumb_gguf::GgufFile::open(&path).unwrap();
         Model::load(&file, ReferenceBackend { threads: false }).unwrap()
     }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use plumb_core::rng::Rng;
 use plumb_core::GgmlType;
+use plumb_gguf::{GgufWriter, Value, ValueType};
 use rayon::prelude::*;
 
-use crate::gguf::{GgufWriter, Value, ValueType};
 use crate::Result;
 
 /// The shape of a model family member.
@@ -125,84 +125,10 @@ pub fn write_synthetic(
     out: &Path,
     progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
 ) -> Result<()> {
-    let s = shape;
-    let head_dim = s.d_model / s.n_heads;
-    let (q, kv) = (s.n_heads * head_dim, s.n_kv_heads * head_dim);
     let mut w = GgufWriter::new();
-    let a = |k: &str| format!("{}.{k}", s.arch);
-    w.add_metadata("general.architecture", Value::String(s.arch.into()));
-    w.add_metadata(
-        "general.name",
-        Value::String(format!("synthetic {} {}", s.name, quant.name())),
-    );
-    w.add_metadata(a("block_count"), Value::U32(s.n_layers as u32));
-    w.add_metadata(a("context_length"), Value::U32(s.ctx as u32));
-    w.add_metadata(a("embedding_length"), Value::U32(s.d_model as u32));
-    w.add_metadata(a("feed_forward_length"), Value::U32(s.d_ff as u32));
-    w.add_metadata(a("attention.head_count"), Value::U32(s.n_heads as u32));
-    w.add_metadata(
-        a("attention.head_count_kv"),
-        Value::U32(s.n_kv_heads as u32),
-    );
-    w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
-    w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
-    w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
-    // Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then filler words (" w258",
-    // " w259", ...: normal tokens, so that generated text has something to show and stream).
-    let mut tokens: Vec<Value> = (0..=255u8)
-        .map(|b| Value::String(byte_char(b).to_string()))
-        .collect();
-    tokens.push(Value::String("<s>".into()));
-    tokens.push(Value::String("</s>".into()));
-    let mut types: Vec<Value> = vec![Value::I32(1); 256];
-    types.extend([Value::I32(3), Value::I32(3)]);
-    for i in tokens.len()..s.vocab {
-        tokens.push(Value::String(format!("{}w{i}", byte_char(b' '))));
-        types.push(Value::I32(1));
-    }
-    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
-    w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
-    w.add_metadata(
-        "tokenizer.ggml.tokens",
-        Value::Array(ValueType::String, tokens),
-    );
-    w.add_metadata(
-        "tokenizer.ggml.token_type",
-        Value::Array(ValueType::I32, types),
-    );
-    w.add_metadata(
-        "tokenizer.ggml.merges",
-        Value::Array(ValueType::String, Vec::new()),
-    );
-    w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(256));
-    w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(257));
-    w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(false));
-
-    // (name, rows, cols, is a norm or bias vector)
-    let mut specs: Vec<(String, usize, usize, bool)> =
-        vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
-    for l in 0..s.n_layers {
-        let n = |x: &str| format!("blk.{l}.{x}");
-        specs.push((n("attn_norm.weight"), 1, s.d_model, true));
-        specs.push((n("attn_q.weight"), q, s.d_model, false));
-        specs.push((n("attn_k.weight"), kv, s.d_model, false));
-        specs.push((n("attn_v.weight"), kv, s.d_model, false));
-        if s.qkv_bias {
-            specs.push((n("attn_q.bias"), 1, q, true));
-            specs.push((n("attn_k.bias"), 1, kv, true));
-            specs.push((n("attn_v.bias"), 1, kv, true));
-        }
-        specs.push((n("attn_output.weight"), s.d_model, q, false));
-        specs.push((n("ffn_norm.weight"), 1, s.d_model, true));
-        specs.push((n("ffn_gate.weight"), s.d_ff, s.d_model, false));
-        specs.push((n("ffn_up.weight"), s.d_ff, s.d_model, false));
-        specs.push((n("ffn_down.weight"), s.d_model, s.d_ff, false));
-    }
-    specs.push(("output_norm.weight".into(), 1, s.d_model, true));
-    if !s.tied {
-        specs.push(("output.weight".into(), s.vocab, s.d_model, false));
-    }
-
+    add_hyperparameters(&mut w, shape, quant);
+    add_placeholder_vocab(&mut w, shape);
+    let specs = tensor_specs(shape);
     let total = specs.len();
     let done = Arc::new(AtomicUsize::new(0));
     for (i, (name, rows, cols, vector)) in specs.into_iter().enumerate() {
@@ -234,6 +160,90 @@ pub fn write_synthetic(
     }
     w.write_file(out)?;
     Ok(())
+}
+
+/// The architecture, name and hyperparameter keys of `s`.
+fn add_hyperparameters(w: &mut GgufWriter, s: &SynthShape, quant: GgmlType) {
+    let a = |k: &str| format!("{}.{k}", s.arch);
+    w.add_metadata("general.architecture", Value::String(s.arch.into()));
+    w.add_metadata(
+        "general.name",
+        Value::String(format!("synthetic {} {}", s.name, quant.name())),
+    );
+    w.add_metadata(a("block_count"), Value::U32(s.n_layers as u32));
+    w.add_metadata(a("context_length"), Value::U32(s.ctx as u32));
+    w.add_metadata(a("embedding_length"), Value::U32(s.d_model as u32));
+    w.add_metadata(a("feed_forward_length"), Value::U32(s.d_ff as u32));
+    w.add_metadata(a("attention.head_count"), Value::U32(s.n_heads as u32));
+    w.add_metadata(
+        a("attention.head_count_kv"),
+        Value::U32(s.n_kv_heads as u32),
+    );
+    w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
+    w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
+    w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
+}
+
+/// Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then filler words (" w258",
+/// " w259", ...: normal tokens, so that generated text has something to show and stream).
+fn add_placeholder_vocab(w: &mut GgufWriter, s: &SynthShape) {
+    let mut tokens: Vec<Value> = (0..=255u8)
+        .map(|b| Value::String(byte_char(b).to_string()))
+        .collect();
+    tokens.push(Value::String("<s>".into()));
+    tokens.push(Value::String("</s>".into()));
+    let mut types: Vec<Value> = vec![Value::I32(1); 256];
+    types.extend([Value::I32(3), Value::I32(3)]);
+    for i in tokens.len()..s.vocab {
+        tokens.push(Value::String(format!("{}w{i}", byte_char(b' '))));
+        types.push(Value::I32(1));
+    }
+    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
+    w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.merges",
+        Value::Array(ValueType::String, Vec::new()),
+    );
+    w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(256));
+    w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(257));
+    w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(false));
+}
+
+/// Every tensor of `s` in file order: (name, rows, cols, is a norm or bias vector).
+fn tensor_specs(s: &SynthShape) -> Vec<(String, usize, usize, bool)> {
+    let head_dim = s.d_model / s.n_heads;
+    let (q, kv) = (s.n_heads * head_dim, s.n_kv_heads * head_dim);
+    let mut specs = vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
+    for l in 0..s.n_layers {
+        let n = |x: &str| format!("blk.{l}.{x}");
+        specs.push((n("attn_norm.weight"), 1, s.d_model, true));
+        specs.push((n("attn_q.weight"), q, s.d_model, false));
+        specs.push((n("attn_k.weight"), kv, s.d_model, false));
+        specs.push((n("attn_v.weight"), kv, s.d_model, false));
+        if s.qkv_bias {
+            specs.push((n("attn_q.bias"), 1, q, true));
+            specs.push((n("attn_k.bias"), 1, kv, true));
+            specs.push((n("attn_v.bias"), 1, kv, true));
+        }
+        specs.push((n("attn_output.weight"), s.d_model, q, false));
+        specs.push((n("ffn_norm.weight"), 1, s.d_model, true));
+        specs.push((n("ffn_gate.weight"), s.d_ff, s.d_model, false));
+        specs.push((n("ffn_up.weight"), s.d_ff, s.d_model, false));
+        specs.push((n("ffn_down.weight"), s.d_model, s.d_ff, false));
+    }
+    specs.push(("output_norm.weight".into(), 1, s.d_model, true));
+    if !s.tied {
+        specs.push(("output.weight".into(), s.vocab, s.d_model, false));
+    }
+    specs
 }
 
 /// Streams `rows × cols` random values in `ty`, a band of rows at a time, quantized in parallel.

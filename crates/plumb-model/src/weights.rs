@@ -2,11 +2,11 @@
 //! against the config and uploaded to a backend in their stored format.
 
 use plumb_core::HostWeight;
+use plumb_gguf::GgufFile;
 use plumb_ops::Backend;
 
 use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
 
 pub struct LayerWeights<B: Backend> {
     pub attn_norm: B::Buf,

@@ -1,41 +1,11 @@
 //! The paged forward gives the logits of the contiguous one: mixed prefill + decode batches,
 //! positions across block boundaries, and a forked sequence after copy-on-write.
 
-use std::sync::Arc;
+mod common;
 
-use plumb_core::GgmlType;
-use plumb_model::gguf::GgufFile;
-use plumb_model::synth::{write_synthetic, SynthShape};
+use common::{max_diff, tiny_model};
 use plumb_model::{BlockTable, Logits, Model, PagedItem, PagedKv};
 use plumb_ops::ReferenceBackend;
-
-fn tiny(dir: &std::path::Path) -> std::path::PathBuf {
-    let shape = SynthShape {
-        name: "tiny",
-        arch: "llama",
-        n_layers: 2,
-        d_model: 64,
-        d_ff: 128,
-        n_heads: 4,
-        n_kv_heads: 2,
-        vocab: 300,
-        ctx: 256,
-        rope_theta: 10000.0,
-        rms_eps: 1e-5,
-        tied: false,
-        qkv_bias: false,
-    };
-    let path = dir.join("tiny.gguf");
-    write_synthetic(&shape, GgmlType::Q8_0, 9, &path, Arc::new(|_, _| {})).unwrap();
-    path
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// Logits of the last token of `tokens` run alone through a contiguous cache.
 fn alone(m: &Model<ReferenceBackend>, tokens: &[u32]) -> Vec<f32> {
@@ -45,10 +15,7 @@ fn alone(m: &Model<ReferenceBackend>, tokens: &[u32]) -> Vec<f32> {
 
 #[test]
 fn paged_equals_contiguous() {
-    let dir = std::env::temp_dir().join(format!("plumb-paged-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = GgufFile::open(&tiny(&dir)).unwrap();
-    let m = Model::load(&file, ReferenceBackend { threads: false }).unwrap();
+    let m = tiny_model("paged");
     // Blocks of 4 positions: prompts of 3, 6 and 9 cross block boundaries as they grow.
     let mut kv = PagedKv::with_capacity_tokens(&m, 4 * 16, 4).unwrap();
     let seqs: Vec<Vec<u32>> = vec![
@@ -128,15 +95,11 @@ fn paged_equals_contiguous() {
         kv.free(t);
     }
     assert_eq!(kv.free_blocks(), kv.n_blocks());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn paged_argmax_is_the_greedy_token_of_the_paged_logits() {
-    let dir = std::env::temp_dir().join(format!("plumb-paged-am-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = GgufFile::open(&tiny(&dir)).unwrap();
-    let m = Model::load(&file, ReferenceBackend { threads: false }).unwrap();
+    let m = tiny_model("paged-am");
     let (mut kv_l, mut kv_a) = (
         PagedKv::with_capacity_tokens(&m, 4 * 16, 4).unwrap(),
         PagedKv::with_capacity_tokens(&m, 4 * 16, 4).unwrap(),

@@ -25,7 +25,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use plumb_engine::serve::{EngineConfig, EngineHandle};
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::Model;
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatTemplate, Tokenizer};

@@ -6,7 +6,7 @@ use std::io;
 
 use minijinja::value::{Kwargs, Value as JValue};
 use minijinja::{context, Environment, Error, ErrorKind};
-use plumb_model::gguf::Value;
+use plumb_gguf::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TokenizerError};

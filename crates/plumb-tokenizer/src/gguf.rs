@@ -1,6 +1,6 @@
 //! Building a [`Tokenizer`] from GGUF metadata (`tokenizer.ggml.*`).
 
-use plumb_model::gguf::{GgufFile, Value};
+use plumb_gguf::{GgufFile, Value};
 
 use crate::bpe;
 use crate::error::{Result, TokenizerError};

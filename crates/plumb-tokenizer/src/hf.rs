@@ -69,6 +69,89 @@ fn template_text(v: Option<&Json>) -> Option<String> {
     }
 }
 
+/// Every token's text by id; ids the vocabulary skips are empty.
+fn vocab_table(hf: &tokenizers::Tokenizer) -> Vec<String> {
+    let vocab = hf.get_vocab(true);
+    let n = vocab.values().max().map_or(0, |&m| m as usize + 1);
+    let mut tokens = vec![String::new(); n];
+    for (t, &id) in &vocab {
+        tokens[id as usize] = t.clone();
+    }
+    tokens
+}
+
+/// How pieces spell text, told by the decoder's (else the pre-tokenizer's) components, and
+/// whether decoding strips the leading space a SentencePiece model puts in front.
+fn piece_style(json: &Json) -> (PieceStyle, bool) {
+    let (mut dec_types, mut pre_types) = (Vec::new(), Vec::new());
+    types_in(&json["decoder"], &mut dec_types);
+    types_in(&json["pre_tokenizer"], &mut pre_types);
+    let has = |v: &[String], t: &str| v.iter().any(|x| x == t);
+    let style = if has(&dec_types, "ByteLevel") {
+        PieceStyle::ByteLevel
+    } else if ["Metaspace", "ByteFallback", "Replace"]
+        .iter()
+        .any(|t| has(&dec_types, t))
+    {
+        PieceStyle::SentencePiece
+    } else if has(&pre_types, "ByteLevel") {
+        PieceStyle::ByteLevel
+    } else {
+        PieceStyle::Plain
+    };
+    let strip_leading_space = style == PieceStyle::SentencePiece
+        && (has(&dec_types, "Strip") || has(&dec_types, "Metaspace"));
+    (style, strip_leading_space)
+}
+
+/// Each token's kind: unused, unknown, byte (`<0x41>` in SentencePiece style) or normal;
+/// added tokens are control (special) or user-defined.
+fn token_kinds(
+    hf: &tokenizers::Tokenizer,
+    tokens: &[String],
+    json: &Json,
+    style: PieceStyle,
+) -> Vec<TokenKind> {
+    let unk_text = json["model"]["unk_token"].as_str();
+    let mut kinds: Vec<TokenKind> = tokens
+        .iter()
+        .map(|t| {
+            if t.is_empty() {
+                TokenKind::Unused
+            } else if Some(t.as_str()) == unk_text {
+                TokenKind::Unknown
+            } else if style == PieceStyle::SentencePiece && parse_byte_token(t).is_some() {
+                TokenKind::Byte
+            } else {
+                TokenKind::Normal
+            }
+        })
+        .collect();
+    for (id, added) in hf.get_added_tokens_decoder() {
+        if let Some(k) = kinds.get_mut(id as usize) {
+            *k = if added.special {
+                TokenKind::Control
+            } else {
+                TokenKind::UserDefined
+            };
+        }
+    }
+    kinds
+}
+
+/// The `eos_token_id` of `generation_config.json`: one id or a list.
+fn generation_stops(gen_config: Option<&Json>) -> Vec<u32> {
+    match gen_config.and_then(|g| g.get("eos_token_id")) {
+        Some(Json::Number(x)) => x.as_u64().into_iter().map(|x| x as u32).collect(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. BOS/EOS, `add_bos_token` and the chat template
     /// come from a sibling `tokenizer_config.json` (or `chat_template.jinja`) when present;
@@ -100,68 +183,13 @@ impl Tokenizer {
             .transpose()?;
         let gen_config = sibling("generation_config.json").and_then(|p| read_json(&p).ok());
 
-        let vocab = hf.get_vocab(true);
-        let n = vocab.values().max().map_or(0, |&m| m as usize + 1);
-        let mut tokens = vec![String::new(); n];
-        for (t, &id) in &vocab {
-            tokens[id as usize] = t.clone();
-        }
-        let (mut dec_types, mut pre_types) = (Vec::new(), Vec::new());
-        types_in(&json["decoder"], &mut dec_types);
-        types_in(&json["pre_tokenizer"], &mut pre_types);
-        let has = |v: &[String], t: &str| v.iter().any(|x| x == t);
-        let style = if has(&dec_types, "ByteLevel") {
-            PieceStyle::ByteLevel
-        } else if ["Metaspace", "ByteFallback", "Replace"]
-            .iter()
-            .any(|t| has(&dec_types, t))
-        {
-            PieceStyle::SentencePiece
-        } else if has(&pre_types, "ByteLevel") {
-            PieceStyle::ByteLevel
-        } else {
-            PieceStyle::Plain
-        };
-        let strip_leading_space = style == PieceStyle::SentencePiece
-            && (has(&dec_types, "Strip") || has(&dec_types, "Metaspace"));
-
-        let unk_text = json["model"]["unk_token"].as_str();
-        let mut kinds: Vec<TokenKind> = tokens
-            .iter()
-            .map(|t| {
-                if t.is_empty() {
-                    TokenKind::Unused
-                } else if Some(t.as_str()) == unk_text {
-                    TokenKind::Unknown
-                } else if style == PieceStyle::SentencePiece && parse_byte_token(t).is_some() {
-                    TokenKind::Byte
-                } else {
-                    TokenKind::Normal
-                }
-            })
-            .collect();
-        for (id, added) in hf.get_added_tokens_decoder() {
-            if let Some(k) = kinds.get_mut(id as usize) {
-                *k = if added.special {
-                    TokenKind::Control
-                } else {
-                    TokenKind::UserDefined
-                };
-            }
-        }
+        let tokens = vocab_table(&hf);
+        let (style, strip_leading_space) = piece_style(&json);
+        let kinds = token_kinds(&hf, &tokens, &json, style);
 
         let cfg = |key: &str| config.as_ref().and_then(|c| c.get(key));
         let id_of = |key: &str| token_text(cfg(key)).and_then(|t| hf.token_to_id(t));
-        let gen_id = |key: &str| gen_config.as_ref().and_then(|g| g.get(key)).cloned();
-        let gen_ids: Vec<u32> = match gen_id("eos_token_id") {
-            Some(Json::Number(x)) => x.as_u64().into_iter().map(|x| x as u32).collect(),
-            Some(Json::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let gen_ids = generation_stops(gen_config.as_ref());
         let mut bos = id_of("bos_token");
         let eos = id_of("eos_token").or(gen_ids.first().copied());
         // What the post-processor adds in front of a sequence.

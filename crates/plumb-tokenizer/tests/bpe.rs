@@ -1,7 +1,7 @@
 //! Byte-level BPE from GGUF metadata on a tiny vocabulary: which pre-tokenizer each
 //! `tokenizer.ggml.pre` name selects.
 
-use plumb_model::gguf::{Value, ValueType};
+use plumb_gguf::{Value, ValueType};
 use plumb_tokenizer::Tokenizer;
 
 /// GPT-2's byte -> char table, to spell vocabulary entries.

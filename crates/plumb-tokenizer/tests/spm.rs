@@ -1,6 +1,6 @@
 //! The SentencePiece (`llama`) tokenizer on a small hand-made vocabulary.
 
-use plumb_model::gguf::{Value, ValueType};
+use plumb_gguf::{Value, ValueType};
 use plumb_tokenizer::{StreamDecoder, TokenKind, Tokenizer, TokenizerError, TokenizerModel};
 
 const UNK: u32 = 0;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use plumb_engine::bench::{self, BenchResult, Test};
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::Model;
 use plumb_ops::Backend;
 use serde_json::json;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use plumb_engine::bench_ops::{
     backend_copy_bandwidth, bench_model_ops, host_read_bandwidth, OpTiming,
 };
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use serde_json::json;
 
 use crate::common::{BackendKind, DeviceArgs};

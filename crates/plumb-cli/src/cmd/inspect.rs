@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::ModelConfig;
 
 #[derive(Debug, clap::Args)]

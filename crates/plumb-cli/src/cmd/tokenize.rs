@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]

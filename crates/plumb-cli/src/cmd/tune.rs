@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use plumb_engine::bench_ops::bench_model_ops;
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_ops::check::{self, CheckOptions, Status};
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use plumb_core::GgmlType;
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_model::synth::{write_synthetic, SynthShape};
 use plumb_model::Model;
 use plumb_ops::ReferenceBackend;

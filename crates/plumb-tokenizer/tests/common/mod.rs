@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use plumb_model::gguf::GgufFile;
+use plumb_gguf::GgufFile;
 use plumb_tokenizer::Tokenizer;
 
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -2,7 +2,7 @@
 //! allocation.
 
 use plumb_core::{Bytes, GgmlType};
-use plumb_model::gguf::{GgufError, GgufFile, GgufWriter, Value, ValueType, MAX_ARRAY_DEPTH};
+use plumb_gguf::{GgufError, GgufFile, GgufWriter, Value, ValueType, MAX_ARRAY_DEPTH};
 
 /// A hand-built GGUF file.
 #[derive(Clone, Default)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use plumb_core::{Bytes, GgmlType};
-use plumb_model::gguf::{GgufError, GgufFile, GgufWriter, Value, ValueType};
+use plumb_gguf::{GgufError, GgufFile, GgufWriter, Value, ValueType};
 
 fn pattern(n: usize, seed: u8) -> Bytes {
     Bytes::from_vec(
@@ -319,7 +319,7 @@ fn writer_rejects_mixed_arrays() {
     );
 }
 
-fn fill_writer(n: usize, fill: plumb_model::gguf::FillFn) -> GgufWriter {
+fn fill_writer(n: usize, fill: plumb_gguf::FillFn) -> GgufWriter {
     let mut w = GgufWriter::new();
     w.add_tensor("first", GgmlType::F16, &[3], pattern(6, 9))
         .unwrap();
