@@ -8,9 +8,9 @@
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_ops::{AttnParams, OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{ensure, grid1, int, poisoned, shape, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS};
 
 /// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
 const ROWS: usize = 16;
@@ -22,13 +22,6 @@ const MAX_SPLITS: usize = 64;
 /// Decode kernel: keys per split at least DEC_SPLIT, and at most DEC_MAX_SPLITS splits.
 const DEC_SPLIT: usize = 32;
 const DEC_MAX_SPLITS: usize = 256;
-/// Query heads per KV head the decode kernel holds (MAX_G in attn_decode.cu).
-const DEC_MAX_G: usize = 8;
-
-/// Rows per block of attn_prefill.cu (PT_ROWS). It has no key splits: with fewer blocks than
-/// half the SMs and more keys than this, the flash kernel's split-K is used instead.
-const PT_ROWS: usize = 32;
-const PT_MAX_UNSPLIT_KEYS: usize = 1024;
 
 /// (n_splits, split_len) of the decode kernel for a cache of `capacity` positions: splits of
 /// 32 keys (a multiple of 32), fewer and longer ones past 8192 positions. Capacity 640: 20 × 32.
@@ -99,8 +92,7 @@ impl CudaBackend {
         int(n_keys * kv_dim, "attention", "cache elements")?;
         let group = n_heads / n_kv_heads;
         let capacity = k.len().min(v.len()) / kv_dim;
-        let pos0_u32 =
-            [u32::try_from(pos0).map_err(|_| crate::ops::shape("attention", "pos0".into()))?];
+        let pos0_u32 = [u32::try_from(pos0).map_err(|_| shape("attention", "pos0".into()))?];
         let (pos0_ptr, _upload) = self.device_u32s(self.step_pos0(pos0), &pos0_u32, "pos0")?;
         if n_tokens == 1 && group <= DEC_MAX_G && self.variant("attention") == Some("split_kv") {
             return self.attention_decode(q, k, v, p, out, pos0_ptr, capacity);

@@ -11,7 +11,7 @@ use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::ensure;
+use crate::launch::ensure;
 use crate::weight::CudaWeight;
 
 impl Backend for CudaBackend {

@@ -20,44 +20,12 @@
 //! that drops a buffer right after an op) sees immediate launches.
 
 use cudarc::driver::PushKernelArg;
-use plumb_ops::{OpError, Result, RopeParams, RopeStyle};
+use plumb_ops::{OpError, Result, RopeStyle};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::matvec::MvItem;
-use crate::ops::grid1;
-
-/// A rope on `x [n, n_heads, head_dim]` with positions at the device address `pos`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RopeItem {
-    pub x: u64,
-    pub pos: u64,
-    pub n: usize,
-    pub n_heads: usize,
-    pub head_dim: usize,
-    pub p: RopeParams,
-    /// Frequency factors (n_rot / 2 floats), if any.
-    pub ff: Option<u64>,
-}
-
-/// `cache[pos0 * kv_dim ..][.. n * kv_dim] = src`, pos0 at the device address `pos0`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KvItem {
-    pub src: u64,
-    pub cache: u64,
-    pub pos0: u64,
-    pub n: usize,
-    pub kv_dim: usize,
-    /// Rows the cache holds.
-    pub capacity: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Pending {
-    Matvec(MvItem),
-    Rope(RopeItem),
-    KvWrite(KvItem),
-}
+use crate::launch::{grid1, poisoned, KvItem, MvItem, RopeItem};
+use crate::state::Pending;
 
 /// Ops held at most (a step's attention preamble is 7).
 const MAX_PENDING: usize = 8;

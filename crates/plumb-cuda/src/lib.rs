@@ -24,19 +24,23 @@ pub mod compile;
 mod defer;
 mod device;
 pub mod error;
+mod launch;
 mod matmul;
 mod matvec;
+#[cfg(test)]
+mod module_graph;
 mod ops;
 mod paged;
 mod q8;
 pub mod registry;
+mod state;
 mod step;
 mod weight;
 
 pub use compile::{compile_all, KernelReport};
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};
-pub use matvec::MATVEC_MAX_N;
+pub use launch::MATVEC_MAX_N;
 pub use registry::{variants, Family, Variant, FAMILIES};
 pub use step::MAX_RECORDINGS;
 pub use weight::CudaWeight;

@@ -12,19 +12,10 @@ use plumb_core::GgmlType;
 use plumb_ops::{OpError, Result};
 
 use crate::compile::format_suffix;
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
-use crate::matvec::{BATCH_MAX_N, MATVEC_MAX_N};
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{ensure, grid1, int, poisoned, Dims, BATCH_MAX_N, MATVEC_MAX_N};
 use crate::weight::CudaWeight;
-
-/// Shapes as the kernels' ints.
-pub(crate) struct Dims {
-    pub rows: i32,
-    pub cols: i32,
-    pub row_bytes: i32,
-    pub n: i32,
-}
 
 impl CudaBackend {
     pub(crate) fn matmul_impl(

@@ -5,22 +5,12 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_core::GgmlType;
 use plumb_ops::{OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
-use crate::matmul::Dims;
-use crate::ops::grid1;
+use crate::launch::{
+    grid1, poisoned, BatchKernel, Dims, MvItem, MvSets, AUTO_MMA_MAX_N, MATVEC_MAX_N,
+};
 use crate::weight::CudaWeight;
-
-/// The most tokens the matvec kernels take (their accumulator arrays, MAX_N in the kernels).
-pub const MATVEC_MAX_N: usize = 8;
-
-/// The most tokens the batched q8 matvec takes (variant `batch` = `q8_dp4a`: chunks of 8
-/// tokens in one launch, matvec_q8.cu's MV_B8); above it, the prefill GEMM.
-pub const BATCH_MAX_N: usize = 64;
-
-/// The most tokens variant `batch=auto` gives the mma kernel: all of the batch range
-/// (NOTES.md, run 6).
-const AUTO_MMA_MAX_N: usize = BATCH_MAX_N;
 
 /// Rows per thread group of matvec_q8 (MV_R in the kernel).
 const MV_R: usize = 2;
@@ -37,60 +27,6 @@ pub(crate) fn has_q8_kernel(ty: GgmlType) -> bool {
 /// to 128 (576 columns: 18 units -> 32; 4096: 128 units -> 128).
 fn threads_per_row(cols: usize) -> u32 {
     (cols / 32).next_power_of_two().clamp(32, 128) as u32
-}
-
-/// One (weight, output) pair of a q8 matvec launch, as device addresses (src/defer.rs keeps
-/// them until the launch).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MvItem {
-    pub w: u64,
-    pub ty: GgmlType,
-    pub rows: usize,
-    pub cols: usize,
-    pub row_bytes: usize,
-    /// x [n, cols]
-    pub x: u64,
-    pub n: usize,
-    /// out [n, rows]
-    pub out: u64,
-}
-
-impl MvItem {
-    /// Whether `other` can share this item's launch: same x̂, shapes and format, another output.
-    pub fn joins(&self, other: &MvItem) -> bool {
-        self.x == other.x
-            && self.n == other.n
-            && self.ty == other.ty
-            && self.cols == other.cols
-            && self.out != other.out
-            && self.w != other.w
-    }
-}
-
-/// matvec_q8.cu's MvSets: up to 3 (W, out) pairs, their blocks one after the other.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct MvSets {
-    w: [u64; 3],
-    out: [u64; 3],
-    rows: [i32; 3],
-    row_bytes: [i32; 3],
-    end: [i32; 3],
-}
-
-// SAFETY: plain old data laid out as the kernel's `struct MvSets` (#[repr(C)]: three 8-byte
-// pointer arrays, then three int arrays; 84 bytes padded to 88 on both sides).
-unsafe impl cudarc::driver::DeviceRepr for MvSets {}
-
-/// The kernel of a 9-to-64-token matmul (variant `batch`), if not the prefill path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BatchKernel {
-    /// mmq.cu: int8 mma, Q4_0.
-    Mma,
-    /// mmq.cu without the double buffer, two blocks per SM.
-    MmaLb,
-    /// matvec_q8.cu's MV_B8: dp4a in chunks of 8 tokens.
-    Dp4a,
 }
 
 impl CudaBackend {
@@ -196,19 +132,7 @@ impl CudaBackend {
         }
         let tpr = threads_per_row(cols);
         let rows_per_block = MV_R * (128 / tpr as usize);
-        let mut sets = MvSets::default();
-        let mut blocks = 0usize;
-        for (i, it) in items.iter().take(3).enumerate() {
-            blocks += it.rows.div_ceil(rows_per_block);
-            sets.w[i] = it.w;
-            sets.out[i] = it.out;
-            sets.rows[i] = it.rows as i32;
-            sets.row_bytes[i] = it.row_bytes as i32;
-            sets.end[i] = blocks as i32;
-        }
-        for i in items.len().min(3)..3 {
-            sets.end[i] = blocks as i32;
-        }
+        let (sets, blocks) = MvSets::of(items, rows_per_block);
         let cfg = LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (tpr, 128 / tpr, 1),
@@ -273,19 +197,7 @@ impl CudaBackend {
         // cols % 32 == 0; one warp per (token, unit) group, tokens ≥ n written as zeros.
         unsafe { b.launch(grid1((nt * 8 * units).div_ceil(8), 256, 0)) }
             .ctx(|| "launching quantize_q8_frag".into())?;
-        let mut sets = MvSets::default();
-        let mut blocks = 0usize;
-        for (i, it) in items.iter().take(3).enumerate() {
-            blocks += it.rows.div_ceil(32);
-            sets.w[i] = it.w;
-            sets.out[i] = it.out;
-            sets.rows[i] = it.rows as i32;
-            sets.row_bytes[i] = it.row_bytes as i32;
-            sets.end[i] = blocks as i32;
-        }
-        for i in items.len().min(3)..3 {
-            sets.end[i] = blocks as i32;
-        }
+        let (sets, blocks) = MvSets::of(items, 32);
         let name = format!("mmq_q4_0_{}nt{nt}", if lb { "lb_" } else { "" });
         let f = self.func("mmq.cu", None, &name)?;
         let mut b = self.stream.launch_builder(&f);

@@ -2,49 +2,14 @@
 //! Each checks its shapes on the host (a kernel never sees an out-of-bounds index) and
 //! states its launch configuration's reason next to the kernel, in the `.cu` header.
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 use plumb_ops::{OpError, Result, RopeParams};
 
 use crate::compile::format_suffix;
-use crate::defer::{KvItem, RopeItem};
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
+use crate::launch::{ensure, grid1, int, poisoned, shape, stride_blocks, KvItem, RopeItem};
 use crate::weight::CudaWeight;
-
-pub(crate) fn shape(op: &'static str, msg: String) -> OpError {
-    OpError::Shape { op, msg }
-}
-
-pub(crate) fn ensure(cond: bool, op: &'static str, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(shape(op, msg()))
-    }
-}
-
-/// `v` as a kernel's `int`, or a shape error naming what overflowed.
-pub(crate) fn int(v: usize, op: &'static str, what: &str) -> Result<i32> {
-    i32::try_from(v).map_err(|_| {
-        shape(
-            op,
-            format!("{what} = {v} exceeds the kernels' 32-bit indexing"),
-        )
-    })
-}
-
-pub(crate) fn grid1(blocks: usize, threads: u32, smem: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (blocks.max(1) as u32, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: smem,
-    }
-}
-
-/// Blocks for a 256-thread grid-stride loop over `len` elements (see elementwise.cu).
-fn stride_blocks(len: usize) -> usize {
-    len.div_ceil(256).clamp(1, 4096)
-}
 
 impl CudaBackend {
     /// A device address holding `vals`: the step buffer's (`step`) when the values are the

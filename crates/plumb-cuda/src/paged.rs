@@ -6,9 +6,9 @@
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{ensure, grid1, int, poisoned};
 
 /// Rows (token, query head) per work item: ROWS in attention.cu.
 const ROWS: usize = 16;

@@ -8,7 +8,7 @@ use plumb_ops::{OpError, Result};
 use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::matvec::MATVEC_MAX_N;
+use crate::launch::MATVEC_MAX_N;
 
 /// A `rows × cols` weight in format `ty`, `row_bytes` per row on the device (row-major), as
 /// the kernels in quant.cuh read it. Invariant: `data.len() == rows * row_bytes` (at least 1).
