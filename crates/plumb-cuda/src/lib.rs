@@ -18,21 +18,29 @@
 //! Built everywhere: cudarc loads libcuda, libnvrtc and libcublas at run time, so no CUDA
 //! toolkit is needed to build, only a driver (and NVRTC) to run.
 
+mod argmax;
 mod attention;
+mod attn_decode;
+mod attn_prefill;
 mod backend;
 pub mod compile;
 mod defer;
 mod device;
+mod elementwise;
+mod embedding;
 pub mod error;
 mod launch;
 mod matmul;
-mod matvec;
+mod matvec_q;
+mod matvec_q8;
+mod mmq;
 #[cfg(test)]
 mod module_graph;
-mod ops;
+mod norm;
 mod paged;
 mod q8;
 pub mod registry;
+mod rope;
 mod state;
 mod step;
 mod weight;

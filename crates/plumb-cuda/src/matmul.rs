@@ -1,5 +1,6 @@
-//! matmul: the decode matvec for n ≤ MATVEC_MAX_N (src/matvec.rs) and the prefill paths for
-//! n > 8. Kernels and the reasons of their launch configurations: kernels/matmul.cu.
+//! The matmul op: which kernel takes `n` tokens of a weight (the decode matvecs of
+//! src/matvec_q.rs and src/matvec_q8.rs, the batched src/mmq.rs, by variant and size), and the
+//! launcher of kernels/matmul.cu, the prefill paths (dequantize + cuBLAS, or tiled).
 
 use std::ffi::c_void;
 
@@ -14,7 +15,11 @@ use plumb_ops::{OpError, Result};
 use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
-use crate::launch::{ensure, grid1, int, poisoned, Dims, BATCH_MAX_N, MATVEC_MAX_N};
+use crate::launch::{
+    ensure, grid1, int, poisoned, BatchKernel, Dims, MvItem, AUTO_MMA_MAX_N, BATCH_MAX_N,
+    MATVEC_MAX_N,
+};
+use crate::matvec_q8::has_q8_kernel;
 use crate::weight::CudaWeight;
 
 impl CudaBackend {
@@ -64,6 +69,81 @@ impl CudaBackend {
             Some("cublas") => self.prefill_cublas(w, x, out, &d, sfx),
             _ => self.prefill_tiled(w, x, out, &d, sfx),
         }
+    }
+
+    /// `n` tokens (9 ≤ n ≤ BATCH_MAX_N). `auto`: mma up to AUTO_MMA_MAX_N tokens, where it
+    /// measured ahead of dequant + cuBLAS (NOTES.md), the prefill path above.
+    pub(crate) fn batch_kernel(&self, ty: GgmlType, n: usize) -> Option<BatchKernel> {
+        let mma_ok = ty == GgmlType::Q4_0 && self.info().compute_capability.0 >= 8;
+        match self.variant("batch") {
+            Some("auto") if mma_ok && n <= AUTO_MMA_MAX_N => Some(BatchKernel::Mma),
+            Some("mma") if mma_ok => Some(BatchKernel::Mma),
+            Some("mma_lb") if mma_ok => Some(BatchKernel::MmaLb),
+            Some("q8_dp4a") if has_q8_kernel(ty) => Some(BatchKernel::Dp4a),
+            _ => None,
+        }
+    }
+
+    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels
+    /// (held back inside a step, src/defer.rs) where the variant and format allow, else v1.
+    pub(crate) fn matvec(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let variant = self.variant("matvec");
+        let dp4a = if d.n as usize > MATVEC_MAX_N {
+            self.batch_kernel(w.ty, d.n as usize).is_some()
+        } else {
+            matches!(variant, Some("q8_dp4a") | Some("mma"))
+        };
+        if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+            let item = MvItem {
+                w: w.data.device_ptr(&self.stream).0,
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                row_bytes: w.row_bytes,
+                x: x.device_ptr(&self.stream).0,
+                n: d.n as usize,
+                out: out.device_ptr(&self.stream).0,
+            };
+            // Inside a step the launch may wait for the matvecs that share its x (defer.rs).
+            return self.defer_matvec(item);
+        }
+        self.flush()?;
+        self.matvec_q(w, x, out, d, sfx)
+    }
+
+    /// The kernel of a q8 launch over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu for
+    /// Q4_0 where the variants send it there, else matvec_q8.cu.
+    pub(crate) fn matvec_set(&self, items: &[MvItem]) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let n = first.n;
+        // Variant matvec=mma: 2 to 8 tokens of Q4_0 through the mma kernel too (one tile).
+        // 8B Q4_0 on an H100, `bench --parallel`: 2 sequences 421 t/s with dp4a against 308
+        // with mma, 4: 608 / 611, 8: 877 / 1,240 (NOTES.md run 7), hence not the default yet:
+        // a size-dependent choice is next.
+        if self.variant("matvec") == Some("mma")
+            && (2..=MATVEC_MAX_N).contains(&n)
+            && first.ty == GgmlType::Q4_0
+            && self.info().compute_capability.0 >= 8
+        {
+            return self.mmq(items, false);
+        }
+        if n > MATVEC_MAX_N {
+            match self.batch_kernel(first.ty, n) {
+                Some(BatchKernel::Mma) => return self.mmq(items, false),
+                Some(BatchKernel::MmaLb) => return self.mmq(items, true),
+                _ => {}
+            }
+        }
+        self.matvec_q8(items)
     }
 
     fn prefill_tiled(

@@ -1,5 +1,5 @@
-//! Paged KV cache (plumb_ops::ops::paged_attention): `kv_write_slots` and `attention_paged`,
-//! each one launch per call (kernels/attention.cu: kv_write_slots, attn_paged). The slots,
+//! Launcher of kernels/paged.cu, the paged KV cache (plumb_ops::ops::paged_attention):
+//! `kv_write_slots` and `attention_paged`, each one launch per call. The slots,
 //! and the work items with the block tables, are uploaded once per call into persistent
 //! device buffers (grown, never shrunk), so a call allocates nothing once warm.
 
@@ -10,9 +10,9 @@ use crate::device::CudaBackend;
 use crate::error::DriverContext;
 use crate::launch::{ensure, grid1, int, poisoned};
 
-/// Rows (token, query head) per work item: ROWS in attention.cu.
+/// Rows (token, query head) per work item: ROWS in paged.cu.
 const ROWS: usize = 16;
-/// u32 words per work item: PG_ITEM in attention.cu.
+/// u32 words per work item: PG_ITEM in paged.cu.
 const PG_ITEM: usize = 5;
 
 /// attn_paged's meta words: items of (q_row, n_tokens, pos0, table offset, rho0), then the
@@ -119,7 +119,7 @@ impl CudaBackend {
         );
         int(n * kv_dim, "kv_write_slots", "elements")?;
         let total = n * kv_dim / 4;
-        let f = self.func("attention.cu", None, "kv_write_slots")?;
+        let f = self.func("paged.cu", None, "kv_write_slots")?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(src).arg(&*pool).arg(&slots_ptr).arg(&n_i).arg(&kv_i);
         // SAFETY: src holds n*kv_dim floats, every slot < pool.len()/kv_dim (checked), the
@@ -207,7 +207,7 @@ impl CudaBackend {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let f = self.func("attention.cu", None, &format!("attn_paged_hd{hd}"))?;
+        let f = self.func("paged.cu", None, &format!("attn_paged_hd{hd}"))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(q).arg(k_pool).arg(v_pool).arg(&*out).arg(&meta_ptr);
         b.arg(&ints[0]).arg(&ints[1]).arg(&scale).arg(&ints[2]);

@@ -21,7 +21,7 @@
 use std::sync::atomic::Ordering;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::DevicePtr;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_ops::{OpError, Result};
 
 use crate::device::CudaBackend;
@@ -248,5 +248,26 @@ impl CudaBackend {
             .ctx(|| "replaying a recorded step".into())?;
         self.q8_forget_all();
         Ok(true)
+    }
+
+    /// A device address holding `vals`: the step buffer's (`step`) when the values are the
+    /// active step's, else a fresh upload, returned so that it outlives the launch (and
+    /// refused while recording: a recording must not hold a temporary).
+    pub(crate) fn device_u32s(
+        &self,
+        step: Option<u64>,
+        vals: &[u32],
+        what: &str,
+    ) -> Result<(u64, Option<CudaSlice<u32>>)> {
+        if let Some(p) = step {
+            return Ok((p, None));
+        }
+        self.not_capturing(what)?;
+        let buf = self
+            .stream
+            .clone_htod(vals)
+            .ctx(|| format!("uploading {what}"))?;
+        let p = buf.device_ptr(&self.stream).0;
+        Ok((p, Some(buf)))
     }
 }
