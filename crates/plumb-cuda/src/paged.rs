@@ -87,7 +87,6 @@ impl CudaBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
-        self.flush()?;
         let n = slots.len();
         ensure(src.len() >= n * kv_dim, "kv_write_slots", || {
             format!("{n} rows of {kv_dim}: source too short")
@@ -101,7 +100,6 @@ impl CudaBackend {
         if n == 0 || kv_dim == 0 {
             return Ok(());
         }
-        self.q8_forget(pool.device_ptr(&self.stream).0);
         if !kv_dim.is_multiple_of(4) {
             for (i, &slot) in slots.iter().enumerate() {
                 let s = src.slice(i * kv_dim..(i + 1) * kv_dim);
@@ -139,7 +137,6 @@ impl CudaBackend {
         p: PagedParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
         let PagedParams {
             n_heads,
             n_kv_heads,
@@ -195,7 +192,6 @@ impl CudaBackend {
             return Ok(());
         }
         int(meta.len(), "attention_paged", "meta words")?;
-        self.q8_forget(out.device_ptr(&self.stream).0);
         let meta_ptr = self.upload_u32s(1, &meta, "paged attention tables")?;
         let ints = [
             int(n_heads, "attention_paged", "heads")?,
