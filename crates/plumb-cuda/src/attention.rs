@@ -48,7 +48,7 @@ impl CudaBackend {
             n_heads,
             n_kv_heads,
             head_dim: hd,
-            scale,
+            ..
         } = p;
         ensure(
             n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
@@ -95,6 +95,31 @@ impl CudaBackend {
         {
             return self.attention_prefill(q, k, v, p, out, pos0_ptr, capacity);
         }
+        self.attention_flash(q, k, v, p, out, pos0_ptr, capacity)
+    }
+
+    /// attention.cu's flash kernel (variant `flash_split`, and what `split_kv` leaves to it),
+    /// split over the keys, with a combine pass, when its tiles alone do not fill the GPU.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_flash(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        p: AttnParams,
+        out: &mut CudaSlice<f32>,
+        pos0_ptr: u64,
+        capacity: usize,
+    ) -> Result<()> {
+        let AttnParams {
+            n_tokens,
+            pos0,
+            n_heads,
+            n_kv_heads,
+            head_dim: hd,
+            scale,
+        } = p;
+        let (group, n_keys) = (n_heads / n_kv_heads, pos0 + n_tokens);
         let row_tiles = (n_tokens * group).div_ceil(ROWS);
         // One token: splits planned on the capacity, not on pos0 (a recorded step's grid).
         let plan_keys = if n_tokens == 1 { capacity } else { n_keys };

@@ -18,6 +18,9 @@
 //! Built everywhere: cudarc loads libcuda, libnvrtc and libcublas at run time, so no CUDA
 //! toolkit is needed to build, only a driver (and NVRTC) to run.
 
+// Every unsafe block and impl states why it is sound; every unsafe fn, its `# Safety`.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 mod argmax;
 mod attention;
 mod attn_decode;

@@ -8,7 +8,7 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
 };
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg, SyncOnDrop};
 use plumb_core::GgmlType;
 use plumb_ops::{OpError, Result};
 
@@ -20,6 +20,7 @@ use crate::launch::{
     MATVEC_MAX_N,
 };
 use crate::matvec_q8::has_q8_kernel;
+use crate::state::Scratch;
 use crate::weight::CudaWeight;
 
 impl CudaBackend {
@@ -164,7 +165,8 @@ impl CudaBackend {
         let mut b = self.stream.launch_builder(&f);
         b.arg(&w.data).arg(x).arg(out);
         b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
-        // SAFETY: as matvec; the kernel guards rows and tokens at the tile edges.
+        // SAFETY: W holds rows*row_bytes bytes (CudaWeight invariant), x n*cols floats and out
+        // n*rows (checked by matmul_impl); the kernel guards rows and tokens at the tile edges.
         unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
         Ok(())
     }
@@ -180,25 +182,76 @@ impl CudaBackend {
         sfx: &'static str,
     ) -> Result<()> {
         let blas = self.blas()?;
-        let (rows, cols, n) = (d.rows as usize, d.cols as usize, d.n as usize);
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
-        let scratch = &mut *guard;
-        let chunks = rows * cols.div_ceil(32);
-        let dq_cfg = grid1(chunks.div_ceil(256), 256, 0);
-        // (A pointer, A type, B pointer, B type); the guards keep cudarc's bookkeeping alive.
-        let s = &self.stream;
-        let (a_ptr, a_ty, b_ptr, b_ty);
-        let _guards;
+        self.gemm_inputs(w, x, &mut guard, d, sfx)?;
+        let (scratch, s) = (&*guard, &self.stream);
+        let (r32, r16) = (cudaDataType_t::CUDA_R_32F, cudaDataType_t::CUDA_R_16F);
+        // (A, B) as the GEMM reads them; the guards keep cudarc's bookkeeping alive.
+        let ((a_ptr, _ga), (b_ptr, _gb), ab_ty) = match w.ty {
+            GgmlType::F32 => (w.data.device_ptr(s), x.device_ptr(s), r32),
+            GgmlType::BF16 => (scratch_ptr(&scratch.w32, s)?, x.device_ptr(s), r32),
+            GgmlType::F16 => (w.data.device_ptr(s), scratch_ptr(&scratch.x16, s)?, r16),
+            _ => (
+                scratch_ptr(&scratch.w16, s)?,
+                scratch_ptr(&scratch.x16, s)?,
+                r16,
+            ),
+        };
+        let (c_ptr, _gc) = out.device_ptr_mut(s);
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: A is rows×cols row-major (= cols×rows column-major, lda = cols, used
+        // transposed), B is n×cols row-major (= cols×n column-major, ldb = cols), C is
+        // rows×n column-major (ldc = rows) = out [n, rows] row-major; every buffer holds at
+        // least those elements (checked by matmul_impl or sized by gemm_inputs); alpha/beta
+        // are f32 as CUBLAS_COMPUTE_32F requires; the handle runs on this backend's stream.
+        unsafe {
+            gemm_ex(
+                *blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                d.rows,
+                d.n,
+                d.cols,
+                &alpha as *const f32 as *const c_void,
+                a_ptr as *const c_void,
+                ab_ty,
+                d.cols,
+                b_ptr as *const c_void,
+                ab_ty,
+                d.cols,
+                &beta as *const f32 as *const c_void,
+                c_ptr as *mut c_void,
+                cudaDataType_t::CUDA_R_32F,
+                d.rows,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| CudaError::Cublas {
+            what: format!(
+                "GEMM of a {}×{} {} weight with {} tokens",
+                d.rows, d.cols, w.ty, d.n
+            ),
+            source: e,
+        })?;
+        Ok(())
+    }
+
+    /// Queues what the GEMM reads that is not stored as such: W dequantized into
+    /// `scratch.w16` (or `w32` for BF16: bf16 -> f16 would lose range, so an f32 GEMM) and,
+    /// for an f16 GEMM, x rounded into `scratch.x16`. F32 weights need nothing.
+    fn gemm_inputs(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        scratch: &mut Scratch,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let (rows, cols, n) = (d.rows as usize, d.cols as usize, d.n as usize);
         match w.ty {
-            GgmlType::F32 => {
-                let (a, ga) = w.data.device_ptr(s);
-                let (b, gb) = x.device_ptr(s);
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
-                _guards = (ga, gb);
-            }
+            GgmlType::F32 => {}
             GgmlType::BF16 => {
-                // bf16 -> f16 would lose range: widen to f32 and run an f32 GEMM.
                 let w32 = self.ensure_len(&mut scratch.w32, rows * cols)?;
                 let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f32_{sfx}"))?;
                 let mut l = self.stream.launch_builder(&f);
@@ -207,17 +260,10 @@ impl CudaBackend {
                     .arg(&d.rows)
                     .arg(&d.cols)
                     .arg(&d.row_bytes);
+                let chunks = rows * cols.div_ceil(32);
                 // SAFETY: w32 holds rows*cols floats; one thread per chunk, guarded.
-                unsafe { l.launch(dq_cfg) }.ctx(|| "launching dequant_f32".into())?;
-                let (a, ga) = scratch
-                    .w32
-                    .as_ref()
-                    .map(|b| b.device_ptr(s))
-                    .ok_or_else(lost)?;
-                let (b, gb) = x.device_ptr(s);
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
-                _guards = (ga, gb);
+                unsafe { l.launch(grid1(chunks.div_ceil(256), 256, 0)) }
+                    .ctx(|| "launching dequant_f32".into())?;
             }
             _ => {
                 if w.ty != GgmlType::F16 {
@@ -244,64 +290,18 @@ impl CudaBackend {
                 // SAFETY: x holds n*cols floats (checked), x16 as many halves.
                 unsafe { l.launch(grid1((n * cols).div_ceil(256).min(4096), 256, 0)) }
                     .ctx(|| "launching to_f16".into())?;
-                let (a, ga) = if w.ty == GgmlType::F16 {
-                    w.data.device_ptr(s)
-                } else {
-                    scratch
-                        .w16
-                        .as_ref()
-                        .map(|b| b.device_ptr(s))
-                        .ok_or_else(lost)?
-                };
-                let (b, gb) = scratch
-                    .x16
-                    .as_ref()
-                    .map(|b| b.device_ptr(s))
-                    .ok_or_else(lost)?;
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_16F, b, cudaDataType_t::CUDA_R_16F);
-                _guards = (ga, gb);
             }
         }
-        let (c_ptr, _gc) = out.device_ptr_mut(s);
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        // SAFETY: A is rows×cols row-major (= cols×rows column-major, lda = cols, used
-        // transposed), B is n×cols row-major (= cols×n column-major, ldb = cols), C is
-        // rows×n column-major (ldc = rows) = out [n, rows] row-major; every buffer holds at
-        // least those elements (checked above or sized by ensure_len); alpha/beta are f32 as
-        // CUBLAS_COMPUTE_32F requires; the handle runs on this backend's stream.
-        unsafe {
-            gemm_ex(
-                *blas.handle(),
-                cublasOperation_t::CUBLAS_OP_T,
-                cublasOperation_t::CUBLAS_OP_N,
-                d.rows,
-                d.n,
-                d.cols,
-                &alpha as *const f32 as *const c_void,
-                a_ptr as *const c_void,
-                a_ty,
-                d.cols,
-                b_ptr as *const c_void,
-                b_ty,
-                d.cols,
-                &beta as *const f32 as *const c_void,
-                c_ptr as *mut c_void,
-                cudaDataType_t::CUDA_R_32F,
-                d.rows,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(|e| CudaError::Cublas {
-            what: format!(
-                "GEMM of a {}×{} {} weight with {n} tokens",
-                rows, cols, w.ty
-            ),
-            source: e,
-        })?;
         Ok(())
     }
+}
+
+/// The device address of a scratch buffer `gemm_inputs` sized, with cudarc's guard.
+fn scratch_ptr<'a, T>(
+    slot: &'a Option<CudaSlice<T>>,
+    s: &'a CudaStream,
+) -> Result<(u64, SyncOnDrop<'a>), CudaError> {
+    slot.as_ref().map(|b| b.device_ptr(s)).ok_or_else(lost)
 }
 
 fn lost() -> CudaError {
