@@ -1,13 +1,17 @@
 // paged.cu: the paged KV cache (plumb_ops::ops::paged_attention): attention of many sequences
 // over one pool of fixed-size blocks, and the write of new K/V rows into their slots, each one
-// launch per call; launched from src/paged.rs. v1 (run 5 of NOTES.md), written beside
-// attention.cu's attn_fwd: the same tiles of ROWS rows and BK keys, read through block tables.
+// launch per call. v1 (NOTES.md run 5), written beside attention.cu's attn_fwd: the same tiles
+// of ROWS rows and BK keys, the keys found through each sequence's block table.
 //
-// Check: `plumb check --device cuda --op attention_paged` (decode and prefill rows mixed, GQA,
-// blocks shared between sequences). Time: `plumb bench-ops --device cuda` has no paged row; the
-// kernels run in `plumb bench -m M --device cuda --parallel 8,64` (forward_paged: one
-// kv_write_slots per K and V and one attn_paged per layer) and in `plumb bench-serve`.
-// Measured: not in isolation yet (NOTES.md, run 5: the matmul, not attention, was the step).
+// Launched from src/paged.rs.
+// Check: `plumb check --device cuda --op attention_paged` (attn_paged: decode and prefill rows
+// mixed, GQA 1-8, scattered block tables, positions ending mid-block). kv_write_slots has no
+// case of its own there: it runs only through forward_paged (below), unchecked against a
+// reference on the GPU.
+// Time: `plumb bench-ops --device cuda` has no paged row; the kernels run in `plumb bench -m M
+// --device cuda --parallel 8,64` (forward_paged: per layer one kv_write_slots for K and one for
+// V, one attn_paged) and behind `plumb serve` (`plumb bench-serve`). Measured: not in isolation
+// yet (NOTES.md, run 6: the step's time was the matmuls and the host's argmax).
 
 #define BK 32
 #define ROWS 16

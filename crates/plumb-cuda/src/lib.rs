@@ -15,6 +15,12 @@
 //! - Inside a step, matvecs sharing an input, and a step's ropes and KV writes, are held back
 //!   until the next call and launched merged (src/defer.rs). Performance notes: NOTES.md.
 //!
+//! Layout: kernels/X.cu is launched from src/X.rs (src/matmul.rs and src/attention.rs also
+//! route their op to the other matmul and attention kernels). Below the launchers sit the
+//! backend struct and its bring-up (src/device.rs), the state it holds (src/state.rs) and the
+//! leaf every launcher shares (src/launch.rs: shape checks, grids, held-back items, size
+//! limits); src/module_graph.rs checks that the modules never import each other in a circle.
+//!
 //! Built everywhere: cudarc loads libcuda, libnvrtc and libcublas at run time, so no CUDA
 //! toolkit is needed to build, only a driver (and NVRTC) to run.
 

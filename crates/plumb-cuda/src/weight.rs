@@ -17,7 +17,7 @@ pub struct CudaWeight {
     pub rows: usize,
     pub cols: usize,
     /// Bytes per row on the device: the stored row size, or the repacked one (a multiple of
-    /// 16) for the formats [`repacked`] names.
+    /// 16) for the formats `repacked` names.
     pub row_bytes: usize,
     pub(crate) data: CudaSlice<u8>,
 }
