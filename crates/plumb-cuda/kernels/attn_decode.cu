@@ -8,7 +8,7 @@
 // v2 "split_kv" (v1 = attention.cu's flash kernel, which stages tiles in shared memory and
 // gives decode one warp per head: 68 µs for 512 keys of Llama-3-8B).
 // Launch: grid (n_kv_heads, n_splits), block 128 = 4 warps. n_splits and split_len come from
-// the cache capacity, not from pos0 (src/attention.rs), so the grid of a recorded step stays
+// the cache capacity, not from pos0 (src/attn_decode.rs), so the grid of a recorded step stays
 // valid as the context grows; blocks whose split starts past pos0 only check in with the
 // counter. Block (kvh, s) reads keys [s·split_len, (s+1)·split_len) ∩ [0, pos0]: warp w takes
 // keys w, w+4, ... four at a time (8 row loads of HD floats in flight per warp before the
@@ -28,6 +28,10 @@
 // 32 consecutive outputs are one q8 group.
 // Llama-3-8B at pos0 = 511, capacity 640: split_len 32, 20 splits, 16 of them with keys;
 // block (3, 5) serves query heads 12..15 over keys 160..191.
+//
+// Launched from src/attn_decode.rs (routed there by src/attention.rs).
+// Check: `plumb check --device cuda --op attention` (variant attention=split_kv, the default).
+// Time: `plumb bench-ops --device cuda --ctx 512` (its one-token attention row).
 
 #define DEC_WARPS 4
 #define MAX_G 8

@@ -5,6 +5,13 @@
 // any configuration that keeps enough loads in flight saturates bandwidth; 256 threads × up
 // to 4096 blocks covers an H100 (132 SMs × 2048 threads) several times over, and the stride
 // loop handles any length. Shapes are flat: element i of a [rows, dim] buffer is row i / dim.
+//
+// Launched from src/elementwise.rs.
+// Check: `plumb check --device cuda --op add` (add, add_bias and add_rms_norm's cases) and
+// `--op swiglu`; quantize_q8 runs in `--op matmul`'s decode cases (inputs no producer
+// quantized). kv_write_f32 has no op case: it runs where a step's KV writes do not merge into
+// rope.cu's rope_kv_f32, and is checked end to end by `plumb check --model M --device cuda`.
+// Time: `plumb bench-ops --device cuda` (its swiglu rows). Measured: no figure of its own.
 
 extern "C" __global__ void add_f32(float* x, const float* y, u64 len) {
     for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;

@@ -6,6 +6,12 @@
 // Shapes: table [vocab, cols] (row_bytes bytes per row), ids [n_ids] (checked < vocab on the
 // host), out [n_ids, cols]. Token t = 2 with id 42, cols 576 (18 chunks): thread 5 writes
 // out[2*576 + 160 .. 2*576 + 192] from chunk 5 of row 42.
+//
+// Launched from src/embedding.rs.
+// Check: `plumb check --device cuda --op embedding` (every stored format, bit-exact against
+// plumb-core's dequantizers).
+// Time: not a `plumb bench-ops --device cuda` row (one call per step, a few KB moved); no
+// figure measured.
 
 // ids may come from the device step buffer (src/step.rs), written after the host checked
 // them; an id ≥ vocab (which the host never lets through) writes zeros instead of reading

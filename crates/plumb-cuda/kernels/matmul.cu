@@ -1,7 +1,7 @@
 // matmul.cu: prefill matmul (n > 8 tokens): out[t, r] = Σ_k W[r, k] · x[t, k].
 // Shapes: W [rows, cols] in a stored format (row_bytes per row), x [n, cols], out [n, rows].
 //
-// Two paths (src/matmul.rs picks one by variant):
+// Two paths (variant `prefill`):
 // - cublas: dequant_f16_* writes W as f16 into a scratch [rows, cols], to_f16 rounds x, and a
 //   cuBLAS GEMM with f32 accumulation and f32 output does the product; BF16 weights go
 //   through dequant_f32_* and an f32 GEMM instead (bf16 -> f16 would lose range), and F32/F16
@@ -9,6 +9,13 @@
 // - tiled: matmul_tiled_* dequantizes 64-row × 32-column weight tiles into shared memory and
 //   multiplies them with 64-token x tiles in f32. No library, no scratch: the fallback where
 //   cuBLAS is absent, and a second opinion on it.
+//
+// Launched from src/matmul.rs (which also routes up to 64 tokens to the matvec and mma kernels).
+// Check: `plumb check --device cuda --op matmul --variant prefill=cublas` (or `prefill=tiled`;
+// add `--variant batch=prefill` to send the 9-64-token cases here too).
+// Time: `plumb bench-ops --device cuda --prefill 512` (its matmul rows at n = 512). Measured
+// (H100, NOTES.md, cublas with dequant v2 included): 4096×4096 52.9 µs (325 TFLOP/s),
+// 14336×4096 162.6 µs (370 TFLOP/s).
 
 // Launch: grid ceil(rows * n_chunks / 256), block 256: one thread per 32-element chunk; the
 // op is a streaming conversion. Thread g = r * n_chunks + c: g = 300 with cols 4096

@@ -7,7 +7,7 @@
 // exactly once per op whatever n is. Row 5 of a Q4_0 W with cols 4096: 128 chunks = 128
 // blocks of 18 bytes at W + 5*2304; lane 3 reads blocks 3, 35, 67, 99.
 //
-// v1 variants (named in src/matmul.rs, selected with CudaBackend::set_variant):
+// v1 variants (named in src/registry.rs, selected with CudaBackend::set_variant):
 // - warp_per_row: grid ceil(rows/4), block 128 = 4 warps, one row per warp. Rows are
 //   independent, so the grid scales with rows (4096 rows -> 1024 blocks, ~8 per SM on an
 //   H100); x is re-read by every warp through L1/L2 (n·cols·4 bytes, small next to W).
@@ -16,6 +16,14 @@
 //   l reads its chunk at l*33 floats, so the 32 lanes hit 32 different banks.
 // Neither quantizes x to q8_1 yet (the dp4a path): both keep f32 activations, which costs
 // ALU but no accuracy.
+//
+// Launched from src/matvec_q.rs (routed there by src/matmul.rs; the formats without a dp4a
+// kernel come here under every matvec variant).
+// Check: `plumb check --device cuda --op matmul --variant matvec=warp_per_row` (or
+// `matvec=tiled`).
+// Time: `plumb bench-ops --device cuda --variant matvec=warp_per_row` (its n = 1 matmul rows).
+// Measured (H100, synchronized calls, NOTES.md): warp_per_row on Q4_0 4096×4096 41.2 µs (8% of
+// the copy bandwidth), 14336×4096 75.8 µs (15%), 128256×4096 575 µs (18%).
 
 #define MAX_N 8
 #define TILE_K 1024

@@ -27,6 +27,13 @@
 // Measured (H100, bench-ops, each call synchronized, so launch and sync are inside; run 2 of
 // NOTES.md): 4096×4096 7.2 µs (44% of the 2976 GB/s copy bandwidth; v1 41.2 µs), 14336×4096
 // 15.1 µs (74%; v1 75.8), 4096×14336 14.1 µs (79%), 128256×4096 111 µs (90%; v1 575).
+// MV_B8 (variant batch=q8_dp4a, 9-64 tokens in chunks of 8): 8B `bench --parallel` 32 / 64
+// 498 / 499 t/s against 593 / 694 through the prefill path (NOTES.md run 5a).
+//
+// Launched from src/matvec_q8.rs (routed there by src/matmul.rs).
+// Check: `plumb check --device cuda --op matmul` (variant matvec=q8_dp4a, the default; add
+// `--variant batch=q8_dp4a` for MV_B8).
+// Time: `plumb bench-ops --device cuda` (its n = 1 matmul rows).
 
 #define MAX_N 8
 #define MV_R 2  // rows per group
@@ -232,7 +239,7 @@ template <> struct WU<T_Q6_K> {
 
 // Up to 3 matrices sharing one x̂ (Wq, Wk, Wv of a step; Wgate, Wup): one launch, the blocks
 // of set s after those of sets < s (end = running block counts). Passed by value.
-struct MvSets {  // src/matvec.rs: MvSets
+struct MvSets {  // src/launch.rs: MvSets
     const u8* W[3];
     float* out[3];
     int rows[3];

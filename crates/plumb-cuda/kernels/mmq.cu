@@ -13,7 +13,7 @@
 // row g+8.
 //
 // Launch: grid = Σ ceil(rows_s / 32) over up to 3 matrices sharing x̂ (MqSets, the layout of
-// src/matvec.rs's MvSets: Wq/Wk/Wv or Wgate/Wup in one launch), block 256 = 8 warps. A block
+// src/launch.rs's MvSets: Wq/Wk/Wv or Wgate/Wup in one launch), block 256 = 8 warps. A block
 // owns 32 rows (2 m-tiles) and all tokens (NT n-tiles of 8); the 8 warps split K: warp w
 // takes the runs of MQ_U = 4 units starting at 4 (w + 8 i). Why: the weights are read once
 // per call and must stream at full bandwidth, which needs bytes in flight, not arithmetic.
@@ -22,12 +22,22 @@
 // per warp, ~2.5 MB over the GPU: Little's law at ~3 TB/s and ~0.8 µs). Two m-tiles per
 // warp halve the x̂ fragment loads (L1 hits) per weight byte against one. The 8 partial
 // sums meet in shared memory in two rounds (33 KB at NT = 8, under the static limit).
+//
+// Launched from src/mmq.rs (routed there by src/matmul.rs: variant batch=auto|mma|mma_lb for
+// 9-64 tokens, matvec=mma for 2-8).
+// Check: `plumb check --device cuda --op matmul --variant batch=mma` (the Q4_0 cases; also
+// `batch=mma_lb`, `matvec=mma`).
+// Time: `plumb bench-ops --device cuda` has no 9-64-token rows yet; the kernel runs in
+// `plumb bench -m M --device cuda --parallel 8,32,64`. Measured (H100, 8B Q4_0, NOTES.md runs
+// 6-7): ncu Wgate+Wup at 64 rows 123 µs (205 registers, DRAM 17% of peak, L2 hit 83%);
+// `bench --parallel 32 / 64` 3,620 / 5,393 t/s; with matvec=mma at 8 sequences 1,240 t/s
+// against dp4a's 877 (2 sequences: 308 against 421).
 
 #define MQ_ROWS 32
 #define MQ_U 4
 #define MQ_KS 8
 
-struct MqSets {  // src/matvec.rs: MvSets
+struct MqSets {  // src/launch.rs: MvSets
     const u8* W[3];
     float* out[3];
     int rows[3];

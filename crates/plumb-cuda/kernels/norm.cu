@@ -3,7 +3,7 @@
 //   rms_norm:      out[r, i] = x[r, i] / sqrt(mean_j x[r, j]^2 + eps) * w[i]
 //   add_rms_norm:  res[r, :] += x[r, :]; out[r, :] = rms_norm(res[r, :])
 //
-// Launch: grid (rows), block min(1024, dim / 4 rounded up to a warp) (src/ops.rs). One block
+// Launch: grid (rows), block min(1024, dim / 4 rounded up to a warp) (src/norm.rs). One block
 // per row: the sum of squares needs one block reduction (warp shuffles, then ≤ 32 partials in
 // shared memory). v1 used 256 threads whatever the width: 16 dependent loads per thread for a
 // 4096-wide row; v2 sizes the block to ~4 elements per thread (4096 -> 1024 threads, 576 ->
@@ -15,6 +15,11 @@
 // 32, so each warp's 32 consecutive elements of one loop round are exactly one q8 group.
 //
 // The inverse norm is computed in double from the f32 sum, as the reference does in f64.
+//
+// Launched from src/norm.rs.
+// Check: `plumb check --device cuda --op rms_norm` (rms_norm and add_rms_norm's cases).
+// Time: `plumb bench-ops --device cuda` (its rms_norm rows). Measured (H100, NOTES.md): v2
+// 13 µs per synchronized 1×4096 call, ~10 µs of which is the launch and the sync.
 
 static __device__ __forceinline__ void norm_out(const float* v, const float* w, float* out,
                                                 i8* qs, float2* ds, size_t base, int dim,

@@ -1,5 +1,5 @@
 // quant.cuh: device dequantization of every stored weight format, 32 elements at a time.
-// Prepended (after common.cuh) to embedding.cu, matvec_q.cu and matmul.cu.
+// Prepended (after common.cuh) to embedding.cu, matvec_q.cu, matvec_q8.cu and matmul.cu.
 //
 // The unit of work is a "chunk": 32 consecutive elements of one row. A legacy block (Q4_0 ..
 // Q8_1) is one chunk; a K-quant super-block of 256 is eight; the float formats have no

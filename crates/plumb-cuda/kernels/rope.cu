@@ -12,6 +12,13 @@
 // The angle is computed in double: with positions in the tens of thousands an f32 angle is
 // off by ~1e-3 rad, far outside the op's tolerance. The op moves a few KB per token, so the
 // double-precision math costs nothing measurable.
+//
+// Launched from src/rope.rs (held back inside a step, src/defer.rs).
+// Check: `plumb check --device cuda --op rope` (rope_f32). rope_kv_f32 has no op case: it runs
+// inside steps and is checked end to end by `plumb check --model M --device cuda`.
+// Time: `plumb bench-ops --device cuda` (its rope rows). Measured: rope_kv_f32 is one of the
+// merges that took a decode layer from 16-17 launches to 9 (NOTES.md run 2: 8B tg128 343.5 ->
+// 380.2 t/s, SmolLM2 840 -> 1,111, with the other changes of that run).
 
 // Rotates pair i of the head at x + th·head_dim (th = t·n_heads + h) for position `pos`; when
 // `cache_row` is not null the rotated pair is also written there (the fused KV write).
@@ -49,7 +56,7 @@ extern "C" __global__ void rope_f32(float* x, const u32* positions, const float*
               has_ff, head_dim, n_rot, neox, theta);
 }
 
-// rope_kv_f32 (v2 of a step's attention preamble, src/defer.rs): rope(q), rope(k),
+// rope_kv_f32 (v2 of a step's attention preamble, merged by src/defer.rs): rope(q), rope(k),
 // kv_write(k), kv_write(v) of one step in one launch instead of four — the same arithmetic
 // (rope_pair), with the cache rows at the step's pos0 = positions[0] read on the device.
 // Launch: grid ceil(total / 256), block 256, one thread per item of four consecutive ranges:

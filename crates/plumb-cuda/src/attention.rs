@@ -1,16 +1,17 @@
-//! Attention launchers: the flash-style kernel (kernels/attention.cu) for prefill, split over
-//! the keys (with a combine pass) when there are too few (token, KV head) tiles to fill the
-//! GPU, and for one token the split-KV decode kernel (kernels/attn_decode.cu, variant
-//! `split_kv`). pos0 is read on the device (the step's position inside a step, src/step.rs);
-//! a one-token call plans its splits on the cache capacity, so a recorded decode step stays
+//! The attention op over a contiguous KV cache: its checks, the kernel that takes a call
+//! (variant `split_kv`: one token to src/attn_decode.rs, several to src/attn_prefill.rs where
+//! that fills the GPU), and the launcher of kernels/attention.cu, the flash-style kernel split
+//! over the keys (with a combine pass) when there are too few (token, KV head) tiles to fill the
+//! GPU. pos0 is read on the device (the step's position inside a step, src/step.rs); a
+//! one-token call plans its splits on the cache capacity, so a recorded decode step stays
 //! valid as the context grows.
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use plumb_ops::{AttnParams, OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{ensure, grid1, int, poisoned, shape, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS};
 
 /// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
 const ROWS: usize = 16;
@@ -19,23 +20,6 @@ const BK: usize = 32;
 /// parallelism gains.
 const MIN_SPLIT_KEYS: usize = 256;
 const MAX_SPLITS: usize = 64;
-/// Decode kernel: keys per split at least DEC_SPLIT, and at most DEC_MAX_SPLITS splits.
-const DEC_SPLIT: usize = 32;
-const DEC_MAX_SPLITS: usize = 256;
-/// Query heads per KV head the decode kernel holds (MAX_G in attn_decode.cu).
-const DEC_MAX_G: usize = 8;
-
-/// Rows per block of attn_prefill.cu (PT_ROWS). It has no key splits: with fewer blocks than
-/// half the SMs and more keys than this, the flash kernel's split-K is used instead.
-const PT_ROWS: usize = 32;
-const PT_MAX_UNSPLIT_KEYS: usize = 1024;
-
-/// (n_splits, split_len) of the decode kernel for a cache of `capacity` positions: splits of
-/// 32 keys (a multiple of 32), fewer and longer ones past 8192 positions. Capacity 640: 20 × 32.
-pub(crate) fn plan_decode(capacity: usize) -> (usize, usize) {
-    let split_len = capacity.div_ceil(DEC_MAX_SPLITS).div_ceil(DEC_SPLIT).max(1) * DEC_SPLIT;
-    (capacity.div_ceil(split_len).max(1), split_len)
-}
 
 /// (n_splits, split_len) for a call: enough blocks for ~2 per SM, splits of at least
 /// MIN_SPLIT_KEYS keys, split_len a multiple of the key tile.
@@ -64,7 +48,7 @@ impl CudaBackend {
             n_heads,
             n_kv_heads,
             head_dim: hd,
-            scale,
+            ..
         } = p;
         ensure(
             n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
@@ -99,8 +83,7 @@ impl CudaBackend {
         int(n_keys * kv_dim, "attention", "cache elements")?;
         let group = n_heads / n_kv_heads;
         let capacity = k.len().min(v.len()) / kv_dim;
-        let pos0_u32 =
-            [u32::try_from(pos0).map_err(|_| crate::ops::shape("attention", "pos0".into()))?];
+        let pos0_u32 = [u32::try_from(pos0).map_err(|_| shape("attention", "pos0".into()))?];
         let (pos0_ptr, _upload) = self.device_u32s(self.step_pos0(pos0), &pos0_u32, "pos0")?;
         if n_tokens == 1 && group <= DEC_MAX_G && self.variant("attention") == Some("split_kv") {
             return self.attention_decode(q, k, v, p, out, pos0_ptr, capacity);
@@ -112,6 +95,31 @@ impl CudaBackend {
         {
             return self.attention_prefill(q, k, v, p, out, pos0_ptr, capacity);
         }
+        self.attention_flash(q, k, v, p, out, pos0_ptr, capacity)
+    }
+
+    /// attention.cu's flash kernel (variant `flash_split`, and what `split_kv` leaves to it),
+    /// split over the keys, with a combine pass, when its tiles alone do not fill the GPU.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_flash(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        p: AttnParams,
+        out: &mut CudaSlice<f32>,
+        pos0_ptr: u64,
+        capacity: usize,
+    ) -> Result<()> {
+        let AttnParams {
+            n_tokens,
+            pos0,
+            n_heads,
+            n_kv_heads,
+            head_dim: hd,
+            scale,
+        } = p;
+        let (group, n_keys) = (n_heads / n_kv_heads, pos0 + n_tokens);
         let row_tiles = (n_tokens * group).div_ceil(ROWS);
         // One token: splits planned on the capacity, not on pos0 (a recorded step's grid).
         let plan_keys = if n_tokens == 1 { capacity } else { n_keys };
@@ -171,133 +179,9 @@ impl CudaBackend {
     }
 }
 
-impl CudaBackend {
-    /// Several tokens: attn_prefill.cu, one block per 32 rows of a KV head.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_prefill(
-        &self,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        p: AttnParams,
-        out: &mut CudaSlice<f32>,
-        pos0_ptr: u64,
-        capacity: usize,
-    ) -> Result<()> {
-        let group = p.n_heads / p.n_kv_heads;
-        let ints = [
-            int(p.n_tokens, "attention", "tokens")?,
-            int(p.n_heads, "attention", "heads")?,
-            int(p.n_kv_heads, "attention", "KV heads")?,
-            int(capacity, "attention", "capacity")?,
-        ];
-        let cfg = LaunchConfig {
-            grid_dim: (
-                (p.n_tokens * group).div_ceil(PT_ROWS) as u32,
-                p.n_kv_heads as u32,
-                1,
-            ),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let f = self.func(
-            "attn_prefill.cu",
-            None,
-            &format!("attn_prefill_hd{}", p.head_dim),
-        )?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(q).arg(k).arg(v).arg(out).arg(&ints[0]).arg(&pos0_ptr);
-        b.arg(&ints[1]).arg(&ints[2]).arg(&p.scale).arg(&ints[3]);
-        // SAFETY: q/out hold n_tokens*n_heads*hd floats and k/v capacity*kv_dim (checked by
-        // attention_impl), hd ∈ {64, 128}; the kernel reads keys below min(pos0 + n_tokens,
-        // capacity) only and writes the rows below n_tokens*G; pos0_ptr points at one u32.
-        unsafe { b.launch(cfg) }.ctx(|| "launching prefill attention".into())?;
-        Ok(())
-    }
-
-    /// One token: attn_decode.cu over a grid planned on the capacity.
-    #[allow(clippy::too_many_arguments)]
-    fn attention_decode(
-        &self,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        p: AttnParams,
-        out: &mut CudaSlice<f32>,
-        pos0_ptr: u64,
-        capacity: usize,
-    ) -> Result<()> {
-        let hd = p.head_dim;
-        let (n_splits, split_len) = plan_decode(capacity);
-        let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
-        let g = &mut *guard;
-        let part_len = if n_splits > 1 {
-            n_splits * p.n_heads * (hd + 2)
-        } else {
-            1
-        };
-        let part = self.ensure_len(&mut g.dec_part, part_len)?;
-        let part_ptr = part.device_ptr(&self.stream).0;
-        let count = self.ensure_len(&mut g.dec_count, p.n_kv_heads)?;
-        let count_ptr = count.device_ptr(&self.stream).0;
-        let ints = [
-            int(p.n_heads, "attention", "heads")?,
-            int(p.n_kv_heads, "attention", "KV heads")?,
-        ];
-        let (split_len_i, n_splits_i) = (split_len as i32, n_splits as i32);
-        let capacity_i = int(capacity, "attention", "capacity")?;
-        let cfg = LaunchConfig {
-            grid_dim: (p.n_kv_heads as u32, n_splits as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // The q8 copy of the output for the Wo matvec (src/q8.rs).
-        let out_ptr = out.device_ptr(&self.stream).0;
-        let q8 = self.q8_produce(out_ptr, 1, p.n_heads * hd);
-        let (qs, ds) = q8.map(|p| (p.qs, p.ds)).unwrap_or((0, 0));
-        let f = self.func("attn_decode.cu", None, &format!("attn_decode_hd{hd}"))?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(out)
-            .arg(&part_ptr)
-            .arg(&count_ptr)
-            .arg(&pos0_ptr);
-        b.arg(&ints[0]).arg(&ints[1]).arg(&p.scale);
-        b.arg(&split_len_i)
-            .arg(&n_splits_i)
-            .arg(&capacity_i)
-            .arg(&qs)
-            .arg(&ds);
-        // SAFETY: q/out hold n_heads*hd floats and k/v capacity*kv_dim (checked by
-        // attention_impl), G ≤ MAX_G, hd ∈ {64, 128}; part holds n_kv_heads*n_splits*G*(hd+2)
-        // floats when n_splits > 1 (the only case the kernel touches it) and count one zeroed
-        // u32 per KV head, which the kernel leaves zeroed; pos0_ptr points at one u32; qs/ds
-        // are null or a q8 slot of n_heads*hd values (hd a multiple of 32).
-        unsafe { b.launch(cfg) }.ctx(|| "launching decode attention".into())?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decode_plans() {
-        assert_eq!(plan_decode(640), (20, 32));
-        assert_eq!(plan_decode(1), (1, 32));
-        assert_eq!(plan_decode(8192), (256, 32));
-        assert_eq!(plan_decode(8193), (129, 64));
-        for cap in [1, 31, 33, 4000, 131072] {
-            let (s, len) = plan_decode(cap);
-            assert!(
-                s <= DEC_MAX_SPLITS && s * len >= cap && len % DEC_SPLIT == 0,
-                "{cap}"
-            );
-        }
-    }
 
     #[test]
     fn split_plans() {

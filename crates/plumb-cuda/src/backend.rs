@@ -1,9 +1,10 @@
 //! `impl Backend for CudaBackend`: buffers are device f32 slices, weights device bytes in
 //! their stored (or repacked, src/weight.rs) format. Every op is queued on the backend's one
-//! stream; `download`, `argmax` and `synchronize` wait for it. Each op first forgets the q8
-//! copies of the buffers it writes (src/q8.rs); allocations forget them all. Steps and their
-//! recordings: src/step.rs. Inside a step, matvecs, ropes and KV writes may be held back until
-//! the next call and merged (src/defer.rs); every other method first launches what is held.
+//! stream; `download`, `argmax` and `synchronize` wait for it. Steps and their recordings:
+//! src/step.rs. Inside a step, matvecs, ropes and KV writes may be held back until the next
+//! call and merged (src/defer.rs); every other op first calls `plain_op`, which launches what
+//! is held and forgets the q8 copies (src/q8.rs) of the buffers the op writes (allocations:
+//! `plain_alloc`, which forgets them all).
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_core::HostWeight;
@@ -11,7 +12,7 @@ use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::ensure;
+use crate::launch::ensure;
 use crate::weight::CudaWeight;
 
 impl Backend for CudaBackend {
@@ -29,8 +30,7 @@ impl Backend for CudaBackend {
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
-        self.flush()?;
-        self.q8_forget_all();
+        self.plain_alloc()?;
         // A zero-length device allocation is not portable: keep at least one element.
         Ok(self
             .stream
@@ -39,8 +39,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
-        self.flush()?;
-        self.q8_forget_all();
+        self.plain_alloc()?;
         if data.is_empty() {
             return self.alloc(0);
         }
@@ -51,7 +50,7 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, buf: &CudaSlice<f32>, out: &mut [f32]) -> Result<()> {
-        self.flush()?;
+        self.plain_op(&[])?;
         ensure(out.len() <= buf.len(), "download", || {
             format!("{} > {}", out.len(), buf.len())
         })?;
@@ -69,8 +68,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload_weight(&self, w: &HostWeight) -> Result<CudaWeight> {
-        self.flush()?;
-        self.q8_forget_all();
+        self.plain_alloc()?;
         self.upload_weight_impl(w)
     }
 
@@ -82,7 +80,7 @@ impl Backend for CudaBackend {
         dst_off: usize,
         len: usize,
     ) -> Result<()> {
-        self.flush()?;
+        self.plain_op(&[dst])?;
         ensure(
             src_off + len <= src.len() && dst_off + len <= dst.len(),
             "copy",
@@ -91,7 +89,6 @@ impl Backend for CudaBackend {
         if len == 0 {
             return Ok(());
         }
-        self.q8_forget(self.ptr(dst));
         let s = src.slice(src_off..src_off + len);
         let mut d = dst.slice_mut(dst_off..dst_off + len);
         self.stream
@@ -101,8 +98,7 @@ impl Backend for CudaBackend {
     }
 
     fn embedding(&self, table: &CudaWeight, ids: &[u32], out: &mut CudaSlice<f32>) -> Result<()> {
-        self.flush()?;
-        self.q8_forget(self.ptr(out));
+        self.plain_op(&[out])?;
         self.embedding_impl(table, ids, out)
     }
 
@@ -115,7 +111,7 @@ impl Backend for CudaBackend {
         dim: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
+        self.plain_op(&[out])?;
         self.norm_impl(None, x, w, eps, rows, dim, out)
     }
 
@@ -129,8 +125,7 @@ impl Backend for CudaBackend {
         dim: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
-        self.q8_forget(self.ptr(residual));
+        self.plain_op(&[residual, out])?;
         self.norm_impl(Some(residual), x, w, eps, rows, dim, out)
     }
 
@@ -154,7 +149,7 @@ impl Backend for CudaBackend {
         use std::sync::atomic::Ordering;
         // Hold the q8 matvecs back so that flush() merges those sharing x (defer.rs); the
         // buffers outlive the flush below, which runs whatever happens.
-        self.flush()?;
+        self.plain_op(&[])?;
         self.grouping.store(true, Ordering::Relaxed);
         let run = pairs.iter_mut().try_for_each(|(w, out)| {
             self.q8_forget(self.ptr(out));
@@ -172,8 +167,7 @@ impl Backend for CudaBackend {
         rows: usize,
         dim: usize,
     ) -> Result<()> {
-        self.flush()?;
-        self.q8_forget(self.ptr(x));
+        self.plain_op(&[x])?;
         self.elementwise_impl("add_bias", x, bias, rows * dim, dim)
     }
 
@@ -198,8 +192,7 @@ impl Backend for CudaBackend {
         p: AttnParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
-        self.q8_forget(self.ptr(out));
+        self.plain_op(&[out])?;
         self.attention_impl(q, k, v, p, out)
     }
 
@@ -210,30 +203,29 @@ impl Backend for CudaBackend {
         len: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
+        self.plain_op(&[out])?;
         self.swiglu_impl(gate, up, len, out)
     }
 
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {
-        self.flush()?;
-        self.q8_forget(self.ptr(x));
+        self.plain_op(&[x])?;
         self.elementwise_impl("add", x, y, len, 0)
     }
 
     fn argmax(&self, x: &CudaSlice<f32>, len: usize) -> Result<u32> {
-        self.flush()?;
+        self.plain_op(&[])?;
         self.not_capturing("argmax")?;
         Ok(self.argmax_impl(x, 1, len)?[0])
     }
 
     fn argmax_rows(&self, x: &CudaSlice<f32>, rows: usize, len: usize) -> Result<Vec<u32>> {
-        self.flush()?;
+        self.plain_op(&[])?;
         self.not_capturing("argmax")?;
         self.argmax_impl(x, rows, len)
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.flush()?;
+        self.plain_op(&[])?;
         self.not_capturing("synchronize")?;
         Ok(self
             .stream
@@ -260,6 +252,7 @@ impl Backend for CudaBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
+        self.plain_op(&[pool])?;
         self.kv_write_slots_impl(src, pool, slots, kv_dim)
     }
 
@@ -272,6 +265,7 @@ impl Backend for CudaBackend {
         p: PagedParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        self.plain_op(&[out])?;
         self.attention_paged_impl(q, k_pool, v_pool, seqs, p, out)
     }
 
@@ -297,6 +291,25 @@ impl Backend for CudaBackend {
 }
 
 impl CudaBackend {
+    /// What every op that launches at once does first: the launches held back inside a step
+    /// go out ahead of it (src/defer.rs), and the q8 copies of the buffers it `writes` are
+    /// forgotten (src/q8.rs). Ops that may be held back (matmul, rope, kv_write) only forget.
+    fn plain_op(&self, writes: &[&CudaSlice<f32>]) -> Result<()> {
+        self.flush()?;
+        for b in writes {
+            self.q8_forget(self.ptr(b));
+        }
+        Ok(())
+    }
+
+    /// `plain_op` for a call that allocates: a new buffer may reuse a freed one's address, so
+    /// every q8 copy is forgotten.
+    fn plain_alloc(&self) -> Result<()> {
+        self.flush()?;
+        self.q8_forget_all();
+        Ok(())
+    }
+
     /// A buffer's device address: the key of its q8 copy (src/q8.rs).
     fn ptr(&self, b: &CudaSlice<f32>) -> u64 {
         b.device_ptr(&self.stream).0

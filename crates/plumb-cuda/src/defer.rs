@@ -19,45 +19,11 @@
 //! the whole step). Nothing is held back outside a step, so the check harness (and any caller
 //! that drops a buffer right after an op) sees immediate launches.
 
-use cudarc::driver::PushKernelArg;
-use plumb_ops::{OpError, Result, RopeParams, RopeStyle};
+use plumb_ops::{OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
-use crate::error::DriverContext;
-use crate::matvec::MvItem;
-use crate::ops::grid1;
-
-/// A rope on `x [n, n_heads, head_dim]` with positions at the device address `pos`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RopeItem {
-    pub x: u64,
-    pub pos: u64,
-    pub n: usize,
-    pub n_heads: usize,
-    pub head_dim: usize,
-    pub p: RopeParams,
-    /// Frequency factors (n_rot / 2 floats), if any.
-    pub ff: Option<u64>,
-}
-
-/// `cache[pos0 * kv_dim ..][.. n * kv_dim] = src`, pos0 at the device address `pos0`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct KvItem {
-    pub src: u64,
-    pub cache: u64,
-    pub pos0: u64,
-    pub n: usize,
-    pub kv_dim: usize,
-    /// Rows the cache holds.
-    pub capacity: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Pending {
-    Matvec(MvItem),
-    Rope(RopeItem),
-    KvWrite(KvItem),
-}
+use crate::device::CudaBackend;
+use crate::launch::{poisoned, KvItem, MvItem, RopeItem};
+use crate::state::Pending;
 
 /// Ops held at most (a step's attention preamble is 7).
 const MAX_PENDING: usize = 8;
@@ -84,7 +50,7 @@ impl CudaBackend {
             return self.hold(Pending::Matvec(item));
         }
         self.flush()?;
-        self.matvec_q8_sets(&[item])
+        self.matvec_set(&[item])
     }
 
     pub(crate) fn defer_rope(&self, item: RopeItem, in_step: bool) -> Result<()> {
@@ -125,7 +91,7 @@ impl CudaBackend {
                         }
                     }
                     i += group.len();
-                    self.matvec_q8_sets(&group)?;
+                    self.matvec_set(&group)?;
                 }
                 Pending::Rope(q) => match rope_kv_pattern(&ops[i..]) {
                     Some((k, kw, vw)) => {
@@ -143,93 +109,6 @@ impl CudaBackend {
                 }
             }
         }
-        Ok(())
-    }
-
-    pub(crate) fn launch_rope(&self, r: &RopeItem) -> Result<()> {
-        let half = r.p.n_rot / 2;
-        let pairs = r.n * r.n_heads * half;
-        if pairs == 0 {
-            return Ok(());
-        }
-        let ints = [
-            r.n as i32,
-            r.n_heads as i32,
-            r.head_dim as i32,
-            r.p.n_rot as i32,
-            (r.p.style == RopeStyle::Neox) as i32,
-        ];
-        let has_ff = r.ff.is_some() as i32;
-        // Without factors the kernel never reads the pointer (has_ff = 0).
-        let ff = r.ff.unwrap_or(r.pos);
-        let f = self.func("rope.cu", None, "rope_f32")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&r.x).arg(&r.pos).arg(&ff).arg(&has_ff);
-        for a in &ints {
-            b.arg(a);
-        }
-        b.arg(&r.p.theta);
-        // SAFETY: x holds n*heads*head_dim floats, pos n u32, factors n_rot/2 floats (checked
-        // by rope_impl when the item was made; alive until now: see the module doc); one
-        // thread per pair, guarded by the pair count inside the kernel.
-        unsafe { b.launch(grid1(pairs.div_ceil(256), 256, 0)) }.ctx(|| "launching rope".into())?;
-        Ok(())
-    }
-
-    pub(crate) fn launch_kv_write(&self, kv: &KvItem) -> Result<()> {
-        let len = kv.n * kv.kv_dim;
-        if len == 0 {
-            return Ok(());
-        }
-        let (len64, kvd, cap) = (len as u64, kv.kv_dim as u32, kv.capacity as u64);
-        let f = self.func("elementwise.cu", None, "kv_write_f32")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&kv.src)
-            .arg(&kv.cache)
-            .arg(&kv.pos0)
-            .arg(&len64)
-            .arg(&kvd)
-            .arg(&cap);
-        // SAFETY: src holds len floats, the cache `cap` rows of kv_dim (checked by
-        // kv_write_impl for the host's pos0; the kernel skips a device pos0 whose rows would
-        // pass cap); pos0 points at one u32.
-        unsafe { b.launch(grid1(len.div_ceil(256).clamp(1, 4096), 256, 0)) }
-            .ctx(|| "launching kv_write".into())?;
-        Ok(())
-    }
-
-    fn launch_rope_kv(&self, q: &RopeItem, k: &RopeItem, kw: &KvItem, vw: &KvItem) -> Result<()> {
-        let half = q.p.n_rot / 2;
-        let total = q.n * (q.n_heads + k.n_heads) * half + q.n * kw.kv_dim;
-        let ints = [
-            q.n as i32,
-            q.n_heads as i32,
-            k.n_heads as i32,
-            q.head_dim as i32,
-            q.p.n_rot as i32,
-            (q.p.style == RopeStyle::Neox) as i32,
-        ];
-        let has_ff = q.ff.is_some() as i32;
-        let ff = q.ff.unwrap_or(q.pos);
-        let cap = kw.capacity.min(vw.capacity) as u64;
-        let f = self.func("rope.cu", None, "rope_kv_f32")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&q.x)
-            .arg(&k.x)
-            .arg(&vw.src)
-            .arg(&kw.cache)
-            .arg(&vw.cache);
-        b.arg(&q.pos).arg(&ff).arg(&has_ff);
-        for a in &ints {
-            b.arg(a);
-        }
-        b.arg(&q.p.theta).arg(&cap);
-        // SAFETY: as launch_rope for q and k and launch_kv_write for both caches (each item
-        // was checked when made); rope_kv_pattern established that k's rope feeds the K write,
-        // that both writes have n rows of kv_dim = n_kv_heads * head_dim at the step's pos0
-        // = positions[0], and that the ropes share n, head_dim, parameters and positions.
-        unsafe { b.launch(grid1(total.div_ceil(256), 256, 0)) }
-            .ctx(|| "launching rope_kv".into())?;
         Ok(())
     }
 }

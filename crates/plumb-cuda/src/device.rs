@@ -11,11 +11,10 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use cudarc::nvrtc::Ptx;
 
 use crate::compile::{self, KernelReport};
-use crate::defer::Pending;
 use crate::error::{CudaError, DriverContext, Result};
-use crate::q8::Q8State;
+use crate::launch::poisoned;
 use crate::registry;
-use crate::step::{Graphs, StepState};
+use crate::state::{Graphs, Pending, Q8State, Scratch, StepState};
 
 /// What the driver reports about the GPU.
 #[derive(Debug, Clone)]
@@ -27,29 +26,6 @@ pub struct DeviceInfo {
     pub total_memory: usize,
     /// Driver API version, e.g. 13000 for CUDA 13.0.
     pub driver_version: i32,
-}
-
-/// Device scratch reused across ops (all ops run in order on one stream, so reuse is safe).
-#[derive(Default)]
-pub(crate) struct Scratch {
-    pub w16: Option<CudaSlice<u16>>,
-    pub x16: Option<CudaSlice<u16>>,
-    pub w32: Option<CudaSlice<f32>>,
-    pub part: Option<CudaSlice<f32>>,
-    pub result: Option<CudaSlice<u32>>,
-    /// Decode attention: the splits' partials and one arrival counter per KV head (zeroed
-    /// once; the kernel resets what it uses).
-    pub dec_part: Option<CudaSlice<f32>>,
-    pub dec_count: Option<CudaSlice<u32>>,
-    /// Paged KV: the slots of a kv_write_slots call and attn_paged's items + block tables.
-    pub slots: Option<CudaSlice<u32>>,
-    pub paged_meta: Option<CudaSlice<u32>>,
-    /// What `slots` and `paged_meta` hold now (src/paged.rs reuses an equal upload).
-    pub slots_host: Vec<u32>,
-    pub paged_meta_host: Vec<u32>,
-    /// mmq.cu's activations in fragment order: int8 values and (d, d·Σq) pairs.
-    pub mmq_xf: Option<CudaSlice<i8>>,
-    pub mmq_xd: Option<CudaSlice<f32>>,
 }
 
 impl CudaBackend {
@@ -313,10 +289,6 @@ impl CudaBackend {
         });
         b.as_ref().map_err(|e| CudaError::Other(e.clone()))
     }
-}
-
-pub(crate) fn poisoned() -> CudaError {
-    CudaError::Other("a CUDA backend lock was poisoned by an earlier panic".into())
 }
 
 fn device_info(ctx: &Arc<CudaContext>, ordinal: usize) -> Result<DeviceInfo> {

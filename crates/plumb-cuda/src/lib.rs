@@ -15,22 +15,43 @@
 //! - Inside a step, matvecs sharing an input, and a step's ropes and KV writes, are held back
 //!   until the next call and launched merged (src/defer.rs). Performance notes: NOTES.md.
 //!
+//! Layout: kernels/X.cu is launched from src/X.rs (src/matmul.rs and src/attention.rs also
+//! route their op to the other matmul and attention kernels). Below the launchers sit the
+//! backend struct and its bring-up (src/device.rs), the state it holds (src/state.rs) and the
+//! leaf every launcher shares (src/launch.rs: shape checks, grids, held-back items, size
+//! limits); src/module_graph.rs checks that the modules never import each other in a circle.
+//!
 //! Built everywhere: cudarc loads libcuda, libnvrtc and libcublas at run time, so no CUDA
 //! toolkit is needed to build, only a driver (and NVRTC) to run.
 
+// Every unsafe block and impl states why it is sound; every unsafe fn, its `# Safety`.
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+mod argmax;
 mod attention;
+mod attn_decode;
+mod attn_prefill;
 mod backend;
 pub mod checked;
 pub mod compile;
 mod defer;
 mod device;
+mod elementwise;
+mod embedding;
 pub mod error;
+mod launch;
 mod matmul;
-mod matvec;
-mod ops;
+mod matvec_q;
+mod matvec_q8;
+mod mmq;
+#[cfg(test)]
+mod module_graph;
+mod norm;
 mod paged;
 mod q8;
 pub mod registry;
+mod rope;
+mod state;
 mod step;
 mod weight;
 
@@ -38,7 +59,7 @@ pub use checked::CheckedVariants;
 pub use compile::{compile_all, KernelReport};
 pub use device::{CudaBackend, DeviceInfo};
 pub use error::{CudaError, Result};
-pub use matvec::MATVEC_MAX_N;
+pub use launch::MATVEC_MAX_N;
 pub use registry::{variants, Family, Variant, FAMILIES};
 pub use step::MAX_RECORDINGS;
 pub use weight::CudaWeight;

@@ -1,5 +1,6 @@
-//! matmul: the decode matvec for n ≤ MATVEC_MAX_N (src/matvec.rs) and the prefill paths for
-//! n > 8. Kernels and the reasons of their launch configurations: kernels/matmul.cu.
+//! The matmul op: which kernel takes `n` tokens of a weight (the decode matvecs of
+//! src/matvec_q.rs and src/matvec_q8.rs, the batched src/mmq.rs, by variant and size), and the
+//! launcher of kernels/matmul.cu, the prefill paths (dequantize + cuBLAS, or tiled).
 
 use std::ffi::c_void;
 
@@ -7,24 +8,20 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
 };
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg, SyncOnDrop};
 use plumb_core::GgmlType;
 use plumb_ops::{OpError, Result};
 
 use crate::compile::format_suffix;
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
-use crate::matvec::{BATCH_MAX_N, MATVEC_MAX_N};
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{
+    ensure, grid1, int, poisoned, BatchKernel, Dims, MvItem, AUTO_MMA_MAX_N, BATCH_MAX_N,
+    MATVEC_MAX_N,
+};
+use crate::matvec_q8::has_q8_kernel;
+use crate::state::Scratch;
 use crate::weight::CudaWeight;
-
-/// Shapes as the kernels' ints.
-pub(crate) struct Dims {
-    pub rows: i32,
-    pub cols: i32,
-    pub row_bytes: i32,
-    pub n: i32,
-}
 
 impl CudaBackend {
     pub(crate) fn matmul_impl(
@@ -75,6 +72,81 @@ impl CudaBackend {
         }
     }
 
+    /// `n` tokens (9 ≤ n ≤ BATCH_MAX_N). `auto`: mma up to AUTO_MMA_MAX_N tokens, where it
+    /// measured ahead of dequant + cuBLAS (NOTES.md), the prefill path above.
+    pub(crate) fn batch_kernel(&self, ty: GgmlType, n: usize) -> Option<BatchKernel> {
+        let mma_ok = ty == GgmlType::Q4_0 && self.info().compute_capability.0 >= 8;
+        match self.variant("batch") {
+            Some("auto") if mma_ok && n <= AUTO_MMA_MAX_N => Some(BatchKernel::Mma),
+            Some("mma") if mma_ok => Some(BatchKernel::Mma),
+            Some("mma_lb") if mma_ok => Some(BatchKernel::MmaLb),
+            Some("q8_dp4a") if has_q8_kernel(ty) => Some(BatchKernel::Dp4a),
+            _ => None,
+        }
+    }
+
+    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels
+    /// (held back inside a step, src/defer.rs) where the variant and format allow, else v1.
+    pub(crate) fn matvec(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let variant = self.variant("matvec");
+        let dp4a = if d.n as usize > MATVEC_MAX_N {
+            self.batch_kernel(w.ty, d.n as usize).is_some()
+        } else {
+            matches!(variant, Some("q8_dp4a") | Some("mma"))
+        };
+        if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+            let item = MvItem {
+                w: w.data.device_ptr(&self.stream).0,
+                ty: w.ty,
+                rows: w.rows,
+                cols: w.cols,
+                row_bytes: w.row_bytes,
+                x: x.device_ptr(&self.stream).0,
+                n: d.n as usize,
+                out: out.device_ptr(&self.stream).0,
+            };
+            // Inside a step the launch may wait for the matvecs that share its x (defer.rs).
+            return self.defer_matvec(item);
+        }
+        self.flush()?;
+        self.matvec_q(w, x, out, d, sfx)
+    }
+
+    /// The kernel of a q8 launch over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu for
+    /// Q4_0 where the variants send it there, else matvec_q8.cu.
+    pub(crate) fn matvec_set(&self, items: &[MvItem]) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        let n = first.n;
+        // Variant matvec=mma: 2 to 8 tokens of Q4_0 through the mma kernel too (one tile).
+        // 8B Q4_0 on an H100, `bench --parallel`: 2 sequences 421 t/s with dp4a against 308
+        // with mma, 4: 608 / 611, 8: 877 / 1,240 (NOTES.md run 7), hence not the default yet:
+        // a size-dependent choice is next.
+        if self.variant("matvec") == Some("mma")
+            && (2..=MATVEC_MAX_N).contains(&n)
+            && first.ty == GgmlType::Q4_0
+            && self.info().compute_capability.0 >= 8
+        {
+            return self.mmq(items, false);
+        }
+        if n > MATVEC_MAX_N {
+            match self.batch_kernel(first.ty, n) {
+                Some(BatchKernel::Mma) => return self.mmq(items, false),
+                Some(BatchKernel::MmaLb) => return self.mmq(items, true),
+                _ => {}
+            }
+        }
+        self.matvec_q8(items)
+    }
+
     fn prefill_tiled(
         &self,
         w: &CudaWeight,
@@ -93,7 +165,8 @@ impl CudaBackend {
         let mut b = self.stream.launch_builder(&f);
         b.arg(&w.data).arg(x).arg(out);
         b.arg(&d.rows).arg(&d.cols).arg(&d.row_bytes).arg(&d.n);
-        // SAFETY: as matvec; the kernel guards rows and tokens at the tile edges.
+        // SAFETY: W holds rows*row_bytes bytes (CudaWeight invariant), x n*cols floats and out
+        // n*rows (checked by matmul_impl); the kernel guards rows and tokens at the tile edges.
         unsafe { b.launch(cfg) }.ctx(|| format!("launching {name}"))?;
         Ok(())
     }
@@ -109,25 +182,76 @@ impl CudaBackend {
         sfx: &'static str,
     ) -> Result<()> {
         let blas = self.blas()?;
-        let (rows, cols, n) = (d.rows as usize, d.cols as usize, d.n as usize);
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
-        let scratch = &mut *guard;
-        let chunks = rows * cols.div_ceil(32);
-        let dq_cfg = grid1(chunks.div_ceil(256), 256, 0);
-        // (A pointer, A type, B pointer, B type); the guards keep cudarc's bookkeeping alive.
-        let s = &self.stream;
-        let (a_ptr, a_ty, b_ptr, b_ty);
-        let _guards;
+        self.gemm_inputs(w, x, &mut guard, d, sfx)?;
+        let (scratch, s) = (&*guard, &self.stream);
+        let (r32, r16) = (cudaDataType_t::CUDA_R_32F, cudaDataType_t::CUDA_R_16F);
+        // (A, B) as the GEMM reads them; the guards keep cudarc's bookkeeping alive.
+        let ((a_ptr, _ga), (b_ptr, _gb), ab_ty) = match w.ty {
+            GgmlType::F32 => (w.data.device_ptr(s), x.device_ptr(s), r32),
+            GgmlType::BF16 => (scratch_ptr(&scratch.w32, s)?, x.device_ptr(s), r32),
+            GgmlType::F16 => (w.data.device_ptr(s), scratch_ptr(&scratch.x16, s)?, r16),
+            _ => (
+                scratch_ptr(&scratch.w16, s)?,
+                scratch_ptr(&scratch.x16, s)?,
+                r16,
+            ),
+        };
+        let (c_ptr, _gc) = out.device_ptr_mut(s);
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: A is rows×cols row-major (= cols×rows column-major, lda = cols, used
+        // transposed), B is n×cols row-major (= cols×n column-major, ldb = cols), C is
+        // rows×n column-major (ldc = rows) = out [n, rows] row-major; every buffer holds at
+        // least those elements (checked by matmul_impl or sized by gemm_inputs); alpha/beta
+        // are f32 as CUBLAS_COMPUTE_32F requires; the handle runs on this backend's stream.
+        unsafe {
+            gemm_ex(
+                *blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                d.rows,
+                d.n,
+                d.cols,
+                &alpha as *const f32 as *const c_void,
+                a_ptr as *const c_void,
+                ab_ty,
+                d.cols,
+                b_ptr as *const c_void,
+                ab_ty,
+                d.cols,
+                &beta as *const f32 as *const c_void,
+                c_ptr as *mut c_void,
+                cudaDataType_t::CUDA_R_32F,
+                d.rows,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| CudaError::Cublas {
+            what: format!(
+                "GEMM of a {}×{} {} weight with {} tokens",
+                d.rows, d.cols, w.ty, d.n
+            ),
+            source: e,
+        })?;
+        Ok(())
+    }
+
+    /// Queues what the GEMM reads that is not stored as such: W dequantized into
+    /// `scratch.w16` (or `w32` for BF16: bf16 -> f16 would lose range, so an f32 GEMM) and,
+    /// for an f16 GEMM, x rounded into `scratch.x16`. F32 weights need nothing.
+    fn gemm_inputs(
+        &self,
+        w: &CudaWeight,
+        x: &CudaSlice<f32>,
+        scratch: &mut Scratch,
+        d: &Dims,
+        sfx: &'static str,
+    ) -> Result<()> {
+        let (rows, cols, n) = (d.rows as usize, d.cols as usize, d.n as usize);
         match w.ty {
-            GgmlType::F32 => {
-                let (a, ga) = w.data.device_ptr(s);
-                let (b, gb) = x.device_ptr(s);
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
-                _guards = (ga, gb);
-            }
+            GgmlType::F32 => {}
             GgmlType::BF16 => {
-                // bf16 -> f16 would lose range: widen to f32 and run an f32 GEMM.
                 let w32 = self.ensure_len(&mut scratch.w32, rows * cols)?;
                 let f = self.func("matmul.cu", Some(sfx), &format!("dequant_f32_{sfx}"))?;
                 let mut l = self.stream.launch_builder(&f);
@@ -136,17 +260,10 @@ impl CudaBackend {
                     .arg(&d.rows)
                     .arg(&d.cols)
                     .arg(&d.row_bytes);
+                let chunks = rows * cols.div_ceil(32);
                 // SAFETY: w32 holds rows*cols floats; one thread per chunk, guarded.
-                unsafe { l.launch(dq_cfg) }.ctx(|| "launching dequant_f32".into())?;
-                let (a, ga) = scratch
-                    .w32
-                    .as_ref()
-                    .map(|b| b.device_ptr(s))
-                    .ok_or_else(lost)?;
-                let (b, gb) = x.device_ptr(s);
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_32F, b, cudaDataType_t::CUDA_R_32F);
-                _guards = (ga, gb);
+                unsafe { l.launch(grid1(chunks.div_ceil(256), 256, 0)) }
+                    .ctx(|| "launching dequant_f32".into())?;
             }
             _ => {
                 if w.ty != GgmlType::F16 {
@@ -173,64 +290,18 @@ impl CudaBackend {
                 // SAFETY: x holds n*cols floats (checked), x16 as many halves.
                 unsafe { l.launch(grid1((n * cols).div_ceil(256).min(4096), 256, 0)) }
                     .ctx(|| "launching to_f16".into())?;
-                let (a, ga) = if w.ty == GgmlType::F16 {
-                    w.data.device_ptr(s)
-                } else {
-                    scratch
-                        .w16
-                        .as_ref()
-                        .map(|b| b.device_ptr(s))
-                        .ok_or_else(lost)?
-                };
-                let (b, gb) = scratch
-                    .x16
-                    .as_ref()
-                    .map(|b| b.device_ptr(s))
-                    .ok_or_else(lost)?;
-                (a_ptr, a_ty, b_ptr, b_ty) =
-                    (a, cudaDataType_t::CUDA_R_16F, b, cudaDataType_t::CUDA_R_16F);
-                _guards = (ga, gb);
             }
         }
-        let (c_ptr, _gc) = out.device_ptr_mut(s);
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        // SAFETY: A is rows×cols row-major (= cols×rows column-major, lda = cols, used
-        // transposed), B is n×cols row-major (= cols×n column-major, ldb = cols), C is
-        // rows×n column-major (ldc = rows) = out [n, rows] row-major; every buffer holds at
-        // least those elements (checked above or sized by ensure_len); alpha/beta are f32 as
-        // CUBLAS_COMPUTE_32F requires; the handle runs on this backend's stream.
-        unsafe {
-            gemm_ex(
-                *blas.handle(),
-                cublasOperation_t::CUBLAS_OP_T,
-                cublasOperation_t::CUBLAS_OP_N,
-                d.rows,
-                d.n,
-                d.cols,
-                &alpha as *const f32 as *const c_void,
-                a_ptr as *const c_void,
-                a_ty,
-                d.cols,
-                b_ptr as *const c_void,
-                b_ty,
-                d.cols,
-                &beta as *const f32 as *const c_void,
-                c_ptr as *mut c_void,
-                cudaDataType_t::CUDA_R_32F,
-                d.rows,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(|e| CudaError::Cublas {
-            what: format!(
-                "GEMM of a {}×{} {} weight with {n} tokens",
-                rows, cols, w.ty
-            ),
-            source: e,
-        })?;
         Ok(())
     }
+}
+
+/// The device address of a scratch buffer `gemm_inputs` sized, with cudarc's guard.
+fn scratch_ptr<'a, T>(
+    slot: &'a Option<CudaSlice<T>>,
+    s: &'a CudaStream,
+) -> Result<(u64, SyncOnDrop<'a>), CudaError> {
+    slot.as_ref().map(|b| b.device_ptr(s)).ok_or_else(lost)
 }
 
 fn lost() -> CudaError {

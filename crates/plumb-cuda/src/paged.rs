@@ -1,18 +1,18 @@
-//! Paged KV cache (plumb_ops::ops::paged_attention): `kv_write_slots` and `attention_paged`,
-//! each one launch per call (kernels/attention.cu: kv_write_slots, attn_paged). The slots,
+//! Launcher of kernels/paged.cu, the paged KV cache (plumb_ops::ops::paged_attention):
+//! `kv_write_slots` and `attention_paged`, each one launch per call. The slots,
 //! and the work items with the block tables, are uploaded once per call into persistent
 //! device buffers (grown, never shrunk), so a call allocates nothing once warm.
 
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::ops::{ensure, grid1, int};
+use crate::launch::{ensure, grid1, int, poisoned};
 
-/// Rows (token, query head) per work item: ROWS in attention.cu.
+/// Rows (token, query head) per work item: ROWS in paged.cu.
 const ROWS: usize = 16;
-/// u32 words per work item: PG_ITEM in attention.cu.
+/// u32 words per work item: PG_ITEM in paged.cu.
 const PG_ITEM: usize = 5;
 
 /// attn_paged's meta words: items of (q_row, n_tokens, pos0, table offset, rho0), then the
@@ -87,7 +87,6 @@ impl CudaBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
-        self.flush()?;
         let n = slots.len();
         ensure(src.len() >= n * kv_dim, "kv_write_slots", || {
             format!("{n} rows of {kv_dim}: source too short")
@@ -101,7 +100,6 @@ impl CudaBackend {
         if n == 0 || kv_dim == 0 {
             return Ok(());
         }
-        self.q8_forget(pool.device_ptr(&self.stream).0);
         if !kv_dim.is_multiple_of(4) {
             for (i, &slot) in slots.iter().enumerate() {
                 let s = src.slice(i * kv_dim..(i + 1) * kv_dim);
@@ -119,7 +117,7 @@ impl CudaBackend {
         );
         int(n * kv_dim, "kv_write_slots", "elements")?;
         let total = n * kv_dim / 4;
-        let f = self.func("attention.cu", None, "kv_write_slots")?;
+        let f = self.func("paged.cu", None, "kv_write_slots")?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(src).arg(&*pool).arg(&slots_ptr).arg(&n_i).arg(&kv_i);
         // SAFETY: src holds n*kv_dim floats, every slot < pool.len()/kv_dim (checked), the
@@ -139,7 +137,6 @@ impl CudaBackend {
         p: PagedParams,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        self.flush()?;
         let PagedParams {
             n_heads,
             n_kv_heads,
@@ -195,7 +192,6 @@ impl CudaBackend {
             return Ok(());
         }
         int(meta.len(), "attention_paged", "meta words")?;
-        self.q8_forget(out.device_ptr(&self.stream).0);
         let meta_ptr = self.upload_u32s(1, &meta, "paged attention tables")?;
         let ints = [
             int(n_heads, "attention_paged", "heads")?,
@@ -207,7 +203,7 @@ impl CudaBackend {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let f = self.func("attention.cu", None, &format!("attn_paged_hd{hd}"))?;
+        let f = self.func("paged.cu", None, &format!("attn_paged_hd{hd}"))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(q).arg(k_pool).arg(v_pool).arg(&*out).arg(&meta_ptr);
         b.arg(&ints[0]).arg(&ints[1]).arg(&scale).arg(&ints[2]);

@@ -14,31 +14,16 @@
 //! stream runs them; inside a recorded step they are decided once, at recording time, and the
 //! recording replays the same launches.
 
-use cudarc::driver::{CudaSlice, DevicePtr};
+use cudarc::driver::DevicePtr;
 use plumb_ops::{OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
+use crate::launch::{poisoned, MATVEC_MAX_N};
+use crate::state::Slot;
 
 /// Slots: xn (attention and FFN inputs), the attention output, the FFN activation.
 const SLOTS: usize = 3;
-
-struct Slot {
-    key: u64,
-    len: usize,
-    valid: bool,
-    used: u64,
-    qs: CudaSlice<i8>,
-    ds: CudaSlice<f32>,
-}
-
-#[derive(Default)]
-pub(crate) struct Q8State {
-    slots: Vec<Slot>,
-    /// Elements each slot holds.
-    cap: usize,
-    clock: u64,
-}
 
 /// Device addresses of one slot's `qs` and `ds`.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +118,7 @@ impl CudaBackend {
 
     /// Where a producer op writes the q8 copy of its output (`rows` rows, `len` elements).
     pub(crate) fn q8_produce(&self, ptr: u64, rows: usize, len: usize) -> Option<Q8Ptrs> {
-        if rows > crate::matvec::MATVEC_MAX_N {
+        if rows > MATVEC_MAX_N {
             self.q8_forget(ptr);
             return None;
         }

@@ -21,61 +21,16 @@
 use std::sync::atomic::Ordering;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaSlice, DevicePtr, PinnedHostSlice};
+use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_ops::{OpError, Result};
 
-use crate::device::{poisoned, CudaBackend};
+use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
+use crate::launch::poisoned;
+use crate::state::{Recording, StepState};
 
 /// Recordings kept (each holds a few hundred kernel nodes and the addresses of one cache).
 pub const MAX_RECORDINGS: usize = 8;
-
-/// The step being run, and the persistent buffers its values travel through.
-#[derive(Default)]
-pub(crate) struct StepState {
-    /// Host copy of the active step's ids and positions (None outside a step).
-    active: Option<(Vec<u32>, Vec<u32>)>,
-    host: Option<PinnedHostSlice<u32>>,
-    dev: Option<CudaSlice<u32>>,
-}
-
-/// A recorded step. Graph objects are not internally synchronized; every access goes through
-/// the backend's `graphs` mutex.
-struct Recording {
-    key: u64,
-    epoch: u64,
-    graph: CudaGraph,
-    used: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Graphs {
-    disabled: bool,
-    recs: Vec<Recording>,
-    /// Keys that ran their warm-up step in an epoch.
-    warmed: Vec<(u64, u64)>,
-    capturing: Option<(u64, u64)>,
-    clock: u64,
-}
-
-impl StepState {
-    pub(crate) fn is_active(&self) -> bool {
-        self.active.is_some()
-    }
-}
-
-impl Graphs {
-    pub(crate) fn new(on: bool) -> Graphs {
-        Graphs {
-            disabled: !on,
-            ..Graphs::default()
-        }
-    }
-}
-
-// SAFETY: CudaGraph holds raw driver handles, which may be used from any thread as long as
-// calls on one graph are serialized; every Graphs lives inside a Mutex of the backend.
-unsafe impl Send for Graphs {}
 
 impl CudaBackend {
     /// Turns recording off (`false`: every step runs its ops) or back on; for tests that
@@ -293,5 +248,26 @@ impl CudaBackend {
             .ctx(|| "replaying a recorded step".into())?;
         self.q8_forget_all();
         Ok(true)
+    }
+
+    /// A device address holding `vals`: the step buffer's (`step`) when the values are the
+    /// active step's, else a fresh upload, returned so that it outlives the launch (and
+    /// refused while recording: a recording must not hold a temporary).
+    pub(crate) fn device_u32s(
+        &self,
+        step: Option<u64>,
+        vals: &[u32],
+        what: &str,
+    ) -> Result<(u64, Option<CudaSlice<u32>>)> {
+        if let Some(p) = step {
+            return Ok((p, None));
+        }
+        self.not_capturing(what)?;
+        let buf = self
+            .stream
+            .clone_htod(vals)
+            .ctx(|| format!("uploading {what}"))?;
+        let p = buf.device_ptr(&self.stream).0;
+        Ok((p, Some(buf)))
     }
 }

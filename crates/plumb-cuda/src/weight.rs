@@ -8,7 +8,7 @@ use plumb_ops::{OpError, Result};
 use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::matvec::MATVEC_MAX_N;
+use crate::launch::MATVEC_MAX_N;
 
 /// A `rows × cols` weight in format `ty`, `row_bytes` per row on the device (row-major), as
 /// the kernels in quant.cuh read it. Invariant: `data.len() == rows * row_bytes` (at least 1).
@@ -17,7 +17,7 @@ pub struct CudaWeight {
     pub rows: usize,
     pub cols: usize,
     /// Bytes per row on the device: the stored row size, or the repacked one (a multiple of
-    /// 16) for the formats [`repacked`] names.
+    /// 16) for the formats `repacked` names.
     pub row_bytes: usize,
     pub(crate) data: CudaSlice<u8>,
 }

@@ -1,0 +1,143 @@
+// paged.cu: the paged KV cache (plumb_ops::ops::paged_attention): attention of many sequences
+// over one pool of fixed-size blocks, and the write of new K/V rows into their slots, each one
+// launch per call. v1 (NOTES.md run 5), written beside attention.cu's attn_fwd: the same tiles
+// of ROWS rows and BK keys, the keys found through each sequence's block table.
+//
+// Launched from src/paged.rs.
+// Check: `plumb check --device cuda --op attention_paged` (attn_paged: decode and prefill rows
+// mixed, GQA 1-8, scattered block tables, positions ending mid-block). kv_write_slots has no
+// case of its own there: it runs only through forward_paged (below), unchecked against a
+// reference on the GPU.
+// Time: `plumb bench-ops --device cuda` has no paged row; the kernels run in `plumb bench -m M
+// --device cuda --parallel 8,64` (forward_paged: per layer one kv_write_slots for K and one for
+// V, one attn_paged) and behind `plumb serve` (`plumb bench-serve`). Measured: not in isolation
+// yet (NOTES.md, run 6: the step's time was the matmuls and the host's argmax).
+
+#define BK 32
+#define ROWS 16
+
+// attn_paged — many sequences over one paged KV cache (plumb_ops::ops::paged_attention), one
+// launch per call. Pools k, v: [n_blocks * block_size, n_kv_heads, HD]; position p of a
+// sequence lives in slot tab[p / block_size] * block_size + p % block_size.
+// meta (u32, uploaded once per call into a persistent buffer, src/paged.rs): n_items
+// items of PG_ITEM words (q_row, n_tokens, pos0, table offset into meta, rho0), then the block
+// tables. An item is ROWS rows (token, query head of KV head kvh) of one sequence, as
+// attn_fwd's tiles; decode rows (n_tokens 1) and prefill rows mix freely.
+// Launch: grid (n_items, n_kv_heads), block 128. Same tile walk as attn_fwd (no key splits).
+#define PG_ITEM 5
+template <int HD>
+static __device__ void attn_paged_impl(const float* q, const float* k, const float* v, float* out,
+                                       const u32* meta, int n_heads, int n_kv_heads, float scale,
+                                       int block_size) {
+    constexpr int DPL = HD / WARP;
+    __shared__ float Qs[ROWS][HD];
+    __shared__ float Ks[BK][HD + 1];
+    __shared__ __align__(16) float Vs[BK][HD];
+    const u32* it = meta + (size_t)blockIdx.x * PG_ITEM;
+    const int q_row = (int)it[0], n_tokens = (int)it[1], pos0 = (int)it[2];
+    const u32* tab = meta + it[3];
+    const int rho0 = (int)it[4];
+    const int G = n_heads / n_kv_heads, kvh = blockIdx.y;
+    const int n_rows = n_tokens * G;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const int kv_dim = n_kv_heads * HD;
+
+    for (int i = threadIdx.x; i < ROWS * HD; i += blockDim.x) {
+        const int lr = i / HD, d = i % HD, rho = rho0 + lr;
+        float val = 0.0f;
+        if (rho < n_rows) {
+            const int t = rho / G, h = kvh * G + rho % G;
+            val = q[((size_t)(q_row + t) * n_heads + h) * HD + d] * scale;
+        }
+        Qs[lr][d] = val;
+    }
+    const int last_rho = min(rho0 + ROWS, n_rows) - 1;
+    const int k_end = pos0 + last_rho / G + 1;
+
+    float m[4], l[4], acc[4][DPL];
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        m[r] = NEG_INF; l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
+    }
+
+    for (int kt = 0; kt < k_end; kt += BK) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < BK * HD / 4; i += blockDim.x) {
+            const int j = i / (HD / 4), d = 4 * (i % (HD / 4)), key = kt + j;
+            float4 kk = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kk;
+            if (key < k_end) {
+                const size_t slot = (size_t)tab[key / block_size] * block_size + key % block_size;
+                const size_t off = slot * kv_dim + (size_t)kvh * HD + d;
+                kk = *reinterpret_cast<const float4*>(k + off);
+                vv = *reinterpret_cast<const float4*>(v + off);
+            }
+            Ks[j][d] = kk.x; Ks[j][d + 1] = kk.y; Ks[j][d + 2] = kk.z; Ks[j][d + 3] = kk.w;
+            *reinterpret_cast<float4*>(&Vs[j][d]) = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int lr = warp + 4 * r, rho = rho0 + lr;
+            if (lr >= ROWS || rho >= n_rows) continue;  // uniform over the warp
+            const int limit = pos0 + rho / G;
+            const int key = kt + lane;
+            const bool valid = key < k_end && key <= limit;
+            float s = NEG_INF;
+            if (valid) {
+                s = 0.0f;
+#pragma unroll 16
+                for (int d = 0; d < HD; d++) s += Qs[lr][d] * Ks[lane][d];
+            }
+            const float tile_max = warp_max(s);
+            if (tile_max == NEG_INF) continue;
+            const float m_new = fmaxf(m[r], tile_max);
+            const float p = valid ? expf(s - m_new) : 0.0f;
+            const float corr = expf(m[r] - m_new);
+            l[r] = l[r] * corr + warp_sum(p);
+#pragma unroll
+            for (int i = 0; i < DPL; i++) acc[r][i] *= corr;
+            for (int j = 0; j < BK; j++) {
+                const float pj = __shfl_sync(FULL_MASK, p, j);
+#pragma unroll
+                for (int i = 0; i < DPL; i++) acc[r][i] += pj * Vs[j][lane + WARP * i];
+            }
+            m[r] = m_new;
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const int rho = rho0 + warp + 4 * r;
+        if (rho >= n_rows) continue;
+        const int t = rho / G, h = kvh * G + rho % G;
+        const size_t row = (size_t)(q_row + t) * n_heads + h;
+        const float inv = 1.0f / l[r];
+#pragma unroll
+        for (int i = 0; i < DPL; i++) out[row * HD + lane + WARP * i] = acc[r][i] * inv;
+    }
+}
+
+#define ATTN_PAGED(HD)                                                                         \
+    extern "C" __global__ void attn_paged_hd##HD(const float* q, const float* k, const float* v,\
+                                                 float* out, const u32* meta, int n_heads,     \
+                                                 int n_kv_heads, float scale, int block_size) { \
+        attn_paged_impl<HD>(q, k, v, out, meta, n_heads, n_kv_heads, scale, block_size);       \
+    }
+ATTN_PAGED(64)
+ATTN_PAGED(128)
+
+// kv_write_slots: pool[slots[i] * kv_dim + e] = src[i * kv_dim + e]; grid-stride over
+// n * kv_dim / 4 float4s (kv_dim a multiple of 4, checked by the launcher).
+extern "C" __global__ void kv_write_slots(const float* src, float* pool, const u32* slots, int n,
+                                          int kv_dim) {
+    const int per = kv_dim / 4;
+    const size_t total = (size_t)n * per;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t row = i / per, e = 4 * (i % per);
+        const float4 x = *reinterpret_cast<const float4*>(src + row * kv_dim + e);
+        *reinterpret_cast<float4*>(pool + (size_t)slots[row] * kv_dim + e) = x;
+    }
+}
