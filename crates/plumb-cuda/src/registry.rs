@@ -162,7 +162,7 @@ mod tests {
     fn the_matmul_families_cover_every_token_count_once() {
         let mut ranges: Vec<(usize, usize)> = FAMILIES.iter().filter_map(|f| f.tokens).collect();
         ranges.sort_unstable();
-        assert_eq!(ranges[0], (1, crate::MATVEC_MAX_N));
+        assert_eq!(ranges[0], (1, crate::launch::MATVEC_MAX_N));
         for w in ranges.windows(2) {
             assert_eq!(w[0].1 + 1, w[1].0, "{ranges:?}");
         }
