@@ -2,11 +2,12 @@
 //! (not the logits) copied to the host.
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::{OpError, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, poisoned, shape};
+use crate::launch::{grid1, poisoned, shape};
 
 impl CudaBackend {
     /// The argmax of each of `rows` rows of `len` floats: one block per row (argmax.cu), then
@@ -17,12 +18,7 @@ impl CudaBackend {
         rows: usize,
         len: usize,
     ) -> Result<Vec<u32>> {
-        let total = rows
-            .checked_mul(len)
-            .ok_or_else(|| shape("argmax", format!("{rows} rows of {len} overflow")))?;
-        ensure(x.len() >= total, "argmax", || {
-            format!("{rows} rows of {len} > buffer {}", x.len())
-        })?;
+        shapes::argmax(x.len(), rows, len)?;
         if len == 0 || rows == 0 {
             return Ok(vec![0; rows]);
         }

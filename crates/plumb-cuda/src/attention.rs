@@ -7,11 +7,12 @@
 //! valid as the context grows.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::{AttnParams, OpError, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, int, poisoned, shape, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS};
+use crate::launch::{grid1, int, poisoned, shape, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS};
 
 /// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
 const ROWS: usize = 16;
@@ -50,27 +51,9 @@ impl CudaBackend {
             head_dim: hd,
             ..
         } = p;
-        ensure(
-            n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads),
-            "attention",
-            || format!("{n_heads} query heads are not a multiple of {n_kv_heads} KV heads"),
-        )?;
+        shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
         let kv_dim = n_kv_heads * hd;
         let n_keys = pos0 + n_tokens;
-        ensure(
-            k.len() >= n_keys * kv_dim && v.len() >= n_keys * kv_dim,
-            "attention",
-            || {
-                format!(
-                    "cache holds {} positions, need {n_keys}",
-                    k.len() / kv_dim.max(1)
-                )
-            },
-        )?;
-        let q_len = n_tokens * n_heads * hd;
-        ensure(q.len() >= q_len && out.len() >= q_len, "attention", || {
-            "q or out too short".into()
-        })?;
         if hd != 64 && hd != 128 {
             return Err(OpError::Unsupported {
                 op: "attention",

@@ -8,11 +8,11 @@
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_core::HostWeight;
+use plumb_ops::shapes;
 use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::ensure;
 use crate::weight::CudaWeight;
 
 impl Backend for CudaBackend {
@@ -51,9 +51,7 @@ impl Backend for CudaBackend {
 
     fn download(&self, buf: &CudaSlice<f32>, out: &mut [f32]) -> Result<()> {
         self.plain_op(&[])?;
-        ensure(out.len() <= buf.len(), "download", || {
-            format!("{} > {}", out.len(), buf.len())
-        })?;
+        shapes::download(buf.len(), out.len())?;
         if out.is_empty() {
             return Ok(());
         }
@@ -81,11 +79,7 @@ impl Backend for CudaBackend {
         len: usize,
     ) -> Result<()> {
         self.plain_op(&[dst])?;
-        ensure(
-            src_off + len <= src.len() && dst_off + len <= dst.len(),
-            "copy",
-            || format!("range of {len} at {src_off} -> {dst_off} is out of bounds"),
-        )?;
+        shapes::copy(src.len(), src_off, dst.len(), dst_off, len)?;
         if len == 0 {
             return Ok(());
         }

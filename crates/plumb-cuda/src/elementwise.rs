@@ -3,11 +3,12 @@
 //! and the q8_1 quantization of a matvec's input.
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::Result;
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, shape, stride_blocks, KvItem};
+use crate::launch::{grid1, shape, stride_blocks, KvItem};
 use crate::q8::Q8Ptrs;
 
 impl CudaBackend {
@@ -20,12 +21,8 @@ impl CudaBackend {
         n: usize,
         kv_dim: usize,
     ) -> Result<()> {
+        shapes::kv_write(src.len(), cache.len(), pos0, n, kv_dim)?;
         let len = n * kv_dim;
-        ensure(
-            src.len() >= len && cache.len() >= (pos0 + n) * kv_dim,
-            "kv_write",
-            || format!("{n} rows of {kv_dim} at {pos0} do not fit the cache or the source"),
-        )?;
         if len == 0 {
             return Ok(());
         }
@@ -53,10 +50,11 @@ impl CudaBackend {
         len: usize,
         dim: usize,
     ) -> Result<()> {
-        let ylen = if op == "add_bias" { dim } else { len };
-        ensure(x.len() >= len && y.len() >= ylen, op, || {
-            format!("len {len} exceeds a buffer")
-        })?;
+        if op == "add_bias" {
+            shapes::add_bias(x.len(), y.len(), len / dim.max(1), dim)?;
+        } else {
+            shapes::add(x.len(), y.len(), len)?;
+        }
         if len == 0 {
             return Ok(());
         }
@@ -81,11 +79,7 @@ impl CudaBackend {
         len: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        ensure(
-            gate.len() >= len && up.len() >= len && out.len() >= len,
-            "swiglu",
-            || format!("len {len} exceeds a buffer"),
-        )?;
+        shapes::swiglu(gate.len(), up.len(), len, out.len())?;
         if len == 0 {
             return Ok(());
         }

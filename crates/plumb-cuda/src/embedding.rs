@@ -2,12 +2,13 @@
 //! id (ids from the step's device buffer inside a step, src/step.rs).
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::{OpError, Result};
 
 use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, int, shape};
+use crate::launch::{grid1, int};
 use crate::weight::CudaWeight;
 
 impl CudaBackend {
@@ -18,22 +19,7 @@ impl CudaBackend {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let dim = table.cols;
-        ensure(out.len() >= ids.len() * dim, "embedding", || {
-            format!(
-                "output holds {} values, need {}",
-                out.len(),
-                ids.len() * dim
-            )
-        })?;
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
-            return Err(shape(
-                "embedding",
-                format!(
-                    "token id {bad} is outside the vocabulary of {} rows",
-                    table.rows
-                ),
-            ));
-        }
+        shapes::embedding((table.rows, dim), ids, out.len())?;
         if ids.is_empty() || dim == 0 {
             return Ok(());
         }

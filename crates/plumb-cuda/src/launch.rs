@@ -35,14 +35,6 @@ pub(crate) fn shape(op: &'static str, msg: String) -> OpError {
     OpError::Shape { op, msg }
 }
 
-pub(crate) fn ensure(cond: bool, op: &'static str, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond {
-        Ok(())
-    } else {
-        Err(shape(op, msg()))
-    }
-}
-
 /// `v` as a kernel's `int`, or a shape error naming what overflowed.
 pub(crate) fn int(v: usize, op: &'static str, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| {

@@ -10,14 +10,14 @@ use cudarc::cublas::sys::{
 };
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PushKernelArg, SyncOnDrop};
 use plumb_core::GgmlType;
+use plumb_ops::shapes;
 use plumb_ops::{OpError, Result};
 
 use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
 use crate::launch::{
-    ensure, grid1, int, poisoned, BatchKernel, Dims, MvItem, AUTO_MMA_MAX_N, BATCH_MAX_N,
-    MATVEC_MAX_N,
+    grid1, int, poisoned, BatchKernel, Dims, MvItem, AUTO_MMA_MAX_N, BATCH_MAX_N, MATVEC_MAX_N,
 };
 use crate::matvec_q8::has_q8_kernel;
 use crate::state::Scratch;
@@ -32,19 +32,7 @@ impl CudaBackend {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let (rows, cols) = (w.rows, w.cols);
-        ensure(
-            x.len() >= n * cols && out.len() >= n * rows,
-            "matmul",
-            || {
-                format!(
-                    "W is {rows}×{cols}: x needs {} values (has {}), out {} (has {})",
-                    n * cols,
-                    x.len(),
-                    n * rows,
-                    out.len()
-                )
-            },
-        )?;
+        shapes::matmul((rows, cols), x.len(), n, out.len())?;
         if n == 0 || rows == 0 {
             return Ok(());
         }

@@ -2,11 +2,12 @@
 //! of their output for the matvec that follows (src/q8.rs).
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::Result;
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, int};
+use crate::launch::{grid1, int};
 
 impl CudaBackend {
     #[allow(clippy::too_many_arguments)]
@@ -25,17 +26,9 @@ impl CudaBackend {
         } else {
             "rms_norm"
         };
-        let n = rows * dim;
-        ensure(w.len() >= dim && x.len() >= n && out.len() >= n, op, || {
-            format!(
-                "rows {rows} × dim {dim} do not fit x ({}), weight ({}) and out ({})",
-                x.len(),
-                w.len(),
-                out.len()
-            )
-        })?;
-        if let Some(r) = &residual {
-            ensure(r.len() >= n, op, || "residual too short".into())?;
+        match &residual {
+            Some(r) => shapes::add_rms_norm(r.len(), x.len(), w.len(), rows, dim, out.len())?,
+            None => shapes::rms_norm(x.len(), w.len(), rows, dim, out.len())?,
         }
         if rows == 0 || dim == 0 {
             return Ok(());

@@ -4,11 +4,12 @@
 //! device buffers (grown, never shrunk), so a call allocates nothing once warm.
 
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, int, poisoned};
+use crate::launch::{grid1, int, poisoned};
 
 /// Rows (token, query head) per work item: ROWS in paged.cu.
 const ROWS: usize = 16;
@@ -87,16 +88,8 @@ impl CudaBackend {
         slots: &[u32],
         kv_dim: usize,
     ) -> Result<()> {
+        shapes::kv_write_slots(src.len(), pool.len(), slots, kv_dim)?;
         let n = slots.len();
-        ensure(src.len() >= n * kv_dim, "kv_write_slots", || {
-            format!("{n} rows of {kv_dim}: source too short")
-        })?;
-        let max_slot = slots.iter().copied().max().unwrap_or(0) as usize;
-        ensure(
-            n == 0 || (max_slot + 1) * kv_dim <= pool.len(),
-            "kv_write_slots",
-            || format!("slot {max_slot} is outside the pool"),
-        )?;
         if n == 0 || kv_dim == 0 {
             return Ok(());
         }
@@ -144,49 +137,16 @@ impl CudaBackend {
             scale,
             block_size,
         } = p;
-        ensure(
-            n_kv_heads > 0 && n_heads.is_multiple_of(n_kv_heads) && block_size > 0,
-            "attention_paged",
-            || format!("{n_heads} query heads, {n_kv_heads} KV heads, block size {block_size}"),
-        )?;
+        shapes::attention_paged(q.len(), k_pool.len(), v_pool.len(), seqs, &p, out.len())?;
         if hd != 64 && hd != 128 {
             return Err(OpError::Unsupported {
                 op: "attention_paged",
                 what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
             });
         }
-        let (kv_dim, q_dim, group) = (n_kv_heads * hd, n_heads * hd, n_heads / n_kv_heads);
+        let (kv_dim, group) = (n_kv_heads * hd, n_heads / n_kv_heads);
         let pool_slots = k_pool.len().min(v_pool.len()) / kv_dim;
-        for s in seqs {
-            let n_kv = s.pos0 + s.n_tokens;
-            ensure(
-                s.blocks.len() * block_size >= n_kv,
-                "attention_paged",
-                || {
-                    format!(
-                        "{n_kv} positions need more than {} blocks of {block_size}",
-                        s.blocks.len()
-                    )
-                },
-            )?;
-            let used = n_kv.div_ceil(block_size);
-            // Every slot read (the used part of each block) lies inside both pools.
-            ensure(
-                s.blocks[..used].iter().enumerate().all(|(i, &b)| {
-                    let last = (n_kv - i * block_size).min(block_size);
-                    b as usize * block_size + last <= pool_slots
-                }),
-                "attention_paged",
-                || "a slot is outside the pool".into(),
-            )?;
-            ensure(
-                q.len() >= (s.q_row + s.n_tokens) * q_dim
-                    && out.len() >= (s.q_row + s.n_tokens) * q_dim,
-                "attention_paged",
-                || "q or out too short".into(),
-            )?;
-            int(pool_slots * kv_dim, "attention_paged", "pool elements")?;
-        }
+        int(pool_slots * kv_dim, "attention_paged", "pool elements")?;
         let (meta, n_items) = paged_meta(seqs, group);
         if n_items == 0 {
             return Ok(());

@@ -2,11 +2,12 @@
 //! merged launch of a step's rope(q), rope(k), kv_write(k), kv_write(v) (`rope_kv_f32`).
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use plumb_ops::shapes;
 use plumb_ops::{Result, RopeParams, RopeStyle};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{ensure, grid1, KvItem, RopeItem};
+use crate::launch::{grid1, KvItem, RopeItem};
 
 impl CudaBackend {
     pub(crate) fn rope_impl(
@@ -19,20 +20,9 @@ impl CudaBackend {
         freq_factors: Option<&CudaSlice<f32>>,
     ) -> Result<()> {
         let n = positions.len();
-        ensure(x.len() >= n * n_heads * head_dim, "rope", || {
-            "x too short".into()
-        })?;
-        ensure(
-            p.n_rot <= head_dim && p.n_rot.is_multiple_of(2),
-            "rope",
-            || format!("n_rot {} must be even and ≤ head_dim {head_dim}", p.n_rot),
-        )?;
+        let ff_len = freq_factors.map(|f| f.len());
+        shapes::rope(x.len(), n, n_heads, head_dim, p.n_rot, ff_len)?;
         let half = p.n_rot / 2;
-        if let Some(f) = freq_factors {
-            ensure(f.len() >= half, "rope", || {
-                format!("{} freq factors, need {half}", f.len())
-            })?;
-        }
         let pairs = n * n_heads * half;
         if pairs == 0 {
             return Ok(());
