@@ -190,7 +190,9 @@ pub fn cuda_backend_tuned(
                 .with_context(|| format!("--variant {op}={name}"))?;
             if !record.is_checked(op, name) {
                 anyhow::bail!(
-                    "--variant {op}={name} has not passed `plumb check` on {gpu} with this                      build's kernels; run `plumb check --device cuda --variant {op}={name}`                      (or `plumb check --device cuda` for every variant) first"
+                    "--variant {op}={name} has not passed `plumb check` on {gpu} with this \
+                     build's kernels; run `plumb check --device cuda --variant {op}={name}` \
+                     (or `plumb check --device cuda` for every variant) first"
                 );
             }
         }
