@@ -1,14 +1,21 @@
-// Diagnostic: greedy continuations of GgmlBackend against llama.cpp's fixture, and at each
-// position of llama.cpp's continuation (teacher forcing) the margin of llama.cpp's token over
-// the best other token (printed when below 0.2).
-// Usage: diverge_ggml [flash|softmax] [contract|plain] [avx512|avx2] [case index]
+//! Greedy continuations of `GgmlBackend` in any of its configurations against llama.cpp's
+//! (`fixtures/smollm2-135m-instruct-q4_1/greedy.json`), and at each position of llama.cpp's
+//! continuation fed back (teacher forcing) the margin of llama.cpp's token over the best other
+//! token, printed when below 0.2: which near-ties a configuration resolves differently.
+//!
+//! `cargo run --release -p plumb-engine --example diverge_ggml -- [flash|softmax]
+//! [contract|plain] [avx512|avx2] [case index]`
 use plumb_engine::{GenerateParams, SamplingParams, Session};
 use plumb_ops::GgmlBackend;
 
 fn main() {
     let path = plumb_engine::store::resolve_model(None, &mut |_| {}).unwrap();
     let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("fixtures/smollm2-135m-instruct-q4_1/greedy.json").unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/smollm2-135m-instruct-q4_1/greedy.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let args: Vec<String> = std::env::args().collect();

@@ -1,6 +1,6 @@
 //! Attention as ggml's CPU backend computes it over an f16 KV cache, in its two forms.
 
-use super::num::{dot_f16, dot_f16_512, f16r, fma, hsum8, reduce16, v_expf, v_expf_512};
+use super::num::{dot_f16_avx2, dot_f16_avx512, exp_avx2, exp_avx512, f16r, fma, sum_by_halves};
 
 /// One query row against the cache: `q` (f32, one head), `k_at(j)` / `v_at(j)` the head's key
 /// and value at position `j` (already f16 values), `n_kv` positions attended.
@@ -12,97 +12,153 @@ pub struct Row<'a, K, V> {
     pub scale: f32,
 }
 
-/// `ggml_compute_forward_flash_attn_ext_f16_one_chunk` with F16 K and V: Q is rounded to
-/// f16; each score is [`dot_f16`] times the scale; online softmax keeps the running output in
-/// **f16**: on a new maximum `M` the output is scaled by `expf(M_old - M)` (and rounded back
-/// to f16), otherwise the value row's weight is `expf(s - M)`; every value row is added as
-/// `out = f16(fma(v, weight, out))`; the running sum is `S = S · ms + vs`. At the end the
-/// output is read back to f32 and multiplied by `1 / S`.
+impl<'a, K, V> Row<'a, K, V>
+where
+    K: Fn(usize) -> &'a [f32],
+    V: Fn(usize) -> &'a [f32],
+{
+    /// The query rounded to f16, as the f16 dot product takes it.
+    fn q_f16(&self) -> Vec<f32> {
+        self.q.iter().map(|&x| f16r(x)).collect()
+    }
+}
+
+/// The f16 dot product of the chosen vector width.
+fn dot_for(avx512: bool) -> fn(&[f32], &[f32]) -> f32 {
+    if avx512 {
+        dot_f16_avx512
+    } else {
+        dot_f16_avx2
+    }
+}
+
+/// The state of one query row's online softmax over the positions seen so far: the largest
+/// score, the sum of `exp(score - largest)`, and the value rows weighted the same way, held
+/// in f16 as ggml's f16 accumulator holds them.
+struct OnlineSoftmax {
+    largest: f32,
+    weight_sum: f32,
+    acc: Vec<f32>,
+    contract: bool,
+}
+
+impl OnlineSoftmax {
+    fn new(dim: usize, contract: bool) -> Self {
+        OnlineSoftmax {
+            largest: f32::NEG_INFINITY,
+            weight_sum: 0.0,
+            acc: vec![0f32; dim],
+            contract,
+        }
+    }
+
+    /// Takes in one position with `score` and value row `v`. A new largest score rescales
+    /// what was accumulated by `exp(old - new)` (libm's `expf`, each element rounded back to
+    /// f16) and gives this row the weight 1; otherwise nothing is rescaled and the weight is
+    /// `exp(score - largest)`. The row is then added element by element as `f16(fma(v, weight,
+    /// acc))`, and the sum becomes `sum · rescale + weight` (one FMA when contracted).
+    fn push(&mut self, score: f32, v: &[f32]) {
+        let (rescale, weight) = if score > self.largest {
+            let rescale = (self.largest - score).exp();
+            self.largest = score;
+            for a in self.acc.iter_mut() {
+                *a = f16r(*a * rescale);
+            }
+            (rescale, 1.0)
+        } else {
+            (1.0, (score - self.largest).exp())
+        };
+        for (a, &x) in self.acc.iter_mut().zip(v) {
+            *a = f16r(fma(x, weight, *a));
+        }
+        self.weight_sum = if self.contract {
+            fma(self.weight_sum, rescale, weight)
+        } else {
+            self.weight_sum * rescale + weight
+        };
+    }
+
+    /// The accumulated row (read back from f16) times `1 / sum` (0 when nothing was added).
+    fn finish(self, out: &mut [f32]) {
+        let inv = if self.weight_sum == 0.0 {
+            0.0
+        } else {
+            1.0 / self.weight_sum
+        };
+        for (o, &a) in out.iter_mut().zip(&self.acc) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// Flash attention as ggml's CPU kernel computes it with f16 K and V: the query rounded to
+/// f16; each position's score the f16 dot product of key and query times `scale`; the
+/// positions taken in order by an [`OnlineSoftmax`] whose running output is f16; at the end
+/// that output divided by the sum of weights. `contract` fuses the weight-sum update into an
+/// FMA; `avx512` picks the f16 dot product of that build.
 pub fn flash_row<'a, K, V>(r: Row<'a, K, V>, contract: bool, avx512: bool, out: &mut [f32])
 where
     K: Fn(usize) -> &'a [f32],
     V: Fn(usize) -> &'a [f32],
 {
-    let q16: Vec<f32> = r.q.iter().map(|&x| f16r(x)).collect();
-    let dv = out.len();
-    let mut acc = vec![0f32; dv];
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0f32;
-    let dot = if avx512 { dot_f16_512 } else { dot_f16 };
+    let q = r.q_f16();
+    let dot = dot_for(avx512);
+    let mut state = OnlineSoftmax::new(out.len(), contract);
     for j in 0..r.n_kv {
-        let s = dot((r.k_at)(j), &q16) * r.scale;
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-            for a in acc.iter_mut() {
-                *a = f16r(*a * ms);
-            }
-        } else {
-            vs = (s - m).exp();
-        }
-        for (a, &x) in acc.iter_mut().zip((r.v_at)(j)) {
-            *a = f16r(fma(x, vs, *a));
-        }
-        sum = if contract {
-            fma(sum, ms, vs)
-        } else {
-            sum * ms + vs
-        };
+        state.push(dot((r.k_at)(j), &q) * r.scale, (r.v_at)(j));
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        *o = a * inv;
-    }
+    state.finish(out);
 }
 
-/// The attention of llama.cpp without flash attention: `KQ = K·f16(Q)` ([`dot_f16`]),
-/// `soft_max_ext` (scale, causal mask, max, exponentials by [`v_expf`] eight at a time with
-/// each group's [`hsum8`] added in double, multiplied by `(float)(1.0 / sum)`), then the
-/// probabilities rounded to f16 and dotted with the (transposed) f16 values by [`dot_f16`].
-/// The row is padded with masked positions to a multiple of 32, as llama.cpp pads its view
-/// of the cache.
+/// Exponentiates `w[i] - max` in place in groups of `W` (the vector width) with `exp`, and
+/// returns the sum: each group's lanes summed by [`sum_by_halves`] in f32, the group sums
+/// added in f64. `w.len()` is a multiple of `W`.
+fn exp_in_groups<const W: usize>(w: &mut [f32], max: f32, exp: fn(f32) -> f32) -> f64 {
+    let mut total = 0f64;
+    for group in w.chunks_exact_mut(W) {
+        let mut lanes = [0f32; W];
+        for (lane, x) in lanes.iter_mut().zip(group.iter_mut()) {
+            *x = exp(*x - max);
+            *lane = *x;
+        }
+        total += sum_by_halves(lanes) as f64;
+    }
+    total
+}
+
+/// The attention of llama.cpp without flash attention. The row of scores is padded with
+/// masked positions to a multiple of 32, as llama.cpp pads its view of the cache; each score
+/// is the f16 dot product of key and f16 query, times `scale`, plus the mask (0, which turns
+/// `-0.0` into `+0.0`; masked positions are `-inf`). The softmax subtracts the maximum,
+/// exponentiates with the vectorized `exp` of the build in groups of its width (8 or 16),
+/// sums as [`exp_in_groups`] does, and multiplies by `1 / sum` computed in f64 and rounded to
+/// f32. The probabilities are rounded to f16, and each output element is the f16 dot product
+/// of the value column (zero past the last position) with them.
 pub fn softmax_row<'a, K, V>(r: Row<'a, K, V>, avx512: bool, out: &mut [f32])
 where
     K: Fn(usize) -> &'a [f32],
     V: Fn(usize) -> &'a [f32],
 {
-    let q16: Vec<f32> = r.q.iter().map(|&x| f16r(x)).collect();
-    let dot = if avx512 { dot_f16_512 } else { dot_f16 };
+    let q = r.q_f16();
+    let dot = dot_for(avx512);
     let padded = r.n_kv.div_ceil(32) * 32;
     let mut w = vec![f32::NEG_INFINITY; padded];
     for (j, wj) in w.iter_mut().enumerate().take(r.n_kv) {
-        *wj = dot((r.k_at)(j), &q16) * r.scale + 0.0;
+        *wj = dot((r.k_at)(j), &q) * r.scale + 0.0;
     }
-    let max = w.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0f64;
-    if avx512 {
-        for g in w.chunks_mut(16) {
-            let mut e = [0f32; 16];
-            for (l, x) in g.iter_mut().enumerate() {
-                e[l] = v_expf_512(*x - max);
-                *x = e[l];
-            }
-            sum += reduce16(&e) as f64;
-        }
+    let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum = if avx512 {
+        exp_in_groups::<16>(&mut w, max, exp_avx512)
     } else {
-        for g in w.chunks_exact_mut(8) {
-            let mut e = [0f32; 8];
-            for (l, x) in g.iter_mut().enumerate() {
-                e[l] = v_expf(*x - max);
-                *x = e[l];
-            }
-            sum += hsum8(&e) as f64;
-        }
-    }
+        exp_in_groups::<8>(&mut w, max, exp_avx2)
+    };
     let inv = (1.0 / sum) as f32;
-    let p16: Vec<f32> = w.iter().map(|&p| f16r(p * inv)).collect();
-    let mut col = vec![0f32; padded];
+    let probs: Vec<f32> = w.iter().map(|&p| f16r(p * inv)).collect();
+    let mut column = vec![0f32; padded];
     for (d, o) in out.iter_mut().enumerate() {
-        for (j, c) in col.iter_mut().enumerate().take(r.n_kv) {
+        for (j, c) in column.iter_mut().enumerate().take(r.n_kv) {
             *c = (r.v_at)(j)[d];
         }
-        *o = dot(&col, &p16);
+        *o = dot(&column, &probs);
     }
 }

@@ -9,12 +9,12 @@
 //!
 //! - **Matmul** (Q4_1 and Q8_0 weights): each activation row is quantized per 32-element
 //!   block to the weight type's `vec_dot_type` (Q8_1 for Q4_1, Q8_0 for Q8_0) with the AVX2
-//!   quantizer (AVX-512 builds run it too): `d = amax/127`, `q = round_half_even(x · 127/amax)`, `d` stored as f16 and,
-//!   for Q8_1, `s = f16(d · Σq)` with the unrounded `d`. The block dot products accumulate
-//!   integer lane sums (four products per lane, eight lanes) with FMA into eight f32 lanes,
-//!   `fma(d_w · d_x, lane, acc)`, reduce them as `hsum_float_8`, and for Q4_1 add the
-//!   separate scalar sum `Σ m_w · s_x` ([`quant`]). Other weight types fall back to the
-//!   reference matmul (not mirrored).
+//!   quantizer (AVX-512 builds run it too): `d = amax/127`, `q = round_half_even(x ·
+//!   127/amax)`, `d` stored as f16 and, for Q8_1, `s = f16(d · Σq)` with the unrounded `d`.
+//!   The block dot products accumulate integer lane sums (four products per lane, eight
+//!   lanes) with FMA into eight f32 lanes, `fma(d_w · d_x, lane, acc)`, sum the lanes by
+//!   halves ([`num::sum_by_halves`]), and for Q4_1 add the separate scalar sum `Σ m_w · s_x`
+//!   ([`quant`]). Other weight types fall back to the reference matmul (not mirrored).
 //! - **RMSNorm**: sum of squares (each square in f32) accumulated in double, `mean` narrowed
 //!   to f32, `scale = 1/sqrtf(mean + eps)`, `y = x · scale` rounded to f32, *then* `y · w`
 //!   (llama.cpp's graph multiplies by the norm weight in a separate op).
@@ -29,17 +29,17 @@
 //!   f16 Q, f16 K·Q dot, online softmax with the running output held in f16); or the
 //!   unfused path ([`attn::softmax_row`]: f16 K·Q, `soft_max_ext` with ggml's vectorized
 //!   `expf`, f16 probabilities times f16 V), chosen by [`GgmlBackend::flash`].
-//! - **SwiGLU**: `silu(g) · u` with ggml's AVX2 `expf` approximation (`ggml_v_expf`) and
-//!   `silu(x) = x / (1 + expf(-x))`, the product rounded once.
+//! - **SwiGLU**: `silu(g) · u` with `silu(x) = x / (1 + exp(-x))` and ggml's vectorized
+//!   `exp` ([`num::exp_avx512`] or [`num::exp_avx2`]), the product rounded once.
 //! - **Embedding**: the dequantized table row (exact). Residual adds and biases in f32.
 //!
-//! Scalar expressions such as `summs += m·s` (Q4_1 offsets), `S = S·ms + vs` (softmax sum)
-//! and the RoPE rotation become FMAs when the C compiler contracts floating-point expressions
-//! (GCC's default in GNU mode, clang's within an expression); [`GgmlBackend::contract`] picks
-//! either. The f16 dot product, the vectorized `expf` and the softmax sums differ between
-//! ggml's AVX2 and AVX-512 builds; [`GgmlBackend::avx512`] picks either. All FMAs here are
-//! exact single roundings computed without target features ([`num::fma`]), so the backend
-//! gives the same bits on every machine.
+//! Scalar expressions such as `offsets += m·s` (Q4_1), `sum = sum·rescale + weight` (the
+//! online softmax) and the RoPE rotation become FMAs when the C compiler contracts
+//! floating-point expressions (GCC's default in GNU mode, clang's within an expression);
+//! [`GgmlBackend::contract`] picks either. The f16 dot product, the vectorized `exp` and the
+//! softmax sums differ between ggml's AVX2 and AVX-512 builds; [`GgmlBackend::avx512`] picks
+//! either. All FMAs here are exact single roundings computed without target features
+//! ([`num::fma`]), so the backend gives the same bits on every machine.
 //!
 //! The defaults (flash attention, contraction, AVX-512 forms) reproduce the greedy
 //! continuations of `fixtures/smollm2-135m-instruct-q4_1/greedy.json`, which came from a
@@ -66,7 +66,7 @@ use crate::host::host_buffers;
 use crate::{ops, shapes};
 
 use attn::Row;
-use num::{f16r, v_silu};
+use num::{f16r, silu};
 use quant::{dot_q4_1, dot_q8_0, quantize_row, Q8Block, QK};
 
 /// The backend mirroring ggml's CPU arithmetic. Buffers are host vectors and weights stay in
@@ -158,6 +158,8 @@ impl GgmlBackend {
         Ok(())
     }
 
+    /// RMSNorm of `rows` rows: each square rounded to f32 and summed in f64, the mean narrowed
+    /// to f32, `scale = 1 / sqrtf(mean + eps)`, then `(x · scale) · w`, two f32 roundings.
     fn rms_rows(x: &[f32], w: &[f32], eps: f32, rows: usize, dim: usize, out: &mut [f32]) {
         for r in 0..rows {
             let xr = &x[r * dim..(r + 1) * dim];
@@ -168,6 +170,39 @@ impl GgmlBackend {
                 *o = (v * scale) * wi;
             }
         }
+    }
+}
+
+/// The `(cos, sin)` of every rotated pair's angle at position `pos`: the angle starts at
+/// `pos` (as f32) and is multiplied by `theta_scale` from one pair to the next (a running f32
+/// product, not a power per pair), divided by the pair's frequency factor when there is one;
+/// libm's `cosf` and `sinf` of it.
+fn rope_angles(pos: u32, theta_scale: f32, freq: Option<&[f32]>, out: &mut [(f32, f32)]) {
+    let mut angle = pos as f32;
+    for (i, cs) in out.iter_mut().enumerate() {
+        let a = freq.map_or(angle, |f| angle / f[i]);
+        *cs = (a.cos(), a.sin());
+        angle *= theta_scale;
+    }
+}
+
+/// Rotates the pairs of one head by `angles`: pair `i` is elements `(2i, 2i + 1)` (normal
+/// style) or `(i, i + n/2)` (NeoX), and becomes `(x0·cos - x1·sin, x0·sin + x1·cos)` in f32 —
+/// with `contract`, `fma(x0, cos, -(x1·sin))` and `fma(x0, sin, x1·cos)`, as the compiler of a
+/// native build contracts them.
+fn rotate_pairs(head: &mut [f32], angles: &[(f32, f32)], style: RopeStyle, contract: bool) {
+    let half = angles.len();
+    for (i, &(cos, sin)) in angles.iter().enumerate() {
+        let (a, b) = match style {
+            RopeStyle::Normal => (2 * i, 2 * i + 1),
+            RopeStyle::Neox => (i, i + half),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        (head[a], head[b]) = if contract {
+            (num::fma(x0, cos, -(x1 * sin)), num::fma(x0, sin, x1 * cos))
+        } else {
+            (x0 * cos - x1 * sin, x0 * sin + x1 * cos)
+        };
     }
 }
 
@@ -254,31 +289,13 @@ impl Backend for GgmlBackend {
         shapes::rope(x.len(), positions.len(), n_heads, head_dim, p.n_rot, ff)?;
         let half = p.n_rot / 2;
         let theta_scale = p.theta.powf(-2.0 / p.n_rot as f32);
-        let mut cache = vec![(0f32, 0f32); half];
+        let freq = freq_factors.map(|f| &f[..half]);
+        let mut angles = vec![(0f32, 0f32); half];
         for (t, &pos) in positions.iter().enumerate() {
-            let mut theta = pos as f32;
-            for (i, c) in cache.iter_mut().enumerate() {
-                let ff = freq_factors.map_or(1.0, |f| f[i]);
-                let th = theta / ff;
-                *c = (th.cos(), th.sin());
-                theta *= theta_scale;
-            }
+            rope_angles(pos, theta_scale, freq, &mut angles);
             for h in 0..n_heads {
-                let base = (t * n_heads + h) * head_dim;
-                for (i, &(cos, sin)) in cache.iter().enumerate() {
-                    let (ia, ib) = match p.style {
-                        RopeStyle::Normal => (base + 2 * i, base + 2 * i + 1),
-                        RopeStyle::Neox => (base + i, base + i + half),
-                    };
-                    let (x0, x1) = (x[ia], x[ib]);
-                    if self.contract {
-                        x[ia] = num::fma(x0, cos, -(x1 * sin));
-                        x[ib] = num::fma(x0, sin, x1 * cos);
-                    } else {
-                        x[ia] = x0 * cos - x1 * sin;
-                        x[ib] = x0 * sin + x1 * cos;
-                    }
-                }
+                let head = &mut x[(t * n_heads + h) * head_dim..][..head_dim];
+                rotate_pairs(head, &angles, p.style, self.contract);
             }
         }
         Ok(())
@@ -331,7 +348,7 @@ impl Backend for GgmlBackend {
     fn swiglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
         shapes::swiglu(gate.len(), up.len(), len, out.len())?;
         for ((o, &g), &u) in out.iter_mut().zip(gate.iter()).zip(up.iter()).take(len) {
-            *o = v_silu(g, self.avx512) * u;
+            *o = silu(g, self.avx512) * u;
         }
         Ok(())
     }

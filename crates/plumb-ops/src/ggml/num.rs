@@ -1,5 +1,7 @@
-//! Scalar building blocks with ggml's rounding: fused multiply-add, f16 storage, the horizontal
-//! sums of its x86 kernels, its vectorized `expf`, and its f16 dot product.
+//! Scalar building blocks with the rounding of ggml's x86 kernels: a single-rounding FMA, f16
+//! storage, the orders in which vector lanes are summed, the f16 dot product and the vectorized
+//! exponential. Every vector lane is computed independently in those kernels, so a function of
+//! one lane here gives the bits of the vector code.
 
 /// `a * b + c` rounded once, as an FMA instruction computes it.
 ///
@@ -42,184 +44,192 @@ pub fn f16r(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
-/// ggml's `hsum_float_8`: the upper four lanes are added to the lower four, then lanes
-/// `{0,2}` and `{1,3}` pair up, then the two halves.
+/// The sum of `N` lanes (a power of two) by folding: the upper half of the lanes is added
+/// onto the lower half, lane `i` with lane `i + N/2`, until one lane is left. For 8 lanes
+/// that is `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`.
+///
+/// This is the order of ggml's 8-lane float sum (the upper 128 bits onto the lower, then the
+/// upper pair onto the lower pair, then the two lanes) and of the 16-lane sum that GCC emits
+/// for AVX-512 (256-bit halves first, then as for 8 lanes).
 #[inline]
-pub fn hsum8(a: &[f32; 8]) -> f32 {
-    let t = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
-    (t[0] + t[2]) + (t[1] + t[3])
+pub fn sum_by_halves<const N: usize>(lanes: [f32; N]) -> f32 {
+    const { assert!(N.is_power_of_two()) };
+    let mut v = lanes;
+    let mut len = N;
+    while len > 1 {
+        len /= 2;
+        for i in 0..len {
+            v[i] += v[i + len];
+        }
+    }
+    v[0]
 }
 
-/// The reduction of ggml's four 8-lane f32 accumulators on AVX (`GGML_F32x8_REDUCE`):
-/// accumulators `i` and `i + 2` are added, then the two results; then the 8 lanes: upper
-/// half onto lower half and two horizontal adds.
+/// The 8-lane sum that ends ggml's f32 and f16 dot products on AVX: the upper four lanes are
+/// added onto the lower four, then neighbouring lanes are added pairwise twice (two
+/// horizontal adds), so with `t = a[0..4] + a[4..8]` the result is `(t0 + t1) + (t2 + t3)`.
 #[inline]
-pub fn reduce4x8(x: &[[f32; 8]; 4]) -> f32 {
-    let mut a = [0f32; 8];
-    let mut b = [0f32; 8];
-    for l in 0..8 {
-        a[l] = x[0][l] + x[2][l];
-        b[l] = x[1][l] + x[3][l];
-    }
-    for l in 0..8 {
-        a[l] += b[l];
-    }
-    let t = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+pub fn sum_halves_then_neighbours(a: [f32; 8]) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| a[i] + a[i + 4]);
     (t[0] + t[1]) + (t[2] + t[3])
 }
 
-/// ggml's `ggml_vec_dot_f16` on AVX2 + F16C: `x` and `y` hold f16 values (as f32). Elements
-/// go in steps of 32 into four 8-lane accumulators with FMA, are reduced by [`reduce4x8`],
-/// and the elements past the last whole step are added in double.
-pub fn dot_f16(x: &[f32], y: &[f32]) -> f32 {
+/// The dot product of ggml's vectorized f16 kernels, for a vector of `W` f32 lanes. `x` and
+/// `y` hold f16 values (as f32), so every product is exact and only the additions round.
+///
+/// Elements go in steps of `4·W` into four accumulators of `W` lanes: element `k` of a step
+/// belongs to accumulator `k / W`, lane `k % W`, and is added there with one FMA. After the
+/// last whole step the accumulators are combined lane by lane as `(acc0 + acc2) + (acc1 +
+/// acc3)` and the lanes summed by `lane_sum`. That f32 sum is widened to f64, the elements past
+/// the last whole step are added to it one at a time (each product rounded to f32, then
+/// widened), and the total is narrowed to f32.
+fn dot_f16_lanes<const W: usize>(x: &[f32], y: &[f32], lane_sum: fn([f32; W]) -> f32) -> f32 {
     let n = x.len().min(y.len());
-    let np = n & !31;
-    let mut acc = [[0f32; 8]; 4];
-    let mut i = 0;
-    while i < np {
-        for (j, a) in acc.iter_mut().enumerate() {
-            let o = i + 8 * j;
-            for l in 0..8 {
-                a[l] = fma(x[o + l], y[o + l], a[l]);
-            }
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [[0f32; W]; 4];
+    let steps = x.chunks_exact(4 * W).zip(y.chunks_exact(4 * W));
+    for (xs, ys) in steps {
+        for (k, (&a, &b)) in xs.iter().zip(ys).enumerate() {
+            let lane = &mut acc[k / W][k % W];
+            *lane = fma(a, b, *lane);
         }
-        i += 32;
     }
-    let mut sum = reduce4x8(&acc) as f64;
-    for k in np..n {
-        sum += (x[k] * y[k]) as f64;
-    }
-    sum as f32
+    let combined: [f32; W] =
+        std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let whole = n - n % (4 * W);
+    let total = x[whole..]
+        .iter()
+        .zip(&y[whole..])
+        .fold(lane_sum(combined) as f64, |s, (&a, &b)| s + (a * b) as f64);
+    total as f32
 }
 
-/// `_mm512_reduce_add_ps` as GCC expands it: upper 8 lanes onto lower 8, upper 4 onto
-/// lower 4, then lanes `{0,2}` and `{1,3}`, then the two.
+/// The f16 dot product of an AVX2 + F16C build: 8 lanes, [`sum_halves_then_neighbours`].
+pub fn dot_f16_avx2(x: &[f32], y: &[f32]) -> f32 {
+    dot_f16_lanes::<8>(x, y, sum_halves_then_neighbours)
+}
+
+/// The f16 dot product of an AVX-512 build: 16 lanes, [`sum_by_halves`].
+pub fn dot_f16_avx512(x: &[f32], y: &[f32]) -> f32 {
+    dot_f16_lanes::<16>(x, y, sum_by_halves::<16>)
+}
+
+// The exponential of ggml's vectorized kernels: exp(x) = 2^n · exp(r) with x = n·ln 2 + r,
+// exp(r) from a polynomial of degree 5, then scaled by 2^n.
+
+/// `1.5 · 2^23`: adding it to a value of magnitude below 2^22 leaves an f32 whose spacing is
+/// 1, so the sum is that value rounded to an integer (ties to even).
+const ROUND_SHIFT: f32 = f32::from_bits(0x4b40_0000);
+/// log2(e) rounded to f32 (0x1.715476p+0).
+const LOG2_E: f32 = f32::from_bits(0x3fb8_aa3b);
+/// ln 2 split in two: a head with few significant bits (0x1.62e4p-1), whose product with any
+/// `n` in range is exact, and a tail (0x1.7f7d1cp-20) holding the next bits of ln 2.
+const LN2_HEAD: f32 = f32::from_bits(0x3f31_7200);
+const LN2_TAIL: f32 = f32::from_bits(0x35bf_be8e);
+/// The coefficients of `exp(r) - 1 ≈ C1·r + C2·r² + C3·r³ + C4·r⁴ + C5·r⁵` (close to
+/// `1/k!`, fitted for the reduced range).
+const C1: f32 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
+const C2: f32 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
+const C3: f32 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
+const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
+const C5: f32 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
+
+/// Range reduction: `(n, r)` with `x = n·ln 2 + r`, `n` the integer nearest to `x·log2(e)`
+/// (an integer-valued f32; huge or infinite when `x` is) and `|r|` about `ln 2 / 2` at most.
+///
+/// `n` costs no rounding instruction: `x·log2(e) + ROUND_SHIFT` is one FMA, rounded to an
+/// integer by the magnitude of the shift, and subtracting the shift again is exact. `r` is
+/// `x - n·head - n·tail` in two FMAs (the head first), so it keeps the bits of ln 2 that one
+/// f32 could not hold.
 #[inline]
-pub fn reduce16(a: &[f32; 16]) -> f32 {
-    let mut t8 = [0f32; 8];
-    for i in 0..8 {
-        t8[i] = a[i + 8] + a[i];
-    }
-    let t4 = [t8[4] + t8[0], t8[5] + t8[1], t8[6] + t8[2], t8[7] + t8[3]];
-    (t4[0] + t4[2]) + (t4[1] + t4[3])
+fn reduce(x: f32) -> (f32, f32) {
+    let n = fma(x, LOG2_E, ROUND_SHIFT) - ROUND_SHIFT;
+    let r = fma(-n, LN2_TAIL, fma(-n, LN2_HEAD, x));
+    (n, r)
 }
 
-/// `ggml_vec_dot_f16` on AVX-512: steps of 64 into four 16-lane accumulators, accumulators
-/// `i` and `i + 2` added, then the two, then [`reduce16`]; the rest added in double.
-pub fn dot_f16_512(x: &[f32], y: &[f32]) -> f32 {
-    let n = x.len().min(y.len());
-    let np = n & !63;
-    let mut acc = [[0f32; 16]; 4];
-    let mut i = 0;
-    while i < np {
-        for (j, a) in acc.iter_mut().enumerate() {
-            let o = i + 16 * j;
-            for l in 0..16 {
-                a[l] = fma(x[o + l], y[o + l], a[l]);
-            }
-        }
-        i += 64;
-    }
-    let mut a = [0f32; 16];
-    for l in 0..16 {
-        a[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-    }
-    let mut sum = reduce16(&a) as f64;
-    for k in np..n {
-        sum += (x[k] * y[k]) as f64;
-    }
-    sum as f32
+/// The degree-5 polynomial in the reduced argument, evaluated by pairs of coefficients: with
+/// `r2 = r·r`, `((C5·r + C4)·r2 + (C3·r + C2))·r2 + low`, every `·+` one FMA. `low` is the
+/// rest of the polynomial, supplied by the caller: `C1·r` when the scaling adds the constant
+/// 1, or `C1·r + 1` (one FMA) when the polynomial is to include it.
+#[inline]
+fn poly5(r: f32, low: f32) -> f32 {
+    let r2 = r * r;
+    let high = fma(fma(C5, r, C4), r2, fma(C3, r, C2));
+    fma(high, r2, low)
 }
 
-/// A hexadecimal float literal `0x1.fffp-e`: `m` is all hex digits (leading 1 included) and
-/// `e` the binary exponent already reduced by 4 per fraction digit.
-fn hexf(m: u64, e: i32) -> f32 {
-    (m as f64 * 2f64.powi(e)) as f32
+/// `2^k` for an integer `k` in the normal range `-126..=127`, built from its exponent field.
+#[inline]
+fn pow2(k: i32) -> f32 {
+    debug_assert!((-126..=127).contains(&k));
+    f32::from_bits(((k + 127) as u32) << 23)
 }
 
-/// The constants of ggml's vectorized `expf` (a polynomial after range reduction by
-/// `n = round(x / ln 2)`).
-struct ExpConsts {
-    shift: f32,
-    log2e: f32,
-    ln2_hi: f32,
-    ln2_lo: f32,
-    c: [f32; 5],
-}
-
-fn exp_consts() -> &'static ExpConsts {
-    static C: std::sync::OnceLock<ExpConsts> = std::sync::OnceLock::new();
-    C.get_or_init(|| ExpConsts {
-        shift: hexf(0x18, 19),
-        log2e: hexf(0x1715476, -24),
-        ln2_hi: hexf(0x162e4, -17),
-        ln2_lo: hexf(0x17f7d1c, -44),
-        c: [
-            hexf(0x10e4020, -31),
-            hexf(0x1573e2e, -29),
-            hexf(0x1555e66, -27),
-            hexf(0x1fffdb6, -26),
-            hexf(0x1ffffec, -25),
-        ],
-    })
-}
-
-/// ggml's `ggml_v_expf` for AVX2 + FMA, one lane at a time (every lane is computed
-/// independently there too). About 1.5 ulp from `exp`; flushes to 0 below about -104 and to
-/// infinity above about 88.4.
-pub fn v_expf(x: f32) -> f32 {
-    let k = exp_consts();
-    let z = fma(x, k.log2e, k.shift);
-    let n = z - k.shift;
-    let b = fma(-n, k.ln2_lo, fma(-n, k.ln2_hi, x));
-    let e = z.to_bits().wrapping_shl(23);
-    let scale = f32::from_bits(e.wrapping_add(1f32.to_bits()));
-    let big = n.abs() > 126.0;
-    let u = b * b;
-    let j = fma(
-        fma(fma(k.c[0], b, k.c[1]), u, fma(k.c[2], b, k.c[3])),
-        u,
-        k.c[4] * b,
-    );
-    if !big {
-        return fma(j, scale, scale);
-    }
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
-    let s2 = f32::from_bits(e.wrapping_sub(g));
+/// The last step of the AVX2 exponential: `(1 + p)·2^n` for `p ≈ exp(r) - 1`.
+///
+/// For `|n| ≤ 126`, `2^n` is a normal f32 and the result is the single FMA `p·2^n + 2^n`.
+/// Beyond, `2^n` is not a normal f32 (it overflows above 2^127 and is subnormal below
+/// 2^-126), so it is split into two powers of two: a normal factor `a` that takes part in the
+/// FMA — `2^(n-127)` for positive `n`, `2^(n+125)` for negative — and the constant rest `b`
+/// (`2^127` or `2^-125`), applied by a final multiplication. That product is where a result
+/// overflows to infinity or lands among the subnormals (rounded a second time there). For
+/// `|n| > 192` the result is `b·b`: infinity for positive `n`, 0 for negative. A NaN `n` takes
+/// the first path, where `p` is NaN too.
+#[inline]
+fn scale_split(p: f32, n: f32) -> f32 {
     if n.abs() > 192.0 {
-        s1 * s1
-    } else {
-        fma(s2, j, s2) * s1
+        return if n > 0.0 { f32::INFINITY } else { 0.0 };
     }
+    if n.abs() > 126.0 {
+        let k = n as i32;
+        let (a, b) = if k > 0 {
+            (pow2(k - 127), pow2(127))
+        } else {
+            (pow2(k + 125), pow2(-125))
+        };
+        return fma(p, a, a) * b;
+    }
+    let s = pow2(n as i32);
+    fma(p, s, s)
 }
 
-/// ggml's `ggml_v_expf` for AVX-512 (F + DQ): the same reduction and polynomial, but the
-/// polynomial includes the `+ 1` and the result is scaled by `2^n` exactly (`vscalefps`);
-/// `|n| > 192` gives zero (n ≤ 0) or infinity.
-pub fn v_expf_512(x: f32) -> f32 {
-    let k = exp_consts();
-    let z = fma(x, k.log2e, k.shift);
-    let n = z - k.shift;
-    let b = fma(-n, k.ln2_lo, fma(-n, k.ln2_hi, x));
-    let u = b * b;
-    let j = fma(
-        fma(fma(k.c[0], b, k.c[1]), u, fma(k.c[2], b, k.c[3])),
-        u,
-        fma(k.c[4], b, 1.0),
-    );
+/// The last step of the AVX-512 exponential: `p·2^n` rounded once, as `vscalefps` computes
+/// it (so a subnormal result is rounded only once); for `|n| > 192` infinity (positive `n`)
+/// or 0 (negative `n`).
+#[inline]
+fn scale_exact(p: f32, n: f32) -> f32 {
     if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+        return if n > 0.0 { f32::INFINITY } else { 0.0 };
     }
-    (j as f64 * 2f64.powi(n as i32)) as f32
+    (p as f64 * 2f64.powi(n as i32)) as f32
 }
 
-/// ggml's vectorized SiLU: `x / (1 + v_expf(-x))`, with the AVX2 or the AVX-512 `expf`.
-pub fn v_silu(x: f32, avx512: bool) -> f32 {
+/// `exp(x)` as ggml's AVX2 + FMA kernels compute it: [`reduce`], the polynomial without its
+/// constant term, [`scale_split`]. Within 1.96 ulp of `exp` (the polynomial's 1.45 ulp and
+/// the final rounding); 0 below about -103.97 and infinity above about 88.72, where `exp`
+/// leaves the f32 range.
+pub fn exp_avx2(x: f32) -> f32 {
+    let (n, r) = reduce(x);
+    scale_split(poly5(r, C1 * r), n)
+}
+
+/// `exp(x)` as ggml's AVX-512 (F + DQ) kernels compute it: [`reduce`], the polynomial with its
+/// constant 1, [`scale_exact`]. Rounding `1 + C1·r` before the higher terms are added costs up
+/// to 0.5 ulp more than [`exp_avx2`] (within 2.24 ulp of `exp`); the same range.
+pub fn exp_avx512(x: f32) -> f32 {
+    let (n, r) = reduce(x);
+    scale_exact(poly5(r, fma(C1, r, 1.0)), n)
+}
+
+/// ggml's vectorized SiLU, `x / (1 + exp(0 - x))` with [`exp_avx512`] or [`exp_avx2`]; the
+/// negation is the subtraction `0 - x` (so `-0.0` gives `+0.0`), each step rounded to f32.
+pub fn silu(x: f32, avx512: bool) -> f32 {
+    let neg = 0.0 - x;
     let e = if avx512 {
-        v_expf_512(0.0 - x)
+        exp_avx512(neg)
     } else {
-        v_expf(0.0 - x)
+        exp_avx2(neg)
     };
     x / (1.0 + e)
 }
