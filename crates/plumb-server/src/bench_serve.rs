@@ -1,13 +1,15 @@
 //! The measurement behind `plumb bench-serve`: replays requests against a running server at a
 //! given concurrency and measures throughput, time to first token and inter-token latency. A
 //! minimal HTTP/1.1 client over a TCP stream reads the SSE stream token by token (no client
-//! library: the timings are of the server, not of a client's buffering).
+//! library: the timings are of the server, not of a client's buffering); a character split
+//! between two chunks of the body is joined by a [`Utf8Decoder`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use plumb_tokenizer::Utf8Decoder;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -200,9 +202,10 @@ async fn one_request(a: &BenchConfig, model: &str, i: usize) -> Result<Trace> {
     let chunked = read_head(&mut r).await?;
     let mut trace = Trace::default();
     let mut last: Option<Instant> = None;
+    let mut utf8 = Utf8Decoder::default();
     let mut pending = String::new();
     while let Some(data) = read_data(&mut r, chunked).await? {
-        pending.push_str(&data);
+        pending.push_str(&utf8.push(&data));
         while let Some(end) = pending.find("\n\n") {
             let event: String = pending.drain(..end + 2).collect();
             let Some(payload) = event.trim().strip_prefix("data:") else {
@@ -294,12 +297,12 @@ async fn read_head(r: &mut BufReader<TcpStream>) -> Result<bool> {
     }
 }
 
-/// The next piece of the body: one chunk, or one line when the body is not chunked; None at
+/// The next bytes of the body: one chunk, or one line when the body is not chunked; None at
 /// its end.
-async fn read_data(r: &mut BufReader<TcpStream>, chunked: bool) -> Result<Option<String>> {
+async fn read_data(r: &mut BufReader<TcpStream>, chunked: bool) -> Result<Option<Vec<u8>>> {
     if !chunked {
-        let mut line = String::new();
-        return Ok((r.read_line(&mut line).await? > 0).then_some(line));
+        let mut line = Vec::new();
+        return Ok((r.read_until(b'\n', &mut line).await? > 0).then_some(line));
     }
     let mut size = String::new();
     if r.read_line(&mut size).await? == 0 {
@@ -312,5 +315,6 @@ async fn read_data(r: &mut BufReader<TcpStream>, chunked: bool) -> Result<Option
     if n == 0 {
         return Ok(None);
     }
-    Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned()))
+    buf.truncate(n);
+    Ok(Some(buf))
 }
