@@ -52,7 +52,7 @@ enum Command {
     /// Time every checked kernel variant on this GPU and keep the fastest (see --autotune).
     Tune(cmd::tune::Args),
     /// Replay requests against a running `plumb serve` at several concurrency levels.
-    BenchServe(plumb_server::bench_serve::Args),
+    BenchServe(cmd::bench_serve::Args),
 }
 
 fn main() {
@@ -76,7 +76,7 @@ fn main() {
         Command::Report(a) => cmd::report::main(a),
         Command::Serve(a) => cmd::serve::main(a),
         Command::Kernels(a) => cmd::kernels::main(a),
-        Command::BenchServe(a) => plumb_server::bench_serve::main(a),
+        Command::BenchServe(a) => cmd::bench_serve::main(a),
         Command::Tune(a) => cmd::tune::main(a),
     };
     if let Err(e) = result {

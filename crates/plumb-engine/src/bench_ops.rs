@@ -55,30 +55,52 @@ pub fn bench_model_ops<B: Backend>(
     ctx: usize,
     reps: usize,
 ) -> Result<Vec<OpTiming>> {
-    let cfg = ModelConfig::from_gguf(file)?;
-    let mut rng = Rng::new(7);
-    let mut out = Vec::new();
-    let (d, ff) = (cfg.d_model, cfg.d_ff);
-    // Each distinct matrix, taken from every layer in turn so that repeated calls stream from
-    // memory rather than from a cache; plus the output head.
-    let head = if file.tensor("output.weight").is_some() {
-        "output.weight"
-    } else {
-        "token_embd.weight"
+    let mut ob = OpBench {
+        b,
+        cfg: ModelConfig::from_gguf(file)?,
+        reps,
+        rng: Rng::new(7),
+        out: Vec::new(),
     };
-    let kinds = [
-        "attn_q.weight",
-        "attn_k.weight",
-        "ffn_gate.weight",
-        "ffn_down.weight",
-        head,
-    ];
     for n in [1, n_prefill] {
+        ob.matmuls(file, n)?;
+    }
+    ob.norm_and_swiglu(n_prefill)?;
+    ob.rope_and_attention(n_prefill, ctx)?;
+    Ok(ob.out)
+}
+
+/// The state of [`bench_model_ops`]: one random stream for every input, the timings so far.
+struct OpBench<'a, B: Backend> {
+    b: &'a B,
+    cfg: ModelConfig,
+    reps: usize,
+    rng: Rng,
+    out: Vec<OpTiming>,
+}
+
+impl<B: Backend> OpBench<'_, B> {
+    /// Each distinct matrix times `n` rows, taken from every layer in turn so that repeated
+    /// calls stream from memory rather than from a cache; plus the output head.
+    fn matmuls(&mut self, file: &GgufFile, n: usize) -> Result<()> {
+        let b = self.b;
+        let head = if file.tensor("output.weight").is_some() {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let kinds = [
+            "attn_q.weight",
+            "attn_k.weight",
+            "ffn_gate.weight",
+            "ffn_down.weight",
+            head,
+        ];
         for kind in kinds {
             let names: Vec<String> = if kind == head {
                 vec![head.to_string()]
             } else {
-                (0..cfg.n_layers)
+                (0..self.cfg.n_layers)
                     .map(|l| format!("blk.{l}.{kind}"))
                     .collect()
             };
@@ -91,15 +113,15 @@ pub fn bench_model_ops<B: Backend>(
                 .map(|h| b.upload_weight(h))
                 .collect::<std::result::Result<_, _>>()?;
             let hw = &host[0];
-            let x = b.upload(&rng.normals(n * hw.cols, 1.0))?;
+            let x = b.upload(&self.rng.normals(n * hw.cols, 1.0))?;
             let mut y = b.alloc(n * hw.rows)?;
-            let s = time(b, reps, || {
+            let s = time(b, self.reps, || {
                 for w in &ws {
                     b.matmul(w, &x, n, &mut y)?;
                 }
                 Ok(())
             })? / ws.len() as f64;
-            out.push(OpTiming {
+            self.out.push(OpTiming {
                 op: "matmul".into(),
                 shape: format!(
                     "{} {}×{} n={n}",
@@ -113,86 +135,99 @@ pub fn bench_model_ops<B: Backend>(
                 flops: 2.0 * (n * hw.rows * hw.cols) as f64,
             });
         }
+        Ok(())
     }
-    let n = n_prefill;
-    let xs = b.upload(&rng.normals(n * ff, 1.0))?;
-    let ys = b.upload(&rng.normals(n * ff, 1.0))?;
-    let wn = b.upload(&rng.normals(d, 1.0))?;
-    let mut o = b.alloc(n * ff)?;
-    for rows in [1, n] {
+
+    /// rms_norm and swiglu on 1 and on `n` rows.
+    fn norm_and_swiglu(&mut self, n: usize) -> Result<()> {
+        let (b, cfg, reps) = (self.b, &self.cfg, self.reps);
+        let (d, ff) = (cfg.d_model, cfg.d_ff);
+        let xs = b.upload(&self.rng.normals(n * ff, 1.0))?;
+        let ys = b.upload(&self.rng.normals(n * ff, 1.0))?;
+        let wn = b.upload(&self.rng.normals(d, 1.0))?;
+        let mut o = b.alloc(n * ff)?;
+        for rows in [1, n] {
+            let s = time(b, reps, || {
+                Ok(b.rms_norm(&xs, &wn, cfg.rms_eps, rows, d, &mut o)?)
+            })?;
+            self.out.push(OpTiming {
+                op: "rms_norm".into(),
+                shape: format!("{rows}×{d}"),
+                dtype: "F32".into(),
+                seconds: s,
+                bytes: (8 * rows * d + 4 * d) as f64,
+                flops: 3.0 * (rows * d) as f64,
+            });
+            let s = time(b, reps, || Ok(b.swiglu(&xs, &ys, rows * ff, &mut o)?))?;
+            self.out.push(OpTiming {
+                op: "swiglu".into(),
+                shape: format!("{rows}×{ff}"),
+                dtype: "F32".into(),
+                seconds: s,
+                bytes: (12 * rows * ff) as f64,
+                flops: 6.0 * (rows * ff) as f64,
+            });
+        }
+        Ok(())
+    }
+
+    /// RoPE on `n` tokens' queries at position `ctx`, then attention of one token at `ctx` and
+    /// of `n` tokens from position 0 (a causal prefill).
+    fn rope_and_attention(&mut self, n: usize, ctx: usize) -> Result<()> {
+        let (b, cfg, reps) = (self.b, &self.cfg, self.reps);
+        let rope = RopeParams {
+            style: cfg.arch.rope_style(),
+            theta: cfg.rope_theta,
+            n_rot: cfg.n_rot,
+        };
+        let positions: Vec<u32> = (0..n as u32).map(|p| p + ctx as u32).collect();
+        let mut q = b.upload(&self.rng.normals(n * cfg.q_dim(), 1.0))?;
         let s = time(b, reps, || {
-            Ok(b.rms_norm(&xs, &wn, cfg.rms_eps, rows, d, &mut o)?)
+            Ok(b.rope(&mut q, &positions, cfg.n_heads, cfg.head_dim, rope, None)?)
         })?;
-        out.push(OpTiming {
-            op: "rms_norm".into(),
-            shape: format!("{rows}×{d}"),
+        self.out.push(OpTiming {
+            op: "rope".into(),
+            shape: format!("{n}×{}×{}", cfg.n_heads, cfg.head_dim),
             dtype: "F32".into(),
             seconds: s,
-            bytes: (8 * rows * d + 4 * d) as f64,
-            flops: 3.0 * (rows * d) as f64,
+            bytes: (8 * n * cfg.q_dim()) as f64,
+            flops: 6.0 * (n * cfg.q_dim()) as f64,
         });
-        let s = time(b, reps, || Ok(b.swiglu(&xs, &ys, rows * ff, &mut o)?))?;
-        out.push(OpTiming {
-            op: "swiglu".into(),
-            shape: format!("{rows}×{ff}"),
-            dtype: "F32".into(),
-            seconds: s,
-            bytes: (12 * rows * ff) as f64,
-            flops: 6.0 * (rows * ff) as f64,
-        });
+        let cap = ctx + n;
+        let k = b.upload(&self.rng.normals(cap * cfg.kv_dim(), 1.0))?;
+        let v = b.upload(&self.rng.normals(cap * cfg.kv_dim(), 1.0))?;
+        let mut ao = b.alloc(n * cfg.q_dim())?;
+        for (nt, pos0) in [(1, ctx), (n, 0)] {
+            let p = AttnParams {
+                n_tokens: nt,
+                pos0,
+                n_heads: cfg.n_heads,
+                n_kv_heads: cfg.n_kv_heads,
+                head_dim: cfg.head_dim,
+                scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            };
+            let kv_read = (pos0 + nt) * cfg.kv_dim() * 8;
+            let s = time(b, reps, || Ok(b.attention(&q, &k, &v, p, &mut ao)?))?;
+            // Causal prefill touches about half the score matrix.
+            let pairs = if nt == 1 {
+                (pos0 + 1) as f64
+            } else {
+                (nt * (nt + 1) / 2) as f64
+            };
+            self.out.push(OpTiming {
+                op: "attention".into(),
+                shape: format!(
+                    "{nt} tok at {pos0}, heads {}/{} × {}",
+                    cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+                ),
+                dtype: "F32".into(),
+                seconds: s,
+                bytes: (kv_read + 8 * nt * cfg.q_dim()) as f64,
+                flops: 4.0 * pairs * (cfg.n_heads * cfg.head_dim) as f64,
+            });
+        }
+        Ok(())
     }
-    let rope = RopeParams {
-        style: cfg.arch.rope_style(),
-        theta: cfg.rope_theta,
-        n_rot: cfg.n_rot,
-    };
-    let positions: Vec<u32> = (0..n as u32).map(|p| p + ctx as u32).collect();
-    let mut q = b.upload(&rng.normals(n * cfg.q_dim(), 1.0))?;
-    let s = time(b, reps, || {
-        Ok(b.rope(&mut q, &positions, cfg.n_heads, cfg.head_dim, rope, None)?)
-    })?;
-    out.push(OpTiming {
-        op: "rope".into(),
-        shape: format!("{n}×{}×{}", cfg.n_heads, cfg.head_dim),
-        dtype: "F32".into(),
-        seconds: s,
-        bytes: (8 * n * cfg.q_dim()) as f64,
-        flops: 6.0 * (n * cfg.q_dim()) as f64,
-    });
-    let cap = ctx + n;
-    let k = b.upload(&rng.normals(cap * cfg.kv_dim(), 1.0))?;
-    let v = b.upload(&rng.normals(cap * cfg.kv_dim(), 1.0))?;
-    let mut ao = b.alloc(n * cfg.q_dim())?;
-    for (nt, pos0) in [(1, ctx), (n, 0)] {
-        let p = AttnParams {
-            n_tokens: nt,
-            pos0,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: cfg.head_dim,
-            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
-        };
-        let kv_read = (pos0 + nt) * cfg.kv_dim() * 8;
-        let s = time(b, reps, || Ok(b.attention(&q, &k, &v, p, &mut ao)?))?;
-        // Causal prefill touches about half the score matrix.
-        let pairs = if nt == 1 {
-            (pos0 + 1) as f64
-        } else {
-            (nt * (nt + 1) / 2) as f64
-        };
-        out.push(OpTiming {
-            op: "attention".into(),
-            shape: format!(
-                "{nt} tok at {pos0}, heads {}/{} × {}",
-                cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-            ),
-            dtype: "F32".into(),
-            seconds: s,
-            bytes: (kv_read + 8 * nt * cfg.q_dim()) as f64,
-            flops: 4.0 * pairs * (cfg.n_heads * cfg.head_dim) as f64,
-        });
-    }
-    Ok(out)
 }
 
 /// Read bandwidth of host memory in bytes/s: every core sums its share of a 1 GiB buffer

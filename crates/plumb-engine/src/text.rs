@@ -1,52 +1,6 @@
-//! Streamed text of one choice: token bytes to whole UTF-8 characters, then stop strings
-//! found across token boundaries and cut, with any tail that could begin a stop string held
-//! back until it is known not to.
-
-/// Bytes to text without splitting a character (the engine's [`plumb_tokenizer::StreamDecoder`]
-/// twin that owns no tokenizer borrow, so a sequence can keep it across steps).
-#[derive(Debug, Default)]
-pub(crate) struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    /// Adds `bytes`; returns the characters now complete. Bytes that can never form a
-    /// character become U+FFFD.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        let mut pos = 0;
-        while pos < self.pending.len() {
-            match std::str::from_utf8(&self.pending[pos..]) {
-                Ok(s) => {
-                    out.push_str(s);
-                    pos = self.pending.len();
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(&String::from_utf8_lossy(&self.pending[pos..pos + valid]));
-                    pos += valid;
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push('\u{FFFD}');
-                            pos += bad;
-                        }
-                        None => break, // an unfinished character: wait for more bytes
-                    }
-                }
-            }
-        }
-        self.pending.drain(..pos);
-        out
-    }
-
-    /// Whatever is still held, unfinished characters as U+FFFD.
-    pub(crate) fn finish(&mut self) -> String {
-        let out = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        out
-    }
-}
+//! Stop strings in streamed text (after [`plumb_tokenizer::Utf8Decoder`] made it whole
+//! characters): found across token boundaries and cut, with any tail that could begin a stop
+//! string held back until it is known not to.
 
 /// Finds stop strings in streamed text.
 #[derive(Debug)]
@@ -130,17 +84,5 @@ mod tests {
         assert_eq!(m.push("x").0, "ENx");
         assert_eq!(m.push("E").0, "");
         assert_eq!(m.finish(), "E");
-    }
-
-    #[test]
-    fn utf8_is_never_split() {
-        let mut u = Utf8Stream::default();
-        let euro = "€".as_bytes(); // e2 82 ac
-        assert_eq!(u.push(&euro[..1]), "");
-        assert_eq!(u.push(&euro[1..2]), "");
-        assert_eq!(u.push(&[euro[2], b'a']), "€a");
-        assert_eq!(u.push(&[0xff, b'b']), "\u{FFFD}b");
-        assert_eq!(u.push(&euro[..2]), "");
-        assert_eq!(u.finish(), "\u{FFFD}");
     }
 }

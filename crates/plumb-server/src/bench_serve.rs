@@ -1,37 +1,50 @@
-//! `plumb bench-serve`: replays requests against a running server at given concurrency levels
-//! and reports throughput, time to first token and inter-token latency. A minimal HTTP/1.1
-//! client over a TCP stream reads the SSE stream token by token (no client library: the timings
-//! are of the server, not of a client's buffering).
+//! The measurement behind `plumb bench-serve`: replays requests against a running server at a
+//! given concurrency and measures throughput, time to first token and inter-token latency. A
+//! minimal HTTP/1.1 client over a TCP stream reads the SSE stream token by token (no client
+//! library: the timings are of the server, not of a client's buffering); a character split
+//! between two chunks of the body is joined by a [`Utf8Decoder`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use plumb_tokenizer::Utf8Decoder;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// Server address, host:port (the server must listen there already).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+/// What [`BenchClient`] sends.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Server address, host:port.
     pub addr: String,
     /// Requests per concurrency level.
-    #[arg(short = 'n', long, default_value_t = 32)]
     pub requests: usize,
-    /// Concurrency levels to run (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,8,16")]
-    pub concurrency: Vec<usize>,
     /// Tokens generated per request (end-of-sequence is ignored so every request runs in full).
-    #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// Words in each prompt (each request's prompt differs).
-    #[arg(long, default_value_t = 100)]
     pub prompt_words: usize,
     /// Bearer key, if the server wants one.
-    #[arg(long)]
     pub api_key: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            addr: "127.0.0.1:8080".into(),
+            requests: 32,
+            max_tokens: 64,
+            prompt_words: 100,
+            api_key: None,
+        }
+    }
+}
+
+/// Times a running server: [`model_id`](Self::model_id) asks what it serves,
+/// [`level`](Self::level) runs one concurrency level.
+pub struct BenchClient {
+    rt: tokio::runtime::Runtime,
+    config: Arc<BenchConfig>,
 }
 
 /// One request's timings.
@@ -42,6 +55,7 @@ struct Trace {
     tokens: usize,
 }
 
+/// The figures of one concurrency level.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LevelResult {
     pub concurrency: usize,
@@ -53,6 +67,7 @@ pub struct LevelResult {
     pub itl_ms: Percentiles,
 }
 
+/// Percentiles of a set of durations, in milliseconds (all zero for an empty set).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Percentiles {
     pub p50: f64,
@@ -77,56 +92,38 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
     }
 }
 
-pub fn main(a: Args) -> Result<()> {
-    if a.requests == 0 || a.concurrency.contains(&0) {
-        bail!("--requests and every --concurrency level must be at least 1");
+impl BenchClient {
+    pub fn new(config: BenchConfig) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(BenchClient {
+            rt,
+            config: Arc::new(config),
+        })
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let model = rt.block_on(model_id(&a))?;
-    eprintln!("plumb: benchmarking {model} at {}", a.addr);
-    let mut results = Vec::new();
-    for &c in &a.concurrency {
-        eprintln!("plumb: {} requests at concurrency {c}", a.requests);
-        let r = rt.block_on(level(&a, &model, c))?;
-        results.push(r);
+
+    /// The id of the model the server serves (the first of `GET /v1/models`).
+    pub fn model_id(&self) -> Result<String> {
+        self.rt.block_on(model_id(&self.config))
     }
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?
-        );
-        return Ok(());
+
+    /// Sends the configured number of requests for `model`, `concurrency` at a time.
+    pub fn level(&self, model: &str, concurrency: usize) -> Result<LevelResult> {
+        self.rt.block_on(level(&self.config, model, concurrency))
     }
-    println!("| concurrency | requests | output t/s | req/s | TTFT p50/p90/p99 ms | ITL p50/p90/p99 ms |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
-    for r in &results {
-        println!(
-            "| {} | {} | {:.1} | {:.2} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} |",
-            r.concurrency,
-            r.requests,
-            r.output_tokens_per_s,
-            r.requests_per_s,
-            r.ttft_ms.p50,
-            r.ttft_ms.p90,
-            r.ttft_ms.p99,
-            r.itl_ms.p50,
-            r.itl_ms.p90,
-            r.itl_ms.p99
-        );
-    }
-    Ok(())
 }
 
-/// The id of the model the server serves (the first of `GET /v1/models`).
-async fn model_id(a: &Args) -> Result<String> {
-    let auth = a
-        .api_key
+fn auth_header(a: &BenchConfig) -> String {
+    a.api_key
         .as_ref()
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+async fn model_id(a: &BenchConfig) -> Result<String> {
+    let auth = auth_header(a);
     let mut stream = TcpStream::connect(&a.addr)
         .await
         .with_context(|| format!("connecting to {}", a.addr))?;
@@ -152,8 +149,8 @@ async fn model_id(a: &Args) -> Result<String> {
         .ok_or_else(|| anyhow!("GET /v1/models lists no model"))
 }
 
-async fn level(a: &Args, model: &str, concurrency: usize) -> Result<LevelResult> {
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+async fn level(a: &Arc<BenchConfig>, model: &str, concurrency: usize) -> Result<LevelResult> {
+    let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -161,7 +158,7 @@ async fn level(a: &Args, model: &str, concurrency: usize) -> Result<LevelResult>
         tasks.push(tokio::spawn(async move {
             let mut traces = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= a.requests {
                     return Ok::<_, anyhow::Error>(traces);
                 }
@@ -193,31 +190,8 @@ const WORDS: &[&str] = &[
     "river", "stone", "light", "quiet", "engine", "garden", "paper", "winter", "signal", "orbit",
 ];
 
-async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
-    let prompt: Vec<&str> = (0..a.prompt_words)
-        .map(|w| WORDS[(w * 7 + i * 3 + w / 3) % WORDS.len()])
-        .collect();
-    let body = serde_json::json!({
-        "model": model,
-        "prompt": format!("Request {i}: {}", prompt.join(" ")),
-        "max_tokens": a.max_tokens,
-        "temperature": 0.8,
-        "seed": i,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-        "ignore_eos": true,
-    })
-    .to_string();
-    let auth = a
-        .api_key
-        .as_ref()
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        a.addr,
-        body.len()
-    );
+async fn one_request(a: &BenchConfig, model: &str, i: usize) -> Result<Trace> {
+    let (head, body) = completion_request(a, model, i);
     let mut stream = TcpStream::connect(&a.addr)
         .await
         .with_context(|| format!("connecting to {}", a.addr))?;
@@ -225,58 +199,13 @@ async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     let mut r = BufReader::new(stream);
-    let mut status = String::new();
-    r.read_line(&mut status).await?;
-    if !status.contains(" 200 ") {
-        let mut rest = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_string(&mut rest)).await;
-        bail!(
-            "the server answered {}: {}",
-            status.trim(),
-            rest.lines().last().unwrap_or("")
-        );
-    }
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).await? == 0 {
-            bail!("the connection closed in the headers");
-        }
-        if line
-            .to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-        {
-            chunked = true;
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
+    let chunked = read_head(&mut r).await?;
     let mut trace = Trace::default();
     let mut last: Option<Instant> = None;
+    let mut utf8 = Utf8Decoder::default();
     let mut pending = String::new();
-    loop {
-        let data = if chunked {
-            let mut size = String::new();
-            if r.read_line(&mut size).await? == 0 {
-                break;
-            }
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
-                .context("a bad chunk size")?;
-            let mut buf = vec![0u8; n + 2];
-            r.read_exact(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        } else {
-            let mut line = String::new();
-            if r.read_line(&mut line).await? == 0 {
-                break;
-            }
-            line
-        };
-        pending.push_str(&data);
+    while let Some(data) = read_data(&mut r, chunked).await? {
+        pending.push_str(&utf8.push(&data));
         while let Some(end) = pending.find("\n\n") {
             let event: String = pending.drain(..end + 2).collect();
             let Some(payload) = event.trim().strip_prefix("data:") else {
@@ -309,4 +238,83 @@ async fn one_request(a: &Args, model: &str, i: usize) -> Result<Trace> {
         }
     }
     Ok(trace)
+}
+
+/// Request `i`'s streamed completion (each request's prompt differs): head and body.
+fn completion_request(a: &BenchConfig, model: &str, i: usize) -> (String, String) {
+    let prompt: Vec<&str> = (0..a.prompt_words)
+        .map(|w| WORDS[(w * 7 + i * 3 + w / 3) % WORDS.len()])
+        .collect();
+    let body = serde_json::json!({
+        "model": model,
+        "prompt": format!("Request {i}: {}", prompt.join(" ")),
+        "max_tokens": a.max_tokens,
+        "temperature": 0.8,
+        "seed": i,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "ignore_eos": true,
+    })
+    .to_string();
+    let auth = auth_header(a);
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        a.addr,
+        body.len()
+    );
+    (head, body)
+}
+
+/// Reads the status line and headers; fails unless the status is 200. Returns whether the
+/// body is chunked.
+async fn read_head(r: &mut BufReader<TcpStream>) -> Result<bool> {
+    let mut status = String::new();
+    r.read_line(&mut status).await?;
+    if !status.contains(" 200 ") {
+        let mut rest = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_string(&mut rest)).await;
+        bail!(
+            "the server answered {}: {}",
+            status.trim(),
+            rest.lines().last().unwrap_or("")
+        );
+    }
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await? == 0 {
+            bail!("the connection closed in the headers");
+        }
+        if line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+        {
+            chunked = true;
+        }
+        if line == "\r\n" {
+            return Ok(chunked);
+        }
+    }
+}
+
+/// The next bytes of the body: one chunk, or one line when the body is not chunked; None at
+/// its end.
+async fn read_data(r: &mut BufReader<TcpStream>, chunked: bool) -> Result<Option<Vec<u8>>> {
+    if !chunked {
+        let mut line = Vec::new();
+        return Ok((r.read_until(b'\n', &mut line).await? > 0).then_some(line));
+    }
+    let mut size = String::new();
+    if r.read_line(&mut size).await? == 0 {
+        return Ok(None);
+    }
+    let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+        .context("a bad chunk size")?;
+    let mut buf = vec![0u8; n + 2];
+    r.read_exact(&mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some(buf))
 }

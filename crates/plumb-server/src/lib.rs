@@ -5,14 +5,15 @@
 //!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
 //! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
-//!   future resolves. [`cli`] is the `plumb serve` subcommand.
+//!   future resolves; [`run`] does all three as a process that stops on SIGINT/SIGTERM.
+//! - [`bench_serve`]: a minimal HTTP client that times a running server.
 
 pub mod bench_serve;
-pub mod cli;
 mod error;
 mod handlers;
 mod prom;
 mod respond;
+mod run;
 mod wire;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use plumb_ops::Backend;
 use plumb_tokenizer::{ChatTemplate, Tokenizer};
 
 pub use error::ApiError;
+pub use run::{run, Log, ServeConfig};
 
 /// Default request body limit (a 2 MiB body holds prompts far over any context we run).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 20;

@@ -34,72 +34,9 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
         "Requests ended or refused, by status.",
         &by_status,
     );
-    metric(
-        "plumb_prompt_tokens_total",
-        "counter",
-        "Prompt tokens of admitted requests.",
-        &plain(m.prompt_tokens.to_string()),
-    );
-    metric(
-        "plumb_generation_tokens_total",
-        "counter",
-        "Tokens generated over all choices.",
-        &plain(m.generated_tokens.to_string()),
-    );
-    metric(
-        "plumb_running_sequences",
-        "gauge",
-        "Sequences holding a KV cache.",
-        &plain(m.running_sequences.to_string()),
-    );
-    metric(
-        "plumb_waiting_requests",
-        "gauge",
-        "Requests waiting for a batch slot.",
-        &plain(m.waiting_requests.to_string()),
-    );
-    metric(
-        "plumb_kv_cache_used_bytes",
-        "gauge",
-        "KV cache bytes held by running sequences.",
-        &plain(m.kv_bytes_used.to_string()),
-    );
-    metric(
-        "plumb_kv_cache_free_bytes",
-        "gauge",
-        "KV cache bytes of free blocks.",
-        &plain(m.kv_bytes_free.to_string()),
-    );
-    metric(
-        "plumb_kv_blocks_used",
-        "gauge",
-        "Paged KV cache blocks in use.",
-        &plain(kv.blocks_used.to_string()),
-    );
-    metric(
-        "plumb_kv_blocks_free",
-        "gauge",
-        "Paged KV cache blocks free.",
-        &plain(kv.blocks_free.to_string()),
-    );
-    metric(
-        "plumb_kv_block_tokens",
-        "gauge",
-        "Tokens per KV cache block.",
-        &plain(kv.block_size.to_string()),
-    );
-    metric(
-        "plumb_preemptions_total",
-        "counter",
-        "Requests preempted when KV blocks ran out (freed, recomputed later).",
-        &plain(kv.preemptions.to_string()),
-    );
-    metric(
-        "plumb_engine_steps_total",
-        "counter",
-        "Scheduler steps run.",
-        &plain(m.steps.to_string()),
-    );
+    for (name, kind, help, value) in scalars(m, kv) {
+        metric(name, kind, help, &plain(value));
+    }
     metric(
         "plumb_time_to_first_token_seconds",
         "histogram",
@@ -113,6 +50,81 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
         &histogram(&label, &m.inter_token_latency),
     );
     out
+}
+
+/// (name, type, help, value) of the metrics with one sample, in the order they are rendered.
+fn scalars(
+    m: &MetricsSnapshot,
+    kv: &KvStats,
+) -> [(&'static str, &'static str, &'static str, String); 11] {
+    [
+        (
+            "plumb_prompt_tokens_total",
+            "counter",
+            "Prompt tokens of admitted requests.",
+            m.prompt_tokens.to_string(),
+        ),
+        (
+            "plumb_generation_tokens_total",
+            "counter",
+            "Tokens generated over all choices.",
+            m.generated_tokens.to_string(),
+        ),
+        (
+            "plumb_running_sequences",
+            "gauge",
+            "Sequences holding a KV cache.",
+            m.running_sequences.to_string(),
+        ),
+        (
+            "plumb_waiting_requests",
+            "gauge",
+            "Requests waiting for a batch slot.",
+            m.waiting_requests.to_string(),
+        ),
+        (
+            "plumb_kv_cache_used_bytes",
+            "gauge",
+            "KV cache bytes held by running sequences.",
+            m.kv_bytes_used.to_string(),
+        ),
+        (
+            "plumb_kv_cache_free_bytes",
+            "gauge",
+            "KV cache bytes of free blocks.",
+            m.kv_bytes_free.to_string(),
+        ),
+        (
+            "plumb_kv_blocks_used",
+            "gauge",
+            "Paged KV cache blocks in use.",
+            kv.blocks_used.to_string(),
+        ),
+        (
+            "plumb_kv_blocks_free",
+            "gauge",
+            "Paged KV cache blocks free.",
+            kv.blocks_free.to_string(),
+        ),
+        (
+            "plumb_kv_block_tokens",
+            "gauge",
+            "Tokens per KV cache block.",
+            kv.block_size.to_string(),
+        ),
+        (
+            "plumb_preemptions_total",
+            "counter",
+            "Requests preempted when KV blocks ran out (freed, recomputed later).",
+            kv.preemptions.to_string(),
+        ),
+        (
+            "plumb_engine_steps_total",
+            "counter",
+            "Scheduler steps run.",
+            m.steps.to_string(),
+        ),
+    ]
 }
 
 /// Histogram samples: `metric` prints `{name}{suffix and labels}`, so the `_bucket`, `_sum`

@@ -5,7 +5,8 @@
 //!   pre-tokenizer regexes llama.cpp uses, see [`PreTokenizerInfo`]) or SentencePiece
 //!   (`llama`, hand-written merge-by-score); or from a Hugging Face `tokenizer.json`
 //!   ([`Tokenizer::from_tokenizer_json`]).
-//! * [`StreamDecoder`] — incremental decoding that only emits complete UTF-8.
+//! * [`StreamDecoder`] — incremental decoding of ids that only emits complete UTF-8, over
+//!   [`Utf8Decoder`] (the same for raw bytes).
 //! * [`ChatTemplate`] — Jinja chat templates rendered like Hugging Face does.
 
 mod bpe;
@@ -21,6 +22,6 @@ mod vocab;
 pub use bpe::{PreTokenizerInfo, DIGIT_REGEX, GPT2_REGEX, LLAMA3_REGEX, QWEN2_REGEX};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use error::{Result, TokenizerError};
-pub use stream::StreamDecoder;
+pub use stream::{StreamDecoder, Utf8Decoder};
 pub use tokenizer::{Tokenizer, TokenizerModel};
 pub use vocab::TokenKind;

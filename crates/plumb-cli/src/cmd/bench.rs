@@ -10,6 +10,7 @@ use plumb_ops::Backend;
 use serde_json::json;
 
 use crate::common::DeviceArgs;
+use crate::machine::Machine;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example: plumb bench -p 128 -n 64 -r 5 --md\n\
@@ -78,7 +79,7 @@ pub fn main(a: Args) -> Result<()> {
         a.prompt.first().copied().unwrap_or(128),
         a.gen.first().copied().unwrap_or(128),
     );
-    let results: Vec<(Option<usize>, BenchResult)> = crate::common::with_backend!(&choice, |b| {
+    let results: Vec<Row> = crate::common::with_backend!(&choice, |b| {
         if parallel.is_empty() {
             run(&file, b, &tests, a.reps)?
                 .into_iter()
@@ -94,68 +95,104 @@ pub fn main(a: Args) -> Result<()> {
         }
         _ => 0,
     };
-    let machine = crate::machine::describe();
-    let model_name = file.get_str("general.name").unwrap_or("").to_string();
-    let size: usize = file.tensors.iter().map(|t| t.n_bytes).sum();
-    let backend_name = choice.kind().name();
+    let setup = Setup {
+        file_name: path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        model_name: file.get_str("general.name").unwrap_or("").to_string(),
+        size: file.tensors.iter().map(|t| t.n_bytes).sum(),
+        backend: choice.kind().name(),
+        threads,
+        machine: crate::machine::describe(),
+    };
+    if a.json {
+        print_json(&setup, &results)
+    } else if a.csv {
+        print_csv(&setup, &results);
+        Ok(())
+    } else {
+        print_table(&setup, &results, a.md);
+        Ok(())
+    }
+}
+
+/// What the figures were measured on.
+struct Setup {
+    file_name: String,
+    model_name: String,
+    size: usize,
+    backend: &'static str,
+    threads: usize,
+    machine: Machine,
+}
+
+/// One result: the number of sequences of a `--parallel` run, and the figures.
+type Row = (Option<usize>, BenchResult);
+
+fn print_json(s: &Setup, results: &[Row]) -> Result<()> {
     let rows: Vec<serde_json::Value> = results
         .iter()
         .map(|(par, r)| {
             json!({
                 "parallel": par.unwrap_or(1),
                 "test": r.test.name(), "n_tokens": r.test.tokens(), "avg_ts": r.mean(), "stddev_ts": r.stddev(),
-                "samples_ts": r.samples, "backend": backend_name, "threads": threads,
+                "samples_ts": r.samples, "backend": s.backend, "threads": s.threads,
             })
         })
         .collect();
-    let file_name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if a.json {
-        let v = json!({
-            "machine": machine,
-            "model": {"file": file_name, "name": model_name, "size_bytes": size},
-            "results": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if a.csv {
-        println!("model,backend,threads,parallel,test,avg_ts,stddev_ts");
-        for (par, r) in &results {
-            println!(
-                "{file_name},{backend_name},{},{},{},{:.3},{:.3}",
-                threads,
-                par.unwrap_or(1),
-                r.test.name(),
-                r.mean(),
-                r.stddev()
-            );
-        }
-    } else {
-        if !a.md {
-            eprintln!(
-                "plumb {} on {} ({} cores; {})",
-                machine.plumb_commit,
-                machine.cpu,
-                machine.cores,
-                machine.features.join(" ")
-            );
-        }
-        println!("| model | size | backend | threads | parallel | test | t/s |");
-        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
-        for (par, r) in &results {
-            println!(
-                "| {file_name} | {:.1} MiB | {backend_name} | {} | {} | {} | {:.2} ± {:.2} |",
-                size as f64 / (1 << 20) as f64,
-                threads,
-                par.unwrap_or(1),
-                r.test.name(),
-                r.mean(),
-                r.stddev()
-            );
-        }
-    }
+    let v = json!({
+        "machine": s.machine,
+        "model": {"file": s.file_name, "name": s.model_name, "size_bytes": s.size},
+        "results": rows,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
+}
+
+fn print_csv(s: &Setup, results: &[Row]) {
+    println!("model,backend,threads,parallel,test,avg_ts,stddev_ts");
+    for (par, r) in results {
+        println!(
+            "{},{},{},{},{},{:.3},{:.3}",
+            s.file_name,
+            s.backend,
+            s.threads,
+            par.unwrap_or(1),
+            r.test.name(),
+            r.mean(),
+            r.stddev()
+        );
+    }
+}
+
+/// The markdown table; unless `md_only`, the machine goes to stderr first.
+fn print_table(s: &Setup, results: &[Row], md_only: bool) {
+    if !md_only {
+        let m = &s.machine;
+        eprintln!(
+            "plumb {} on {} ({} cores; {})",
+            m.plumb_commit,
+            m.cpu,
+            m.cores,
+            m.features.join(" ")
+        );
+    }
+    println!("| model | size | backend | threads | parallel | test | t/s |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+    for (par, r) in results {
+        println!(
+            "| {} | {:.1} MiB | {} | {} | {} | {} | {:.2} ± {:.2} |",
+            s.file_name,
+            s.size as f64 / (1 << 20) as f64,
+            s.backend,
+            s.threads,
+            par.unwrap_or(1),
+            r.test.name(),
+            r.mean(),
+            r.stddev()
+        );
+    }
 }
 
 fn run<B: Backend>(
@@ -182,7 +219,7 @@ fn run_parallel<B: Backend>(
     prompt: usize,
     gen: usize,
     reps: usize,
-) -> Result<Vec<(Option<usize>, BenchResult)>> {
+) -> Result<Vec<Row>> {
     let model = Model::load(file, backend)?;
     let mut out = Vec::new();
     for (i, &p) in parallel.iter().enumerate() {

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod bench_ops;
+pub mod bench_serve;
 pub mod chat;
 pub mod check;
 pub mod check_cuda;

@@ -45,78 +45,12 @@ pub fn main(a: Args) -> Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let v: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", path.display()))?;
-        let m = &v["machine"];
         let _ = writeln!(md, "## {}\n", path.display());
-        let _ = writeln!(
-            md,
-            "Machine: {} ({} cores, {}), plumb {}.\n",
-            m["cpu"].as_str().unwrap_or("?"),
-            m["cores"],
-            m["features"]
-                .as_array()
-                .map(|f| f
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "))
-                .unwrap_or_default(),
-            m["plumb_commit"].as_str().unwrap_or("?")
-        );
+        let _ = writeln!(md, "{}\n", machine_line(&v["machine"]));
         let (bars, title) = if let Some(results) = v["results"].as_array() {
-            let model = v["model"]["file"].as_str().unwrap_or("?");
-            md.push_str("| model | backend | test | t/s |\n| --- | --- | ---: | ---: |\n");
-            let mut bars = Vec::new();
-            for r in results {
-                let (avg, sd) = (
-                    r["avg_ts"].as_f64().unwrap_or(0.0),
-                    r["stddev_ts"].as_f64().unwrap_or(0.0),
-                );
-                let test = r["test"].as_str().unwrap_or("?");
-                let par = r["parallel"]
-                    .as_u64()
-                    .map(|p| format!(" ×{p}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    md,
-                    "| {model} | {} | {test}{par} | {avg:.2} ± {sd:.2} |",
-                    r["backend"].as_str().unwrap_or("?")
-                );
-                bars.push(Bar {
-                    label: format!("{test}{par}"),
-                    value: avg,
-                    err: sd,
-                });
-            }
-            (bars, format!("{model}: tokens per second"))
+            bench_table(&mut md, v["model"]["file"].as_str().unwrap_or("?"), results)
         } else if let Some(ops) = v["ops"].as_array() {
-            let bw = v["bandwidth_gbps"].as_f64().unwrap_or(0.0);
-            let _ = writeln!(md, "Measured read bandwidth: {bw:.1} GB/s.\n");
-            md.push_str("| op | shape | dtype | µs | GB/s | of roofline |\n| --- | --- | --- | ---: | ---: | ---: |\n");
-            let mut bars = Vec::new();
-            for o in ops {
-                let frac = o["roofline_fraction"].as_f64().unwrap_or(0.0);
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {:.1} | {:.1} | {:.0}% |",
-                    o["op"].as_str().unwrap_or("?"),
-                    o["shape"].as_str().unwrap_or("?"),
-                    o["dtype"].as_str().unwrap_or("?"),
-                    o["us"].as_f64().unwrap_or(0.0),
-                    o["gbps"].as_f64().unwrap_or(0.0),
-                    frac * 100.0
-                );
-                let label = format!(
-                    "{} {}",
-                    o["op"].as_str().unwrap_or("?"),
-                    o["shape"].as_str().unwrap_or("")
-                );
-                bars.push(Bar {
-                    label,
-                    value: frac * 100.0,
-                    err: 0.0,
-                });
-            }
-            (bars, "percent of the memory roofline".to_string())
+            ops_table(&mut md, v["bandwidth_gbps"].as_f64().unwrap_or(0.0), ops)
         } else {
             bail!(
                 "{} has neither `results` (plumb bench) nor `ops` (plumb bench-ops)",
@@ -132,6 +66,84 @@ pub fn main(a: Args) -> Result<()> {
     std::fs::write(&a.output, md).with_context(|| format!("writing {}", a.output.display()))?;
     eprintln!("plumb: wrote {} and {charts} chart(s)", a.output.display());
     Ok(())
+}
+
+/// The machine a result file was measured on, as one sentence.
+fn machine_line(m: &Value) -> String {
+    format!(
+        "Machine: {} ({} cores, {}), plumb {}.",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["features"]
+            .as_array()
+            .map(|f| f
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(" "))
+            .unwrap_or_default(),
+        m["plumb_commit"].as_str().unwrap_or("?")
+    )
+}
+
+/// The table of `plumb bench` results, and their bars and chart title.
+fn bench_table(md: &mut String, model: &str, results: &[Value]) -> (Vec<Bar>, String) {
+    md.push_str("| model | backend | test | t/s |\n| --- | --- | ---: | ---: |\n");
+    let mut bars = Vec::new();
+    for r in results {
+        let (avg, sd) = (
+            r["avg_ts"].as_f64().unwrap_or(0.0),
+            r["stddev_ts"].as_f64().unwrap_or(0.0),
+        );
+        let test = r["test"].as_str().unwrap_or("?");
+        let par = r["parallel"]
+            .as_u64()
+            .map(|p| format!(" ×{p}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {model} | {} | {test}{par} | {avg:.2} ± {sd:.2} |",
+            r["backend"].as_str().unwrap_or("?")
+        );
+        bars.push(Bar {
+            label: format!("{test}{par}"),
+            value: avg,
+            err: sd,
+        });
+    }
+    (bars, format!("{model}: tokens per second"))
+}
+
+/// The table of `plumb bench-ops` results (`bw`: the measured bandwidth), and their bars and
+/// chart title.
+fn ops_table(md: &mut String, bw: f64, ops: &[Value]) -> (Vec<Bar>, String) {
+    let _ = writeln!(md, "Measured read bandwidth: {bw:.1} GB/s.\n");
+    md.push_str("| op | shape | dtype | µs | GB/s | of roofline |\n| --- | --- | --- | ---: | ---: | ---: |\n");
+    let mut bars = Vec::new();
+    for o in ops {
+        let frac = o["roofline_fraction"].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.0}% |",
+            o["op"].as_str().unwrap_or("?"),
+            o["shape"].as_str().unwrap_or("?"),
+            o["dtype"].as_str().unwrap_or("?"),
+            o["us"].as_f64().unwrap_or(0.0),
+            o["gbps"].as_f64().unwrap_or(0.0),
+            frac * 100.0
+        );
+        let label = format!(
+            "{} {}",
+            o["op"].as_str().unwrap_or("?"),
+            o["shape"].as_str().unwrap_or("")
+        );
+        bars.push(Bar {
+            label,
+            value: frac * 100.0,
+            err: 0.0,
+        });
+    }
+    (bars, "percent of the memory roofline".to_string())
 }
 
 /// A horizontal bar chart with error whiskers, as standalone SVG.

@@ -448,54 +448,8 @@ fn advance<B: Backend>(
     budget: &mut usize,
     stats: &mut StepStats,
 ) -> Result<bool> {
-    if let Phase::Prefill { table, done, .. } = &mut a.phase {
-        let prompt = &a.req.prompt;
-        let take = (*budget).min(prompt.len() - *done);
-        if take == 0 {
-            return Ok(false);
-        }
-        *budget -= take;
-        let mut items = [PagedItem {
-            tokens: &prompt[*done..*done + take],
-            table,
-        }];
-        let logits = model
-            .forward_paged(kv, &mut items)?
-            .pop()
-            .unwrap_or_default();
-        *done += take;
-        if *done < prompt.len() {
-            return Ok(false);
-        }
-        let placeholder = Phase::Decode { choices: vec![] };
-        let Phase::Prefill { table, resume, .. } = std::mem::replace(&mut a.phase, placeholder)
-        else {
-            return Ok(false);
-        };
-        // Choices share the prompt's blocks: the first takes the table, the others fork it.
-        let mut tables: Vec<BlockTable> = Vec::new();
-        let wanted = resume.as_ref().map_or(a.req.n, Vec::len);
-        for _ in 1..wanted {
-            tables.push(kv.fork(&table));
-        }
-        tables.insert(0, table);
-        let choices = match resume {
-            // A preempted request: its choices catch up on their generated tokens in the
-            // step's batched forward before they sample again.
-            Some(mut choices) => {
-                for (c, t) in choices.iter_mut().zip(tables) {
-                    c.table = t;
-                }
-                choices
-            }
-            // The first tokens are sampled below, in this same step.
-            None => tables
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| Choice::new(i, t, logits.clone(), &a.req))
-                .collect(),
-        };
-        a.phase = Phase::Decode { choices };
+    if !prefill(model, kv, a, budget)? {
+        return Ok(false);
     }
     let Phase::Decode { choices } = &mut a.phase else {
         return Ok(false);
@@ -544,4 +498,64 @@ fn advance<B: Backend>(
         }
     }
     Ok(choices.is_empty())
+}
+
+/// Runs the next chunk of `a`'s prompt within `budget`; once the whole prompt is in, gives
+/// the request its choices. True when the request decodes (now or already).
+fn prefill<B: Backend>(
+    model: &Model<B>,
+    kv: &mut PagedKv<B>,
+    a: &mut Active,
+    budget: &mut usize,
+) -> Result<bool> {
+    let Phase::Prefill { table, done, .. } = &mut a.phase else {
+        return Ok(true);
+    };
+    let prompt = &a.req.prompt;
+    let take = (*budget).min(prompt.len() - *done);
+    if take == 0 {
+        return Ok(false);
+    }
+    *budget -= take;
+    let mut items = [PagedItem {
+        tokens: &prompt[*done..*done + take],
+        table,
+    }];
+    let logits = model
+        .forward_paged(kv, &mut items)?
+        .pop()
+        .unwrap_or_default();
+    *done += take;
+    if *done < prompt.len() {
+        return Ok(false);
+    }
+    let placeholder = Phase::Decode { choices: vec![] };
+    let Phase::Prefill { table, resume, .. } = std::mem::replace(&mut a.phase, placeholder) else {
+        return Ok(false);
+    };
+    // Choices share the prompt's blocks: the first takes the table, the others fork it.
+    let mut tables: Vec<BlockTable> = Vec::new();
+    let wanted = resume.as_ref().map_or(a.req.n, Vec::len);
+    for _ in 1..wanted {
+        tables.push(kv.fork(&table));
+    }
+    tables.insert(0, table);
+    let choices = match resume {
+        // A preempted request: its choices catch up on their generated tokens in the
+        // step's batched forward before they sample again.
+        Some(mut choices) => {
+            for (c, t) in choices.iter_mut().zip(tables) {
+                c.table = t;
+            }
+            choices
+        }
+        // The first tokens are sampled by `advance`, in this same step.
+        None => tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Choice::new(i, t, logits.clone(), &a.req))
+            .collect(),
+    };
+    a.phase = Phase::Decode { choices };
+    Ok(true)
 }

@@ -4,13 +4,13 @@
 use std::time::Instant;
 
 use plumb_model::BlockTable;
-use plumb_tokenizer::Tokenizer;
+use plumb_tokenizer::{Tokenizer, Utf8Decoder};
 
 use super::{Request, TokenEvent, TokenLogprob};
 use crate::error::Result;
 use crate::generate::FinishReason;
 use crate::sampler::Sampler;
-use crate::text::{StopMatcher, Utf8Stream};
+use crate::text::StopMatcher;
 
 /// What one decode step of a choice produced.
 pub(crate) struct ChoiceStep {
@@ -29,7 +29,7 @@ pub(crate) struct Choice {
     /// Prompt and generated tokens (the penalties' window).
     pub history: Vec<u32>,
     pub generated: usize,
-    utf8: Utf8Stream,
+    utf8: Utf8Decoder,
     stops: StopMatcher,
     /// Logits to sample the next token from (valid when the cache holds all of `history`).
     logits: Vec<f32>,
@@ -49,7 +49,7 @@ impl Choice {
             sampler: Sampler::new(params),
             history: req.prompt.clone(),
             generated: 0,
-            utf8: Utf8Stream::default(),
+            utf8: Utf8Decoder::default(),
             stops: StopMatcher::new(&req.stop),
             logits,
             picked: None,
