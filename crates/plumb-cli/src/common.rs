@@ -328,6 +328,7 @@ impl SamplingArgs {
             frequency_penalty: self.frequency_penalty,
             penalty_window: self.repeat_last_n,
             seed: self.seed,
+            logit_bias: Vec::new(),
         };
         p.validate().map_err(anyhow::Error::msg)?;
         Ok(p)

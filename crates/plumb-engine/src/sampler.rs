@@ -1,5 +1,6 @@
-//! Token sampling: penalties, then top-k, top-p and min-p filtering, then temperature, then a
-//! draw from the remaining distribution. Temperature 0 (or below) is greedy argmax.
+//! Token sampling: penalties and logit biases, then top-k, top-p and min-p filtering, then
+//! temperature, then a draw from the remaining distribution. Temperature 0 (or below) is greedy
+//! argmax.
 
 use std::collections::HashMap;
 
@@ -25,6 +26,9 @@ pub struct SamplingParams {
     /// How many recent tokens the penalties look at (0 = all).
     pub penalty_window: usize,
     pub seed: Option<u64>,
+    /// Added to these tokens' logits after the penalties, before any filter (ids past the
+    /// logits are ignored).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +43,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             penalty_window: 64,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -71,6 +76,11 @@ impl SamplingParams {
         if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
             return Err("presence and frequency penalties must be finite".into());
         }
+        if let Some((id, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return Err(format!(
+                "the logit bias of token {id} must be finite, got {b}"
+            ));
+        }
         Ok(())
     }
 }
@@ -101,6 +111,11 @@ impl Sampler {
     /// tokens so far (prompt and generated).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         self.apply_penalties(logits, history);
+        for &(id, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         let p = &self.params;
         if p.temperature <= 0.0 {
             return argmax(logits);
@@ -447,6 +462,31 @@ mod tests {
             assert_eq!(top_p.sample(&mut logits.clone(), &[]), 0);
             assert_eq!(min_p.sample(&mut logits.clone(), &[]), 0);
         }
+    }
+
+    #[test]
+    fn logit_bias_moves_the_pick() {
+        let bias = |logit_bias: Vec<(u32, f32)>| SamplingParams {
+            logit_bias,
+            ..params(0.0)
+        };
+        let logits = [2.0f32, 1.0, 0.5];
+        assert_eq!(
+            Sampler::new(bias(vec![])).sample(&mut logits.clone(), &[]),
+            0
+        );
+        // -100 bans the best token, +100 forces a poor one; an id past the logits is ignored.
+        let mut ban = Sampler::new(bias(vec![(0, -100.0), (7, 100.0)]));
+        assert_eq!(ban.sample(&mut logits.clone(), &[]), 1);
+        let mut force = Sampler::new(bias(vec![(2, 100.0)]));
+        assert_eq!(force.sample(&mut logits.clone(), &[]), 2);
+        // Sampled at temperature 1, a banned token is never drawn.
+        let mut drawn = Sampler::new(SamplingParams {
+            logit_bias: vec![(0, -100.0)],
+            ..params(1.0)
+        });
+        assert!((0..500).all(|_| drawn.sample(&mut logits.clone(), &[]) != 0));
+        assert!(bias(vec![(1, f32::NAN)]).validate().is_err());
     }
 
     #[test]
