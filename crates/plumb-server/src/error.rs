@@ -46,7 +46,7 @@ impl ApiError {
             ..Self::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
-                "missing or incorrect API key: send the header `Authorization: Bearer <key>`",
+                "missing or incorrect API key: send the header `Authorization: Bearer <key>` or `x-api-key: <key>`",
             )
         }
     }

@@ -1,41 +1,44 @@
 //! The route handlers: check the key, parse the body, build the prompt, submit, respond.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use plumb_engine::serve::Request;
-use plumb_tokenizer::ChatMessage;
+use plumb_engine::serve::{EventReceiver, Request};
+use plumb_tokenizer::{ChatMessage, Tokenizer};
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::respond::{self, Job, Shape};
-use crate::wire::{self, ChatRequest, Common, CompletionRequest, Prompt};
+use crate::wire::{self, ChatRequest, Common, CompletionRequest, Limits, Prompt};
 use crate::{prom, unix_now, AppState};
 
 /// The completions endpoint's default `max_tokens`, as in OpenAI's API.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
 
 impl AppState {
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// With a key, wants it as `Authorization: Bearer <key>` or `x-api-key: <key>`.
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(key) = &self.inner.api_key else {
             return Ok(());
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = header(header::AUTHORIZATION.as_str())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if given == Some(key.as_str()) {
+        let x_api_key = header("x-api-key").map(str::trim);
+        if bearer == Some(key.as_str()) || x_api_key == Some(key.as_str()) {
             Ok(())
         } else {
             Err(ApiError::unauthorized())
         }
     }
 
-    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    pub(crate) fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
         body.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(self.inner.max_body_bytes)
@@ -45,7 +48,7 @@ impl AppState {
         })
     }
 
-    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_model(&self, model: &str) -> Result<(), ApiError> {
         if model == self.inner.model_id {
             Ok(())
         } else {
@@ -53,8 +56,52 @@ impl AppState {
         }
     }
 
-    fn ctx(&self) -> usize {
-        self.inner.engine.config().ctx
+    pub(crate) fn limits(&self) -> Limits {
+        let config = self.inner.engine.config();
+        Limits {
+            ctx: config.ctx,
+            max_batch: config.max_batch,
+            vocab: self.inner.tokenizer.vocab_size(),
+        }
+    }
+
+    /// The prompt of a chat request: its messages through the model's chat template.
+    pub(crate) async fn chat_prompt(&self, req: &ChatRequest) -> Result<Vec<u32>, ApiError> {
+        self.check_model(&req.common.model)?;
+        req.refused.check()?;
+        let continue_final = req.continues_final()?;
+        let messages = req
+            .texts()?
+            .into_iter()
+            .map(|(role, content)| ChatMessage::new(role, content))
+            .collect();
+        self.encode(EncodeTask::Chat {
+            messages,
+            continue_final,
+        })
+        .await
+    }
+
+    /// The engine request of a chat request (the chat endpoint's, or one translated from
+    /// another API).
+    pub(crate) async fn chat_request(&self, req: &ChatRequest) -> Result<Request, ApiError> {
+        let prompt = self.chat_prompt(req).await?;
+        let logprobs = req.logprobs()?;
+        let max = req.max_completion_tokens.or(req.common.max_tokens);
+        req.common
+            .to_request(prompt, max, None, &self.limits(), logprobs)
+    }
+
+    pub(crate) fn submit(&self, req: Request) -> Result<EventReceiver, ApiError> {
+        Ok(self.inner.engine.submit(req)?)
+    }
+
+    pub(crate) fn model_id(&self) -> &str {
+        &self.inner.model_id
+    }
+
+    pub(crate) fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.inner.tokenizer
     }
 
     /// Submits `req` and answers with the whole response or a stream.
@@ -74,7 +121,7 @@ impl AppState {
             logprobs: req.logprobs.is_some(),
             tok: self.inner.tokenizer.clone(),
         };
-        let rx = self.inner.engine.submit(req)?;
+        let rx = self.submit(req)?;
         if common.streaming() {
             Ok(respond::stream(job, rx).into_response())
         } else {
@@ -88,12 +135,19 @@ impl AppState {
         tokio::task::spawn_blocking(move || {
             let tok = &s.inner.tokenizer;
             match task {
-                EncodeTask::Chat(messages) => {
-                    let text = s
+                EncodeTask::Chat {
+                    mut messages,
+                    continue_final,
+                } => {
+                    // A continued message: the turns before it and an opened assistant turn,
+                    // then its text.
+                    let tail = if continue_final { messages.pop() } else { None };
+                    let mut text = s
                         .inner
                         .chat_template
                         .render(&messages, true)
                         .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+                    text.extend(tail.map(|m| m.content));
                     // The template writes BOS itself where the model wants one.
                     tok.encode(&text, false, true)
                 }
@@ -107,7 +161,10 @@ impl AppState {
 }
 
 enum EncodeTask {
-    Chat(Vec<ChatMessage>),
+    Chat {
+        messages: Vec<ChatMessage>,
+        continue_final: bool,
+    },
     Text(String),
 }
 
@@ -119,18 +176,7 @@ pub async fn chat(
     s.authorize(&headers)?;
     let body = s.body(body)?;
     let req: ChatRequest = wire::parse(&body)?;
-    s.check_model(&req.common.model)?;
-    let logprobs = req.logprobs()?;
-    let messages = req
-        .texts()?
-        .into_iter()
-        .map(|(role, content)| ChatMessage::new(role, content))
-        .collect();
-    let prompt = s.encode(EncodeTask::Chat(messages)).await?;
-    let max = req.max_completion_tokens.or(req.common.max_tokens);
-    let engine_req = req
-        .common
-        .to_request(prompt, max, None, s.ctx(), logprobs)?;
+    let engine_req = s.chat_request(&req).await?;
     s.run(Shape::Chat, &req.common, engine_req).await
 }
 
@@ -148,6 +194,12 @@ pub async fn completions(
     }
     if req.suffix.as_deref().is_some_and(|x| !x.is_empty()) {
         return Err(ApiError::invalid_param("suffix", "suffix is not supported"));
+    }
+    if let Some(b) = req.best_of.filter(|&b| b != 1) {
+        return Err(ApiError::invalid_param(
+            "best_of",
+            format!("best_of is not supported (only 1), got {b}; use n for several choices"),
+        ));
     }
     let logprobs = req
         .logprobs
@@ -179,7 +231,7 @@ pub async fn completions(
         prompt,
         req.common.max_tokens,
         Some(COMPLETIONS_DEFAULT_MAX_TOKENS),
-        s.ctx(),
+        &s.limits(),
         logprobs,
     )?;
     s.run(Shape::Completion, &req.common, engine_req).await
@@ -191,7 +243,8 @@ fn model_object(s: &AppState) -> serde_json::Value {
         "object": "model",
         "created": s.inner.created,
         "owned_by": "plumb",
-        "max_model_len": s.ctx(),
+        "max_model_len": s.limits().ctx,
+        "context_length": s.limits().ctx,
     })
 }
 

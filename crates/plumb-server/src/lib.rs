@@ -3,17 +3,25 @@
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (streaming as server-sent events),
 //!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//! - `POST /v1/messages`, `POST /v1/messages/count_tokens` (Anthropic's Messages API) and
+//!   `POST /v1/responses` (OpenAI's Responses API, stateless): translated into chat requests.
+//! - `POST /tokenize`, `POST /detokenize` (llama-server's shape).
 //! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
 //!   future resolves; [`run`] does all three as a process that stops on SIGINT/SIGTERM.
 //! - [`bench_serve`]: a minimal HTTP client that times a running server.
 
+mod anthropic;
 pub mod bench_serve;
 mod error;
 mod handlers;
 mod prom;
+mod refuse;
 mod respond;
+mod responses;
 mod run;
+mod text_run;
+mod tokenize;
 mod wire;
 
 use std::future::Future;
@@ -128,6 +136,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/completions", post(handlers::completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::create))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{id}", get(handlers::model))
         .route("/health", get(handlers::health))

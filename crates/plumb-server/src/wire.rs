@@ -2,12 +2,15 @@
 //! [`Request`]. Unknown fields are ignored (clients send many); known fields with the wrong
 //! type or an out-of-range value are a 400 naming the field.
 
+use std::collections::HashMap;
+
 use plumb_engine::serve::{Request, MAX_TOP_LOGPROBS};
 use plumb_engine::SamplingParams;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::refuse::ChatRefused;
 
 /// Parses a JSON body, naming the field that failed (`param`) in the error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -59,6 +62,8 @@ pub struct Common {
     pub n: Option<i64>,
     /// Keep generating past end-of-sequence tokens (vLLM's extension).
     pub ignore_eos: Option<bool>,
+    /// Token id (a string, as JSON keys are) to a bias added to its logit.
+    pub logit_bias: Option<HashMap<String, f32>>,
 }
 
 /// `content`: a string or a list of parts (`{"type": "text", "text": ...}`).
@@ -90,6 +95,11 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<i64>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
+    /// Continue the last (assistant) message instead of opening a new turn (vLLM's
+    /// extension).
+    pub continue_final_message: Option<bool>,
+    #[serde(flatten)]
+    pub refused: ChatRefused,
 }
 
 /// `prompt`: text, or token ids; one prompt per request.
@@ -110,7 +120,22 @@ pub struct CompletionRequest {
     pub logprobs: Option<i64>,
     pub echo: Option<bool>,
     pub suffix: Option<String>,
+    pub best_of: Option<i64>,
 }
+
+/// What the engine and the tokenizer can take, for the checks that name a field.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Context size: prompt + max_tokens.
+    pub ctx: usize,
+    /// Most choices (`n`) a request may ask for.
+    pub max_batch: usize,
+    /// Token ids are below this.
+    pub vocab: usize,
+}
+
+/// Largest magnitude of a `logit_bias` value, as in OpenAI's API.
+const MAX_LOGIT_BIAS: f32 = 100.0;
 
 impl Common {
     pub fn streaming(&self) -> bool {
@@ -131,7 +156,7 @@ impl Common {
         prompt: Vec<u32>,
         max_tokens: Option<i64>,
         default_max: Option<usize>,
-        ctx: usize,
+        limits: &Limits,
         logprobs: Option<usize>,
     ) -> Result<Request, ApiError> {
         let max_tokens = match max_tokens {
@@ -144,17 +169,7 @@ impl Common {
             Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
             // The rest of the context, at least 1 (an over-long prompt is then refused with
             // the context message).
-            None => default_max.unwrap_or_else(|| ctx.saturating_sub(prompt.len()).max(1)),
-        };
-        let n = match self.n {
-            None => 1,
-            Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-            Some(n) => {
-                return Err(ApiError::invalid_param(
-                    "n",
-                    format!("n must be ≥ 1, got {n}"),
-                ))
-            }
+            None => default_max.unwrap_or_else(|| limits.ctx.saturating_sub(prompt.len()).max(1)),
         };
         let top_k = match self.top_k {
             None => 0,
@@ -162,6 +177,17 @@ impl Common {
             Some(k) if k <= 0 => 0,
             Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
         };
+        for (name, p) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if let Some(p) = p.filter(|p| !(-2.0..=2.0).contains(p)) {
+                return Err(ApiError::invalid_param(
+                    name,
+                    format!("{name} must be in [-2, 2], got {p}"),
+                ));
+            }
+        }
         let sampling = SamplingParams {
             temperature: self.temperature.unwrap_or(1.0),
             top_k,
@@ -172,19 +198,29 @@ impl Common {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             penalty_window: 64,
             seed: self.seed.map(|s| s as u64),
+            logit_bias: self.logit_bias(limits.vocab)?,
         };
-        if let Some(p) = self.presence_penalty.filter(|p| !(-2.0..=2.0).contains(p)) {
-            return Err(ApiError::invalid_param(
-                "presence_penalty",
-                format!("presence_penalty must be in [-2, 2], got {p}"),
-            ));
+        let mut req = Request::new(prompt, max_tokens);
+        req.sampling = sampling;
+        req.stop = self.stops()?;
+        req.n = self.choices(limits.max_batch)?;
+        req.logprobs = logprobs;
+        req.ignore_eos = self.ignore_eos.unwrap_or(false);
+        Ok(req)
+    }
+
+    fn choices(&self, max_batch: usize) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if n >= 1 && n as u64 <= max_batch as u64 => Ok(n as usize),
+            Some(n) => Err(ApiError::invalid_param(
+                "n",
+                format!("n must be between 1 and {max_batch} (the server's batch size), got {n}"),
+            )),
         }
-        if let Some(p) = self.frequency_penalty.filter(|p| !(-2.0..=2.0).contains(p)) {
-            return Err(ApiError::invalid_param(
-                "frequency_penalty",
-                format!("frequency_penalty must be in [-2, 2], got {p}"),
-            ));
-        }
+    }
+
+    fn stops(&self) -> Result<Vec<String>, ApiError> {
         let stop = match &self.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s.clone()],
@@ -196,13 +232,38 @@ impl Common {
                 format!("at most 16 stop sequences, got {}", stop.len()),
             ));
         }
-        let mut req = Request::new(prompt, max_tokens);
-        req.sampling = sampling;
-        req.stop = stop;
-        req.n = n;
-        req.logprobs = logprobs;
-        req.ignore_eos = self.ignore_eos.unwrap_or(false);
-        Ok(req)
+        Ok(stop)
+    }
+
+    /// `logit_bias`: token ids (as strings) to a bias in [-100, 100], in id order.
+    fn logit_bias(&self, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+        let Some(map) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        let bad = |m: String| ApiError::invalid_param("logit_bias", m);
+        let mut bias = map
+            .iter()
+            .map(|(key, &b)| {
+                let id = key
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&id| (id as usize) < vocab)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "logit_bias keys are token ids below {vocab}, got `{key}`"
+                        ))
+                    })?;
+                if !(-MAX_LOGIT_BIAS..=MAX_LOGIT_BIAS).contains(&b) {
+                    return Err(bad(format!(
+                        "logit_bias values must be in [-100, 100], got {b} for token {id}"
+                    )));
+                }
+                Ok((id, b))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        bias.sort_by_key(|&(id, _)| id);
+        Ok(bias)
     }
 }
 
@@ -229,7 +290,8 @@ impl ChatRequest {
         }
     }
 
-    /// The text of each message's content.
+    /// Each message's role and text: text parts are joined, a `developer` message is a
+    /// system message (as OpenAI treats it), other parts are refused by index.
     pub fn texts(&self) -> Result<Vec<(String, String)>, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid_param(
@@ -244,26 +306,47 @@ impl ChatRequest {
                 let text = match &m.content {
                     None => String::new(),
                     Some(Content::Text(t)) => t.clone(),
-                    Some(Content::Parts(parts)) => {
-                        let mut text = String::new();
-                        for p in parts {
-                            match (p.kind.as_str(), &p.text) {
-                                ("text", Some(t)) => text.push_str(t),
-                                (kind, _) => {
-                                    return Err(ApiError::invalid_param(
-                                        &format!("messages[{i}].content"),
-                                        format!("content parts of type `{kind}` are not supported (text only)"),
-                                    ))
-                                }
-                            }
-                        }
-                        text
-                    }
+                    Some(Content::Parts(parts)) => join_parts(i, parts)?,
                 };
-                Ok((m.role.clone(), text))
+                let role = match m.role.as_str() {
+                    "developer" => "system",
+                    r => r,
+                };
+                Ok((role.to_string(), text))
             })
             .collect()
     }
+
+    /// Whether the prompt continues the last message; that message must be the assistant's.
+    pub fn continues_final(&self) -> Result<bool, ApiError> {
+        if !self.continue_final_message.unwrap_or(false) {
+            return Ok(false);
+        }
+        match self.messages.last() {
+            Some(m) if m.role == "assistant" => Ok(true),
+            _ => Err(ApiError::invalid_param(
+                "continue_final_message",
+                "continue_final_message needs the last message to be the assistant's",
+            )),
+        }
+    }
+}
+
+fn join_parts(message: usize, parts: &[ContentPart]) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for (j, p) in parts.iter().enumerate() {
+        match (p.kind.as_str(), &p.text) {
+            ("text", Some(t)) => text.push_str(t),
+            (kind, _) => {
+                let param = format!("messages[{message}].content[{j}]");
+                return Err(ApiError::invalid_param(
+                    &param,
+                    format!("{param}: content parts of type `{kind}` are not supported (only `text` parts with a `text` field)"),
+                ));
+            }
+        }
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -272,6 +355,14 @@ mod tests {
 
     fn chat(body: &str) -> Result<ChatRequest, ApiError> {
         parse(body.as_bytes())
+    }
+
+    fn limits(ctx: usize) -> Limits {
+        Limits {
+            ctx,
+            max_batch: 4,
+            vocab: 1000,
+        }
     }
 
     #[test]
@@ -289,7 +380,7 @@ mod tests {
         assert_eq!(r.logprobs().expect("logprobs"), Some(3));
         let e = r
             .common
-            .to_request(vec![1, 2, 3], None, None, 100, Some(3))
+            .to_request(vec![1, 2, 3], None, None, &limits(100), Some(3))
             .expect("request");
         assert_eq!(
             (e.max_tokens, e.n, e.stop.clone()),
@@ -309,9 +400,65 @@ mod tests {
         assert!(r.texts().is_err() && r.logprobs().is_err());
         let e = r
             .common
-            .to_request(vec![1], Some(0), None, 10, None)
+            .to_request(vec![1], Some(0), None, &limits(10), None)
             .expect_err("0");
         assert_eq!(e.param.as_deref(), Some("max_tokens"));
         assert!(top_count("logprobs", 21).is_err() && top_count("logprobs", -1).is_err());
+    }
+
+    #[test]
+    fn logit_bias_and_n_are_checked_against_the_limits() {
+        let request = |extra: &str| {
+            let body = format!(
+                r#"{{"model": "m", "messages": [{{"role": "user", "content": "hi"}}]{extra}}}"#
+            );
+            chat(&body).expect("parses").common.to_request(
+                vec![1],
+                Some(1),
+                None,
+                &limits(10),
+                None,
+            )
+        };
+        let r = request(r#", "logit_bias": {"7": -100, " 3": 2.5}"#).expect("bias");
+        assert_eq!(r.sampling.logit_bias, vec![(3, 2.5), (7, -100.0)]);
+        for bad in [r#"{"1000": 1}"#, r#"{"x": 1}"#, r#"{"5": 100.5}"#] {
+            let e = request(&format!(r#", "logit_bias": {bad}"#)).expect_err(bad);
+            assert_eq!(e.param.as_deref(), Some("logit_bias"), "{bad}: {e:?}");
+        }
+        assert_eq!(request(r#", "n": 4"#).expect("n = batch").n, 4);
+        let e = request(r#", "n": 5"#).expect_err("n over the batch");
+        assert!(
+            e.param.as_deref() == Some("n") && e.message.contains('4'),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn messages_roles_parts_and_continuation() {
+        let r = chat(
+            r#"{"model": "m", "continue_final_message": true, "messages": [
+                {"role": "developer", "content": "rules"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": "The answer is"}]}"#,
+        )
+        .expect("parses");
+        let roles: Vec<(String, String)> = r.texts().expect("texts");
+        assert_eq!(roles[0], ("system".into(), "rules".into()));
+        assert_eq!(roles[1], ("user".into(), "ab".into()));
+        assert!(r.continues_final().expect("continues"));
+        let r = chat(
+            r#"{"model": "m", "continue_final_message": true, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a"},
+                 {"type": "image_url", "image_url": {"url": "x"}}]}]}"#,
+        )
+        .expect("parses");
+        let e = r.texts().expect_err("image part");
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
+        assert!(e.message.contains("image_url"), "{e:?}");
+        assert!(
+            r.continues_final().is_err(),
+            "the last message is the user's"
+        );
     }
 }

@@ -1,0 +1,321 @@
+//! A Responses request as the equivalent chat-completions request:
+//!
+//! | Responses | chat completions |
+//! | --- | --- |
+//! | `instructions` | a first `system` message |
+//! | `input` as a string | one `user` message |
+//! | message items (`input_text` / `output_text` parts) | messages with `text` parts |
+//! | `function_call` items | an assistant message's `tool_calls` |
+//! | `function_call_output` items | `tool` messages |
+//! | `function` tools, `tool_choice`, `parallel_tool_calls` | `function` tools, the same |
+//! | `text.format` JSON schema / JSON object | `response_format` |
+//! | `max_output_tokens`, `temperature`, `top_p` | `max_tokens`, the same |
+
+use serde_json::{json, Map, Value};
+
+use super::{Input, Item, ItemContent, ResponsesRequest};
+use crate::error::ApiError;
+use crate::refuse::{self, refusal};
+use crate::wire::ChatRequest;
+
+/// The chat request, or a 400 naming the field that cannot be served.
+pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, ApiError> {
+    let (chat, pending) = chat_json(req)?;
+    refuse::pending(&pending)?;
+    serde_json::from_value(chat)
+        .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
+}
+
+/// The chat-completions body, and the fields that need tool calling or structured output.
+pub fn chat_json(req: &ResponsesRequest) -> Result<(Value, Vec<String>), ApiError> {
+    let mut pending = Vec::new();
+    let mut messages = Vec::new();
+    if let Some(i) = &req.instructions {
+        messages.push(json!({"role": "system", "content": i}));
+    }
+    match &req.input {
+        None => return Err(refusal("input", "Field required")),
+        Some(Input::Text(t)) => messages.push(json!({"role": "user", "content": t})),
+        Some(Input::Items(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                push_item(i, item, &mut messages, &mut pending)?;
+            }
+        }
+    }
+    let mut chat = Map::new();
+    chat.insert("model".into(), json!(req.model));
+    chat.insert("messages".into(), Value::Array(messages));
+    let mut put = |key: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            chat.insert(key.into(), v);
+        }
+    };
+    put("max_tokens", req.max_output_tokens.map(Value::from));
+    put("temperature", req.temperature.map(Value::from));
+    put("top_p", req.top_p.map(Value::from));
+    put("stream", req.stream.map(Value::from));
+    put(
+        "parallel_tool_calls",
+        req.parallel_tool_calls.map(Value::from),
+    );
+    put("tools", tools(req, &mut pending)?);
+    if let Some(choice) = &req.tool_choice {
+        put("tool_choice", Some(tool_choice(choice, &mut pending)?));
+    }
+    if let Some(text) = &req.text {
+        if text.verbosity.is_some() {
+            return Err(refusal("text.verbosity", "verbosity is not supported"));
+        }
+        put("response_format", response_format(text, &mut pending)?);
+    }
+    Ok((Value::Object(chat), pending))
+}
+
+/// Item `i` as a chat message; consecutive `function_call`s share one assistant message.
+fn push_item(
+    i: usize,
+    item: &Item,
+    messages: &mut Vec<Value>,
+    pending: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let at = format!("input[{i}]");
+    match item.kind.as_deref().unwrap_or("message") {
+        "message" => messages.push(message(&at, item)?),
+        "function_call" => {
+            pending.push(at);
+            let call = json!({"id": item.call_id, "type": "function",
+                              "function": {"name": item.name, "arguments": item.arguments}});
+            match messages.last_mut() {
+                Some(m) if m["role"] == "assistant" && m.get("tool_calls").is_some() => {
+                    if let Some(calls) = m["tool_calls"].as_array_mut() {
+                        calls.push(call);
+                    }
+                }
+                _ => messages
+                    .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+            }
+        }
+        "function_call_output" => {
+            pending.push(at);
+            let output = match &item.output {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            messages.push(json!({"role": "tool", "tool_call_id": item.call_id, "content": output}));
+        }
+        kind => {
+            let why = format!("input items of type `{kind}` are not supported");
+            return Err(refusal(&at, &why));
+        }
+    }
+    Ok(())
+}
+
+fn message(at: &str, item: &Item) -> Result<Value, ApiError> {
+    let role = item.role.as_deref().unwrap_or("");
+    if !["user", "assistant", "system", "developer"].contains(&role) {
+        let why = format!("the role must be user, assistant, system or developer, got `{role}`");
+        return Err(refusal(&format!("{at}.role"), &why));
+    }
+    let content = match &item.content {
+        None => json!(""),
+        Some(ItemContent::Text(t)) => json!(t),
+        Some(ItemContent::Parts(parts)) => {
+            let mut out = Vec::new();
+            for (j, p) in parts.iter().enumerate() {
+                match (p.kind.as_str(), &p.text) {
+                    ("input_text" | "output_text" | "text", Some(t)) => {
+                        out.push(json!({"type": "text", "text": t}));
+                    }
+                    (kind, _) => {
+                        let why =
+                            format!("content parts of type `{kind}` are not supported (text only)");
+                        return Err(refusal(&format!("{at}.content[{j}]"), &why));
+                    }
+                }
+            }
+            Value::Array(out)
+        }
+    };
+    Ok(json!({"role": role, "content": content}))
+}
+
+fn tools(req: &ResponsesRequest, pending: &mut Vec<String>) -> Result<Option<Value>, ApiError> {
+    let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    pending.push("tools".into());
+    let mut out = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        if t.kind != "function" {
+            let why = format!(
+                "hosted tools (`{}`) are not supported, only `function` tools",
+                t.kind
+            );
+            return Err(refusal(&format!("tools[{i}]"), &why));
+        }
+        out.push(json!({"type": "function", "function": {
+            "name": t.name, "description": t.description,
+            "parameters": t.parameters, "strict": t.strict,
+        }}));
+    }
+    Ok(Some(Value::Array(out)))
+}
+
+fn tool_choice(choice: &Value, pending: &mut Vec<String>) -> Result<Value, ApiError> {
+    match choice {
+        Value::String(s) if s == "auto" || s == "none" => Ok(choice.clone()),
+        Value::String(s) if s == "required" => {
+            pending.push("tool_choice".into());
+            Ok(choice.clone())
+        }
+        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            pending.push("tool_choice".into());
+            Ok(json!({"type": "function", "function": {"name": o.get("name")}}))
+        }
+        other => Err(refusal(
+            "tool_choice",
+            &format!("{other} is not a supported tool choice (auto, none, required, a function)"),
+        )),
+    }
+}
+
+fn response_format(
+    text: &super::TextConfig,
+    pending: &mut Vec<String>,
+) -> Result<Option<Value>, ApiError> {
+    let Some(f) = &text.format else {
+        return Ok(None);
+    };
+    let format = match f.kind.as_str() {
+        "text" => return Ok(None),
+        "json_schema" => json!({"type": "json_schema", "json_schema": {
+            "name": f.name, "schema": f.schema, "strict": f.strict,
+        }}),
+        "json_object" => json!({"type": "json_object"}),
+        kind => {
+            let why = format!("format type `{kind}` is not supported");
+            return Err(refusal("text.format", &why));
+        }
+    };
+    pending.push("text.format".into());
+    Ok(Some(format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> ResponsesRequest {
+        serde_json::from_value(body).expect("a Responses request")
+    }
+
+    #[test]
+    fn input_and_instructions_map_to_chat_messages() {
+        let req = request(json!({
+            "model": "m", "instructions": "Be brief.", "max_output_tokens": 20,
+            "temperature": 0, "top_p": 0.5, "metadata": {"k": "v"}, "text": {"format": {"type": "text"}},
+            "input": [
+                {"role": "user", "content": "Hi"},
+                {"type": "message", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "Hello", "annotations": []}]},
+                {"role": "developer", "content": [{"type": "input_text", "text": "Use French."}]},
+            ],
+        }));
+        let (chat, pending) = chat_json(&req).expect("maps");
+        assert!(pending.is_empty(), "{pending:?}");
+        assert_eq!(
+            chat,
+            json!({"model": "m", "max_tokens": 20, "temperature": 0.0, "top_p": 0.5,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+                {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
+            ]})
+        );
+        let chat = to_chat(&req).expect("a chat request");
+        assert_eq!(
+            chat.texts().expect("texts")[3],
+            ("system".into(), "Use French.".into())
+        );
+        let plain = request(json!({"model": "m", "input": "Hi"}));
+        assert_eq!(
+            chat_json(&plain).expect("maps").0["messages"],
+            json!([{"role": "user", "content": "Hi"}])
+        );
+    }
+
+    /// Function calls map onto the chat request's tool fields, and are refused by name until
+    /// chat completions serves them.
+    #[test]
+    fn function_calls_map_to_tool_calls() {
+        let req = request(json!({
+            "model": "m",
+            "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "weather"},
+            "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}}},
+            "input": [
+                {"role": "user", "content": "Weather in Paris and Rome?"},
+                {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call", "call_id": "c2", "name": "weather", "arguments": "{\"city\":\"Rome\"}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "18 C"},
+            ],
+        }));
+        let (chat, pending) = chat_json(&req).expect("maps");
+        assert_eq!(
+            pending,
+            [
+                "input[1]",
+                "input[2]",
+                "input[3]",
+                "tools",
+                "tool_choice",
+                "text.format"
+            ]
+        );
+        let calls = chat["messages"][1]["tool_calls"].as_array().expect("calls");
+        assert_eq!(calls.len(), 2, "{chat}");
+        assert_eq!(
+            calls[1]["function"],
+            json!({"name": "weather", "arguments": "{\"city\":\"Rome\"}"})
+        );
+        assert_eq!(
+            chat["messages"][2],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "18 C"})
+        );
+        assert_eq!(
+            chat["tool_choice"],
+            json!({"type": "function", "function": {"name": "weather"}})
+        );
+        assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
+        let e = to_chat(&req).expect_err("tools are not served yet");
+        assert_eq!(e.param.as_deref(), Some("input[1]"));
+    }
+
+    #[test]
+    fn unsupported_items_and_parts_are_refused_by_name() {
+        for (input, field) in [
+            (
+                json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]),
+                "input[0].content[0]",
+            ),
+            (json!([{"type": "reasoning", "summary": []}]), "input[0]"),
+            (json!([{"role": "tool", "content": "x"}]), "input[0].role"),
+        ] {
+            let e = to_chat(&request(json!({"model": "m", "input": input}))).expect_err(field);
+            assert_eq!(e.param.as_deref(), Some(field), "{e:?}");
+        }
+        let e = to_chat(&request(json!({"model": "m"}))).expect_err("no input");
+        assert_eq!(e.param.as_deref(), Some("input"));
+        let hosted = json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]});
+        assert_eq!(
+            to_chat(&request(hosted))
+                .expect_err("hosted")
+                .param
+                .as_deref(),
+            Some("tools[0]")
+        );
+    }
+}
