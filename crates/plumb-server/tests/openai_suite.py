@@ -1,30 +1,17 @@
-"""plumb-server against the official `openai` Python client.
+"""plumb-server's chat and completions endpoints against the official `openai` Python client.
 
-Run by tests/openai_client.rs, which starts two servers sharing one engine and passes:
-PLUMB_URL (open), PLUMB_KEYED_URL (wants PLUMB_API_KEY), PLUMB_MODEL, PLUMB_MAX_BODY, PLUMB_CTX.
-Token budgets stay small: the reference backend runs ~10 tokens/s (prompt or generated) on
-2 cores. Prints one line per check and ends with 'N passed, N failed'; exits 1 on a failure.
+Run by tests/clients.rs (see suite_common.py). Token budgets stay small: the reference backend
+runs ~10 tokens/s (prompt or generated) on 2 cores.
 """
 
-import json
-import os
 import re
-import sys
 import threading
 import time
-import traceback
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 
-URL = os.environ["PLUMB_URL"]
-KEYED_URL = os.environ["PLUMB_KEYED_URL"]
-KEY = os.environ["PLUMB_API_KEY"]
-MODEL = os.environ["PLUMB_MODEL"]
-MAX_BODY = int(os.environ["PLUMB_MAX_BODY"])
-CTX = int(os.environ["PLUMB_CTX"])
+from suite_common import CTX, KEY, KEYED_URL, MAX_BATCH, MAX_BODY, MODEL, URL, main, raw
 
 client = openai.OpenAI(base_url=URL + "/v1", api_key="unused", max_retries=0, timeout=300)
 # A short system message keeps chat prompts ~20 tokens (the template's default one is longer).
@@ -69,23 +56,6 @@ def complete_stream(**kw):
     return texts, finishes, usage
 
 
-def raw(path, body=None, headers=None, base=URL, method=None):
-    """(status, parsed JSON or text) of a plain HTTP request."""
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, headers=headers or {}, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=300) as r:
-            status, text = r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        status, text = e.code, e.read().decode()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
-
-
 def assert_error_shape(body, status):
     assert isinstance(body, dict) and set(body) == {"error"}, body
     err = body["error"]
@@ -113,8 +83,11 @@ def metrics():
 def test_health_and_models():
     status, body = raw("/health")
     assert status == 200 and body == {"status": "ok"}, (status, body)
-    ids = [m.id for m in client.models.list().data]
-    assert ids == [MODEL], ids
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL], models
+    # The context length, under vLLM's name and the common one.
+    extra = models[0].model_extra
+    assert extra["max_model_len"] == CTX and extra["context_length"] == CTX, extra
 
 
 def test_chat_greedy_and_streaming_equal():
@@ -203,6 +176,70 @@ def test_n_choices_and_seeds():
     # A seed reproduces a single choice as well.
     one = dict(kw, n=1, seed=99)
     assert complete(**one).choices[0].text == complete(**one).choices[0].text
+
+
+def tokenize(text):
+    status, body = raw("/tokenize", {"content": text})
+    assert status == 200, (status, body)
+    return body["tokens"]
+
+
+def test_logit_bias():
+    prompt = "The capital of France is"
+    first = complete(prompt=prompt, max_tokens=1, temperature=0).choices[0].text
+    [best] = tokenize(first)
+    # Banned, the greedy token gives way; a token pushed by +100 is taken.
+    banned = complete(prompt=prompt, max_tokens=1, temperature=0, logit_bias={str(best): -100})
+    assert banned.choices[0].text != first, (first, banned.choices[0].text)
+    [pushed] = tokenize(" banana")
+    forced = chat(messages=chat_msgs("Say hi."), max_tokens=1, temperature=0,
+                  logit_bias={str(pushed): 100})
+    assert forced.choices[0].message.content == " banana", forced.choices[0]
+    try:
+        complete(prompt=prompt, max_tokens=1, logit_bias={"not-a-token": 1})
+        raise AssertionError("a bad logit_bias key accepted")
+    except openai.BadRequestError as e:
+        assert e.param == "logit_bias", e.body
+
+
+def test_content_parts_equal_plain_content():
+    kw = dict(max_tokens=6, temperature=0)
+    plain = chat(messages=chat_msgs("Name a colour."), **kw).choices[0].message.content
+    parts = [{"type": "text", "text": "Name a "}, {"type": "text", "text": "colour."}]
+    r = chat(messages=[SYSTEM, {"role": "user", "content": parts}], **kw)
+    assert r.choices[0].message.content == plain, (r.choices[0].message.content, plain)
+
+
+def test_known_fields_refused_by_name():
+    msgs = chat_msgs("hi")
+    image = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    for extra, param in [
+        (dict(audio={"voice": "alloy", "format": "wav"}, modalities=["text", "audio"]), "audio"),
+        (dict(modalities=["text", "audio"]), "modalities"),
+        (dict(prediction={"type": "content", "content": "hi"}), "prediction"),
+        (dict(reasoning_effort="low"), "reasoning_effort"),
+        (dict(store=True), "store"),
+        (dict(n=MAX_BATCH + 1), "n"),
+        (dict(messages=[SYSTEM, {"role": "user", "content": image}]), "messages[1].content[1]"),
+    ]:
+        kw = dict(messages=msgs, max_tokens=2)
+        kw.update(extra)
+        try:
+            chat(**kw)
+            raise AssertionError(f"{param} accepted")
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and e.param == param, (param, e.body)
+            assert param.split("[")[0] in e.message, e.message
+    try:
+        complete(prompt="hi", max_tokens=2, best_of=3)
+        raise AssertionError("best_of accepted")
+    except openai.BadRequestError as e:
+        assert e.param == "best_of", e.body
+    # Values that ask for nothing pass, and unknown fields stay ignored.
+    r = chat(messages=msgs, max_tokens=1, temperature=0, store=False, modalities=["text"],
+             extra_body={"no_such_field": {"x": 1}})
+    assert r.usage.completion_tokens == 1, r
 
 
 def test_errors_malformed_and_wrong_types():
@@ -331,24 +368,5 @@ def test_disconnect_frees_sequence():
     assert m["plumb_time_to_first_token_seconds_count"] > 0, m
 
 
-def main():
-    tests = [(k, v) for k, v in globals().items() if k.startswith("test_") and callable(v)]
-    passed = failed = 0
-    t_all = time.time()
-    for name, fn in tests:
-        t0 = time.time()
-        try:
-            fn()
-            passed += 1
-            print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
-        except Exception:
-            failed += 1
-            print(f"FAIL {name} ({time.time() - t0:.1f} s)", flush=True)
-            traceback.print_exc()
-    print(f"openai {openai.__version__}, {time.time() - t_all:.1f} s", flush=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    main(globals(), f"openai {openai.__version__}")
