@@ -26,11 +26,11 @@ impl AppState {
         let Some(key) = &self.inner.api_key else {
             return Ok(());
         };
-        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let bearer = header(header::AUTHORIZATION.as_str())
+        let get = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = get(header::AUTHORIZATION.as_str())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let x_api_key = header("x-api-key").map(str::trim);
+        let x_api_key = get("x-api-key").map(str::trim);
         if bearer == Some(key.as_str()) || x_api_key == Some(key.as_str()) {
             Ok(())
         } else {

@@ -71,15 +71,15 @@ impl ChatRefused {
     }
 }
 
-/// Tool calling and structured output reach the chat request through the translations of
-/// other APIs (Anthropic's Messages, OpenAI's Responses); until the chat request serves them,
-/// a request that uses them is refused here, naming the first such field.
+/// The translations of other APIs (Anthropic's Messages, OpenAI's Responses) carry tool
+/// calling and structured output onto the chat request's fields; those endpoints do not serve
+/// them, so a request that uses them is refused here, naming the first such field.
 pub fn pending(fields: &[String]) -> Result<(), ApiError> {
     match fields.first() {
         None => Ok(()),
         Some(f) => Err(refusal(
             f,
-            "tool calling and structured output are not supported on this endpoint yet",
+            "tool calling and structured output are not supported on this endpoint",
         )),
     }
 }

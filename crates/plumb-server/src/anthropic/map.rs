@@ -272,8 +272,8 @@ mod tests {
         assert_eq!(chat.texts().expect("texts")[3].1, "Name a colour");
     }
 
-    /// Tools map onto the chat request's tool fields, and are refused by name until chat
-    /// completions serves them.
+    /// Tools map onto the chat request's tool fields, and the request is refused by
+    /// name.
     #[test]
     fn tool_use_maps_to_tool_calls_and_tool_messages() {
         let req = request(json!({
@@ -324,7 +324,7 @@ mod tests {
         );
         assert_eq!(chat["parallel_tool_calls"], json!(false));
         assert!(chat.get("continue_final_message").is_none());
-        let e = to_chat(&req).expect_err("tools are not served yet");
+        let e = to_chat(&req).expect_err("tools are refused");
         assert!(
             e.status == 400 && e.message.contains("messages[1].content[1]"),
             "{e:?}"

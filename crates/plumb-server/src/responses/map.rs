@@ -247,8 +247,8 @@ mod tests {
         );
     }
 
-    /// Function calls map onto the chat request's tool fields, and are refused by name until
-    /// chat completions serves them.
+    /// Function calls map onto the chat request's tool fields, and the request is refused by
+    /// name.
     #[test]
     fn function_calls_map_to_tool_calls() {
         let req = request(json!({
@@ -290,7 +290,7 @@ mod tests {
             json!({"type": "function", "function": {"name": "weather"}})
         );
         assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
-        let e = to_chat(&req).expect_err("tools are not served yet");
+        let e = to_chat(&req).expect_err("tools are refused");
         assert_eq!(e.param.as_deref(), Some("input[1]"));
     }
 
