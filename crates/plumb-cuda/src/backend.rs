@@ -1,6 +1,6 @@
 //! `impl Backend for CudaBackend`: buffers are device f32 slices, weights device bytes in
 //! their stored (or repacked, src/weight.rs) format. Every op is queued on the backend's one
-//! stream; `download`, `argmax` and `synchronize` wait for it. Steps and their recordings:
+//! stream; `download`, `argmax`, `sample_rows` and `synchronize` wait for it. Steps and their recordings:
 //! src/step.rs. Inside a step, matvecs, ropes and KV writes may be held back until the next
 //! call and merged (src/defer.rs); every other op first calls `plain_op`, which launches what
 //! is held and forgets the q8 copies (src/q8.rs) of the buffers the op writes (allocations:
@@ -9,7 +9,9 @@
 use cudarc::driver::{CudaSlice, DevicePtr};
 use plumb_core::HostWeight;
 use plumb_ops::shapes;
-use plumb_ops::{AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams};
+use plumb_ops::{
+    AttnParams, Backend, PagedParams, PagedSeq, Result, RopeParams, SampleRow, Sampled,
+};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
@@ -216,6 +218,17 @@ impl Backend for CudaBackend {
         self.plain_op(&[])?;
         self.not_capturing("argmax")?;
         self.argmax_impl(x, rows, len)
+    }
+
+    fn sample_rows(
+        &self,
+        logits: &CudaSlice<f32>,
+        vocab: usize,
+        rows: &[SampleRow<'_>],
+    ) -> Result<Vec<Sampled>> {
+        self.plain_op(&[])?;
+        self.not_capturing("sample_rows")?;
+        self.sample_rows_impl(logits, vocab, rows)
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -79,6 +79,7 @@ pub const KERNEL_FILES: &[KernelFile] = &[
     ),
     kf("matmul.cu", include_str!("../kernels/matmul.cu"), true),
     kf("mmq.cu", include_str!("../kernels/mmq.cu"), false),
+    kf("sample.cu", include_str!("../kernels/sample.cu"), false),
 ];
 
 const fn kf(name: &'static str, source: &'static str, uses_quant: bool) -> KernelFile {
@@ -138,6 +139,7 @@ pub fn entry_points(file: &str) -> Vec<String> {
             "quantize_q8",
         ]),
         "argmax.cu" => fixed(&["argmax_f32"]),
+        "sample.cu" => fixed(&["sample_rows"]),
         "attention.cu" => fixed(&["attn_fwd_hd64", "attn_fwd_hd128", "attn_combine"]),
         "paged.cu" => fixed(&["attn_paged_hd64", "attn_paged_hd128", "kv_write_slots"]),
         "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128"]),

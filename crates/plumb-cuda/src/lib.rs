@@ -51,6 +51,7 @@ mod paged;
 mod q8;
 pub mod registry;
 mod rope;
+mod sample;
 mod state;
 mod step;
 mod weight;

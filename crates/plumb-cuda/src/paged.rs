@@ -43,19 +43,28 @@ pub(crate) fn paged_meta(seqs: &[PagedSeq<'_>], group: usize) -> (Vec<u32>, usiz
     (meta, n_items)
 }
 
+/// The persistent u32 buffers [`CudaBackend::upload_u32s`] fills.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Upload {
+    Slots,
+    PagedMeta,
+    /// src/sample.rs's row records, histories and masks.
+    SampleMeta,
+}
+
 impl CudaBackend {
-    /// Copies `vals` into the persistent buffer `which` (0: slots, 1: paged meta) and returns
-    /// its device address. Not while recording: the host copy is not part of a graph.
-    /// Every layer of a forward passes the same slots and tables, so a call whose values
-    /// equal the last upload's reuses it (the buffer is written only here, in stream order).
-    fn upload_u32s(&self, which: usize, vals: &[u32], what: &str) -> Result<u64> {
+    /// Copies `vals` into the persistent buffer `which` and returns its device address. Not
+    /// while recording: the host copy is not part of a graph. Every layer of a forward passes
+    /// the same slots and tables, so a call whose values equal the last upload's reuses it
+    /// (the buffer is written only here, in stream order).
+    pub(crate) fn upload_u32s(&self, which: Upload, vals: &[u32], what: &str) -> Result<u64> {
         self.not_capturing(what)?;
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
         let g = &mut *guard;
-        let (slot, last) = if which == 0 {
-            (&mut g.slots, &mut g.slots_host)
-        } else {
-            (&mut g.paged_meta, &mut g.paged_meta_host)
+        let (slot, last) = match which {
+            Upload::Slots => (&mut g.slots, &mut g.slots_host),
+            Upload::PagedMeta => (&mut g.paged_meta, &mut g.paged_meta_host),
+            Upload::SampleMeta => (&mut g.sample_meta, &mut g.sample_meta_host),
         };
         if let Some(buf) = slot.as_ref() {
             if last.as_slice() == vals && buf.len() >= vals.len() {
@@ -103,7 +112,7 @@ impl CudaBackend {
             }
             return Ok(());
         }
-        let slots_ptr = self.upload_u32s(0, slots, "KV slots")?;
+        let slots_ptr = self.upload_u32s(Upload::Slots, slots, "KV slots")?;
         let (n_i, kv_i) = (
             int(n, "kv_write_slots", "rows")?,
             int(kv_dim, "kv_write_slots", "kv_dim")?,
@@ -152,7 +161,7 @@ impl CudaBackend {
             return Ok(());
         }
         int(meta.len(), "attention_paged", "meta words")?;
-        let meta_ptr = self.upload_u32s(1, &meta, "paged attention tables")?;
+        let meta_ptr = self.upload_u32s(Upload::PagedMeta, &meta, "paged attention tables")?;
         let ints = [
             int(n_heads, "attention_paged", "heads")?,
             int(n_kv_heads, "attention_paged", "KV heads")?,

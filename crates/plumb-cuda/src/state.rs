@@ -25,6 +25,14 @@ pub(crate) struct Scratch {
     /// What `slots` and `paged_meta` hold now (src/paged.rs reuses an equal upload).
     pub slots_host: Vec<u32>,
     pub paged_meta_host: Vec<u32>,
+    /// sample.cu: the rows' records, histories and masks (and what the buffer holds now), the
+    /// penalized copies of the rows, the penalty counts (zeroed once; the kernel leaves them
+    /// zero) and the results.
+    pub sample_meta: Option<CudaSlice<u32>>,
+    pub sample_meta_host: Vec<u32>,
+    pub sample_work: Option<CudaSlice<f32>>,
+    pub sample_counts: Option<CudaSlice<u32>>,
+    pub sample_out: Option<CudaSlice<u32>>,
     /// mmq.cu's activations in fragment order: int8 values and (d, d·Σq) pairs.
     pub mmq_xf: Option<CudaSlice<i8>>,
     pub mmq_xd: Option<CudaSlice<f32>>,

@@ -87,6 +87,88 @@ pub struct PagedParams {
     pub block_size: usize,
 }
 
+/// Most `top_logprobs` alternatives a row may ask for.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// How one row is sampled (spec and reference: [`crate::ops::sample`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleParams {
+    /// ≤ 0: greedy (the first largest allowed logit).
+    pub temperature: f32,
+    /// Keep the `top_k` best tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the shortest best-first prefix whose probability reaches `top_p`; 1 keeps all.
+    pub top_p: f32,
+    /// Keep the tokens at least `min_p` times as likely as the best; 0 keeps all.
+    pub min_p: f32,
+    /// Divides the positive logits of the tokens in the history and multiplies the negative
+    /// ones (1 disables).
+    pub repetition_penalty: f32,
+    /// Subtracted once from the logit of every token in the history.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence of a token in the history.
+    pub frequency_penalty: f32,
+    /// `Some(n)`: report the chosen token's log-probability and the `n` most likely tokens
+    /// (at most [`MAX_TOP_LOGPROBS`]); `None`: no log-probabilities.
+    pub top_logprobs: Option<usize>,
+}
+
+impl SampleParams {
+    /// Greedy, no penalties, no log-probabilities.
+    pub fn greedy() -> SampleParams {
+        SampleParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            top_logprobs: None,
+        }
+    }
+
+    /// Whether any penalty changes a logit.
+    pub fn penalizes(&self) -> bool {
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
+    }
+
+    /// Whether top-p or min-p cuts the candidates.
+    pub fn filters(&self) -> bool {
+        self.top_p < 1.0 || self.min_p > 0.0
+    }
+}
+
+/// One row of a [`Backend::sample_rows`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleRow<'a> {
+    pub params: SampleParams,
+    /// The tokens the penalties look at (the penalty window, already cut by the caller).
+    pub history: &'a [u32],
+    /// Allowed tokens: bit `t % 32` of word `t / 32` set means token `t` may be chosen (at
+    /// least `vocab.div_ceil(32)` words); `None` allows every token.
+    pub mask: Option<&'a [u32]>,
+    /// Added to these tokens' logits after the penalties, before everything else (distinct
+    /// ids below the vocabulary, in increasing order).
+    pub bias: &'a [(u32, f32)],
+    /// The row's uniform draw in [0, 1), from the caller's seeded generator.
+    pub u: f64,
+}
+
+/// What [`Backend::sample_rows`] returns for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub id: u32,
+    /// When the row asked for log-probabilities: the chosen token's log-softmax under the
+    /// penalized, unfiltered, unmasked distribution at temperature 1.
+    pub logprob: Option<f32>,
+    /// The `top_logprobs` most likely tokens under that distribution, best first (ties by
+    /// id), with their log-probabilities.
+    pub top: Vec<(u32, f32)>,
+}
+
 pub trait Backend: Send + Sync {
     /// f32 activations resident on the backend.
     type Buf: Send + Sync;
@@ -203,6 +285,22 @@ pub trait Backend: Send + Sync {
         let mut host = vec![0f32; rows * len];
         self.download(x, &mut host)?;
         Ok(host.chunks(len).take(rows).map(argmax_host).collect())
+    }
+
+    /// One token from each row of `logits` (row `r` at `r * vocab`): penalties, the
+    /// allow-mask, temperature, top-k, top-p, min-p and the draw with the row's uniform (spec
+    /// and reference: `crate::ops::sample`). The default downloads the rows and runs the
+    /// reference; a device backend moves only the ids and the asked log-probabilities.
+    fn sample_rows(
+        &self,
+        logits: &Self::Buf,
+        vocab: usize,
+        rows: &[SampleRow<'_>],
+    ) -> Result<Vec<Sampled>> {
+        shapes::sample_rows(usize::MAX, vocab, rows)?;
+        let mut host = vec![0f32; rows.len() * vocab];
+        self.download(logits, &mut host)?;
+        crate::ops::sample::reference(&mut host, vocab, rows)
     }
 
     /// Waits until every queued op has finished (a no-op on synchronous backends); timing

@@ -16,7 +16,10 @@ pub mod ops;
 pub mod reference;
 pub mod shapes;
 
-pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle};
+pub use backend::{
+    AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle, SampleParams,
+    SampleRow, Sampled, MAX_TOP_LOGPROBS,
+};
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
 pub use ggml::GgmlBackend;

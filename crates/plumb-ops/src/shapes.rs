@@ -9,7 +9,7 @@
 //! errors, never panics. An op that passes its check may index every element it is specified
 //! to read or write.
 
-use crate::backend::{AttnParams, PagedParams, PagedSeq};
+use crate::backend::{AttnParams, PagedParams, PagedSeq, SampleRow, MAX_TOP_LOGPROBS};
 use crate::error::{ensure, OpError, Result};
 
 /// The product of `dims`, or a shape error of `op` when it overflows.
@@ -292,6 +292,71 @@ pub fn argmax(x: usize, rows: usize, len: usize) -> Result<()> {
     })
 }
 
+/// `sample_rows`: `rows.len()` rows of `vocab` logits in a buffer of `logits`; every row's
+/// mask covers the vocabulary, its parameters are in range and its uniform is in [0, 1).
+pub fn sample_rows(logits: usize, vocab: usize, rows: &[SampleRow<'_>]) -> Result<()> {
+    let op = "sample_rows";
+    ensure(vocab > 0, op, || "a vocabulary of 0 tokens".into())?;
+    let need = size(op, &[rows.len(), vocab])?;
+    ensure(need <= logits, op, || {
+        format!("{} rows of {vocab} exceed a buffer of {logits}", rows.len())
+    })?;
+    let words = vocab.div_ceil(32);
+    for (r, row) in rows.iter().enumerate() {
+        let p = &row.params;
+        let bad = |what: String| OpError::Shape {
+            op,
+            msg: format!("row {r}: {what}"),
+        };
+        if let Some(m) = row.mask.filter(|m| m.len() < words) {
+            return Err(bad(format!(
+                "a mask of {} words for {vocab} tokens (needs {words})",
+                m.len()
+            )));
+        }
+        if !p.temperature.is_finite() {
+            return Err(bad(format!("temperature {}", p.temperature)));
+        }
+        if !(p.top_p > 0.0 && p.top_p <= 1.0) {
+            return Err(bad(format!("top_p {} outside (0, 1]", p.top_p)));
+        }
+        if !(0.0..=1.0).contains(&p.min_p) {
+            return Err(bad(format!("min_p {} outside [0, 1]", p.min_p)));
+        }
+        let finite = [
+            p.repetition_penalty,
+            p.presence_penalty,
+            p.frequency_penalty,
+        ]
+        .iter()
+        .all(|x| x.is_finite());
+        if !(finite && p.repetition_penalty > 0.0) {
+            return Err(bad(
+                "penalties must be finite, repetition_penalty > 0".into()
+            ));
+        }
+        let mut last = None;
+        for &(t, b) in row.bias {
+            if t as usize >= vocab || !b.is_finite() || last.is_some_and(|l| l >= t) {
+                return Err(bad(format!(
+                    "logit bias {b} of token {t}: biases need finite values and distinct \
+                     ids below {vocab} in increasing order"
+                )));
+            }
+            last = Some(t);
+        }
+        if let Some(n) = p.top_logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(bad(format!(
+                "{n} top logprobs (at most {MAX_TOP_LOGPROBS})"
+            )));
+        }
+        if !(0.0..1.0).contains(&row.u) {
+            return Err(bad(format!("uniform {} outside [0, 1)", row.u)));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +522,47 @@ mod tests {
         };
         assert_eq!(shape_err(attention(64, 80, 80, &p, 64)).0, "attention");
         assert_eq!(shape_err(kv_write(8, 24, usize::MAX, 2, 4)).0, "kv_write");
+    }
+
+    #[test]
+    fn sample_rows_checks_masks_parameters_and_uniforms() {
+        let row = |f: &dyn Fn(&mut SampleRow<'static>)| {
+            let mut r = SampleRow {
+                params: crate::SampleParams::greedy(),
+                history: &[7, 100_000],
+                mask: None,
+                bias: &[],
+                u: 0.5,
+            };
+            f(&mut r);
+            r
+        };
+        let ok = row(&|_| {});
+        sample_rows(66, 33, &[ok, ok]).unwrap();
+        let msg = |r: Result<()>| shape_err(r).1;
+        assert!(msg(sample_rows(65, 33, &[ok, ok])).contains("2 rows of 33"));
+        assert!(msg(sample_rows(0, 0, &[])).contains("0 tokens"));
+        assert_eq!(
+            shape_err(sample_rows(8, usize::MAX, &[ok, ok])).0,
+            "sample_rows"
+        );
+        static ONE: [u32; 1] = [u32::MAX];
+        static TWO: [u32; 2] = [u32::MAX; 2];
+        assert!(msg(sample_rows(33, 33, &[row(&|r| r.mask = Some(&ONE))])).contains("needs 2"));
+        sample_rows(33, 33, &[row(&|r| r.mask = Some(&TWO))]).unwrap();
+        let bad: [&dyn Fn(&mut SampleRow<'static>); 7] = [
+            &|r| r.params.temperature = f32::NAN,
+            &|r| r.params.top_p = 0.0,
+            &|r| r.params.min_p = 1.5,
+            &|r| r.params.repetition_penalty = 0.0,
+            &|r| r.params.frequency_penalty = f32::INFINITY,
+            &|r| r.params.top_logprobs = Some(MAX_TOP_LOGPROBS + 1),
+            &|r| r.u = 1.0,
+        ];
+        for f in bad {
+            let m = msg(sample_rows(66, 33, &[ok, row(f)]));
+            assert!(m.starts_with("row 1: "), "{m}");
+        }
     }
 
     /// The host backends report a bad call alike: they share these checks.

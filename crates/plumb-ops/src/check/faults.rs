@@ -9,16 +9,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams};
+use crate::backend::{
+    AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, SampleRow, Sampled,
+};
 use crate::error::{OpError, Result};
 
 /// What goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// One element off by half its scale: the output's RMS, or for a matmul that element's
-    /// own `√Σ_k (w_k x_k)²` (an argmax index off by one).
+    /// own `√Σ_k (w_k x_k)²` (an argmax or sampled id off by one).
     WrongElement,
-    /// The last row holds the first row's values (an argmax row takes the first row's index).
+    /// The last row holds the first row's values (an argmax or sampled row takes the first
+    /// row's id).
     WrongRow,
     /// `[rows, cols]` written as `[cols, rows]`.
     Transposed,
@@ -420,15 +423,29 @@ impl<B: Backend> Backend for Faulty<'_, B> {
     fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
         self.unsupported("argmax")?;
         let mut id = [self.inner.argmax(&x.inner, len)?];
-        self.damage_ids(&mut id, len);
+        self.damage_ids("argmax", &mut id, len);
         Ok(id[0])
     }
 
     fn argmax_rows(&self, x: &Self::Buf, rows: usize, len: usize) -> Result<Vec<u32>> {
         self.unsupported("argmax")?;
         let mut ids = self.inner.argmax_rows(&x.inner, rows, len)?;
-        self.damage_ids(&mut ids, len);
+        self.damage_ids("argmax", &mut ids, len);
         Ok(ids)
+    }
+
+    fn sample_rows(
+        &self,
+        logits: &Self::Buf,
+        vocab: usize,
+        rows: &[SampleRow<'_>],
+    ) -> Result<Vec<Sampled>> {
+        self.unsupported("sample")?;
+        let mut out = self.inner.sample_rows(&logits.inner, vocab, rows)?;
+        let mut ids: Vec<u32> = out.iter().map(|s| s.id).collect();
+        self.damage_ids("sample", &mut ids, vocab);
+        out.iter_mut().zip(ids).for_each(|(s, id)| s.id = id);
+        Ok(out)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -507,10 +524,10 @@ impl<B: Backend> Backend for Faulty<'_, B> {
 }
 
 impl<B: Backend> Faulty<'_, B> {
-    /// The argmax forms of the damage: an index off by one, or the last row's index replaced
-    /// by the first row's.
-    fn damage_ids(&self, ids: &mut [u32], len: usize) {
-        if !self.targets("argmax") || ids.is_empty() {
+    /// The damage of the ops that return ids (argmax, sample): an id off by one, or the last
+    /// row's id replaced by the first row's.
+    fn damage_ids(&self, op: &str, ids: &mut [u32], len: usize) {
+        if !self.targets(op) || ids.is_empty() {
             return;
         }
         let orig = ids.to_vec();

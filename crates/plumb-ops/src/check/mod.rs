@@ -12,6 +12,7 @@ mod cases;
 mod compare;
 pub mod faults;
 mod self_test;
+pub mod stats;
 
 use crate::backend::Backend;
 
@@ -75,6 +76,7 @@ pub const OPS: &[&str] = &[
     "swiglu",
     "add",
     "argmax",
+    "sample",
 ];
 
 /// Runs every selected case on `backend`, calling `on_result` as each finishes.

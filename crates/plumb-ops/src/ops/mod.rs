@@ -10,3 +10,4 @@ pub mod matmul;
 pub mod paged_attention;
 pub mod rms_norm;
 pub mod rope;
+pub mod sample;

@@ -2,6 +2,7 @@
 
 mod attention;
 mod matmul;
+mod sample;
 mod small;
 
 use plumb_core::rng::Rng;
@@ -40,7 +41,8 @@ pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
 /// 10·√NMSE, room for an error ten times the RMS a backend at the NMSE bound would have,
 /// except for quantized matmuls, whose rounding is known: 0.1, against a worst of 0.028 over
 /// every CPU level and three seeds. A wrong element, row or region is off by a large part of
-/// the output's scale and fails both ways (`self_test`).
+/// the output's scale and fails both ways (`self_test`). Sampling compares ids (exact:
+/// any wrong id is off by at least 1) and logprobs (1e-4 absolute: every element has scale 1).
 pub(super) fn tolerance(op: &str, ty: GgmlType) -> Tolerance {
     let float = |nmse: f64| Tolerance::new(nmse, 10.0 * nmse.sqrt());
     match op {
@@ -51,6 +53,7 @@ pub(super) fn tolerance(op: &str, ty: GgmlType) -> Tolerance {
         "attention" | "attention_paged" => float(1e-7),
         "swiglu" => float(1e-8),
         "add" | "add_bias" => float(1e-12),
+        "sample" => Tolerance::new(1e-8, 1e-4),
         _ => Tolerance::EXACT,
     }
 }
@@ -211,6 +214,7 @@ pub fn run_op<B: Backend>(
         "attention" => attention::attention(&mut cx, opts.quick),
         "attention_paged" => attention::attention_paged(&mut cx),
         "argmax" => small::argmax(&mut cx),
+        "sample" => sample::sample(&mut cx),
         _ => {}
     }
     cx.out
