@@ -360,6 +360,8 @@ impl<B: Backend> Model<B> {
         let (b, w, d) = (&self.backend, &self.weights, self.config.d_model);
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
+            // No row wants logits (prompt chunks that do not end their prompt).
+            Logits::Last if last_rows.is_empty() => Ok(0),
             Logits::All => {
                 b.matmul(head, &ws.xn, n, &mut ws.logits)?;
                 Ok(n)
