@@ -260,8 +260,27 @@ impl<B: Backend> PagedKv<B> {
     /// block gains a reference; idle ones leave the LRU list.
     pub fn lookup_prefix(&mut self, tokens: &[u32]) -> BlockTable {
         let mut table = BlockTable::default();
-        let mut parent = 0;
-        for chunk in tokens.chunks_exact(self.block_size) {
+        self.extend_prefix(&mut table, tokens);
+        table
+    }
+
+    /// Continues [`lookup_prefix`](Self::lookup_prefix) on `table`, which holds the first
+    /// `table.len` of `tokens`: appends every further indexed block that matches (blocks
+    /// other sequences have filled since). A table with a partial block, or with blocks
+    /// reserved past its length, is left as it is.
+    pub fn extend_prefix(&mut self, table: &mut BlockTable, tokens: &[u32]) {
+        let bs = self.block_size;
+        if table.len != table.blocks.len() * bs {
+            return;
+        }
+        let mut parent = match table.blocks.last() {
+            None => 0,
+            Some(&blk) => match self.index.name(blk) {
+                Some(name) => name,
+                None => return,
+            },
+        };
+        for chunk in tokens.get(table.len..).unwrap_or(&[]).chunks_exact(bs) {
             let Some((blk, name)) = self.index.find(parent, chunk) else {
                 break;
             };
@@ -272,8 +291,7 @@ impl<B: Backend> PagedKv<B> {
             table.blocks.push(blk);
             parent = name;
         }
-        table.len = table.blocks.len() * self.block_size;
-        table
+        table.len = table.blocks.len() * bs;
     }
 
     /// Names and indexes the table's full blocks not named yet; `tokens` are the sequence's

@@ -133,7 +133,25 @@ fn a_cached_prefix_gives_the_logits_of_a_cold_run() {
     assert_eq!((t.len, t.blocks[0]), (4, warm.blocks[0]));
     assert_eq!(kv.refcount(warm.blocks[0]), 2);
     kv.free(t);
-    kv.free(warm);
+    // A lookup made before the second block was filled picks it up later.
+    let mut late = kv.lookup_prefix(&prompt[..5]);
+    assert_eq!(late.len, 4);
+    kv.extend_prefix(&mut late, &prompt);
+    assert_eq!(
+        late,
+        BlockTable {
+            blocks: warm.blocks[..2].to_vec(),
+            len: 8
+        }
+    );
+    // A table with blocks reserved past its length does not grow.
+    let mut reserved = kv.lookup_prefix(&prompt[..4]);
+    kv.reserve(&m.backend, &mut reserved, 1).unwrap();
+    kv.extend_prefix(&mut reserved, &prompt);
+    assert_eq!((reserved.len, reserved.blocks.len()), (4, 2));
+    for t in [late, reserved, warm] {
+        kv.free(t);
+    }
     assert_eq!((kv.used_blocks(), kv.free_blocks()), (0, 16));
 }
 
