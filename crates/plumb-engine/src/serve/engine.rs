@@ -162,6 +162,8 @@ pub(crate) struct Worker<B: Backend> {
     pub(super) running: Vec<Active>,
     /// The step's vectors, kept from step to step.
     pub(super) scratch: StepScratch,
+    /// The step's figures, kept from step to step for their vectors.
+    stats: StepStats,
 }
 
 impl<B: Backend> Worker<B> {
@@ -183,6 +185,7 @@ impl<B: Backend> Worker<B> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             scratch: StepScratch::default(),
+            stats: StepStats::default(),
         }
     }
 
@@ -192,14 +195,15 @@ impl<B: Backend> Worker<B> {
             if self.stop {
                 break;
             }
-            let (t0, mut stats) = (Instant::now(), StepStats::default());
+            let (t0, mut stats) = (Instant::now(), std::mem::take(&mut self.stats));
             self.poll_streams(&mut stats);
             self.admit();
             let busy = !self.running.is_empty();
             if busy {
                 self.step(&model, t0, &mut stats);
             }
-            self.publish(stats, busy);
+            self.publish(&mut stats, busy);
+            self.stats = stats;
             let drained = self.running.is_empty() && self.waiting.is_empty();
             if self.stop || (self.disconnected && drained) {
                 break;
@@ -216,7 +220,7 @@ impl<B: Backend> Worker<B> {
             send_cancelled(&a.tx, a.open_choices());
             stats.ended.push(RequestStatus::Cancelled);
         }
-        self.publish(stats, false);
+        self.publish(&mut stats, false);
     }
 
     /// Applies the commands that arrived, waiting for one when there is nothing to do.
@@ -394,26 +398,27 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    fn publish(&self, stats: StepStats, stepped: bool) {
+    /// Publishes the step's figures and empties `stats` (its vectors are kept for the next).
+    fn publish(&self, stats: &mut StepStats, stepped: bool) {
         let sequences = self.running.iter().map(Active::sequences).sum();
         let mut m = lock(&self.shared.metrics);
-        for s in stats.ended {
+        for s in stats.ended.drain(..) {
             m.count(s);
         }
-        for t in stats.ttft {
+        for t in stats.ttft.drain(..) {
             m.ttft.observe(t);
         }
-        for t in stats.itl {
+        for t in stats.itl.drain(..) {
             m.itl.observe(t);
         }
-        if let Some(t) = stats.times {
+        if let Some(t) = stats.times.take() {
             let acc = &mut m.step_times;
             acc.steps += t.steps;
             acc.forward += t.forward;
             acc.sample += t.sample;
             acc.host += t.host;
         }
-        m.generated_tokens += stats.generated;
+        m.generated_tokens += std::mem::take(&mut stats.generated);
         m.running_sequences = sequences;
         m.waiting_requests = self.shared.waiting.load(Ordering::Acquire);
         m.kv_bytes_used = (self.kv.used_blocks() * self.kv.bytes_per_block()) as u64;
