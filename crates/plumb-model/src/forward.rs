@@ -35,6 +35,8 @@ pub enum Logits {
 /// Scratch activations for up to `cap` tokens.
 pub(crate) struct Workspace<B: Backend> {
     pub(crate) cap: usize,
+    /// Rows of `logits`.
+    pub(crate) logit_rows: usize,
     x: B::Buf,
     xn: B::Buf,
     q: B::Buf,
@@ -54,6 +56,7 @@ impl<B: Backend> Workspace<B> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         Ok(Workspace {
             cap,
+            logit_rows,
             x: b.alloc(cap * d)?,
             xn: b.alloc(cap * d)?,
             q: b.alloc(cap * q)?,

@@ -166,7 +166,7 @@ impl<B: Backend> Model<B> {
             lens,
         };
         let mut guard = self.paged_ws.lock().unwrap_or_else(|e| e.into_inner());
-        let ws = self.paged_workspace(&mut guard, n)?;
+        let ws = self.paged_workspace(&mut guard, n, s.last_rows.len())?;
         // Not a step: the sequences have different positions, so the ops take their arguments.
         let ran = self.forward_layers(
             &s.ids,
@@ -188,17 +188,28 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    /// The kept paged workspace, grown to at least `n` rows.
+    /// The kept paged workspace, grown to at least `n` rows and `logit_rows` rows of logits
+    /// (a step's logits rows are its sampling sequences, far fewer than its prompt rows).
     fn paged_workspace<'g>(
         &self,
         guard: &'g mut Option<Workspace<B>>,
         n: usize,
+        logit_rows: usize,
     ) -> Result<&'g mut Workspace<B>> {
-        if guard.as_ref().is_none_or(|ws| ws.cap < n) {
+        let small = |ws: &Workspace<B>| ws.cap < n || ws.logit_rows < logit_rows;
+        if guard.as_ref().is_none_or(small) {
             // Grow in powers of two so that a slowly growing batch reallocates rarely.
-            let cap = n.next_power_of_two().min(self.max_batch.max(n));
+            let grow = |want: usize, have: usize| {
+                want.next_power_of_two()
+                    .min(self.max_batch.max(want))
+                    .max(have)
+            };
+            let (have_cap, have_logits) =
+                guard.as_ref().map_or((0, 0), |ws| (ws.cap, ws.logit_rows));
+            let cap = grow(n, have_cap);
+            let logits = grow(logit_rows.max(1), have_logits).min(cap);
             *guard = None;
-            *guard = Some(Workspace::new(&self.backend, &self.config, cap, cap)?);
+            *guard = Some(Workspace::new(&self.backend, &self.config, cap, logits)?);
         }
         guard
             .as_mut()
