@@ -35,6 +35,8 @@ pub enum Logits {
 /// Scratch activations for up to `cap` tokens.
 pub(crate) struct Workspace<B: Backend> {
     pub(crate) cap: usize,
+    /// Rows of `logits`.
+    pub(crate) logit_rows: usize,
     x: B::Buf,
     xn: B::Buf,
     q: B::Buf,
@@ -54,6 +56,7 @@ impl<B: Backend> Workspace<B> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
         Ok(Workspace {
             cap,
+            logit_rows,
             x: b.alloc(cap * d)?,
             xn: b.alloc(cap * d)?,
             q: b.alloc(cap * q)?,
@@ -360,6 +363,8 @@ impl<B: Backend> Model<B> {
         let (b, w, d) = (&self.backend, &self.weights, self.config.d_model);
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
         match want {
+            // No row wants logits (prompt chunks that do not end their prompt).
+            Logits::Last if last_rows.is_empty() => Ok(0),
             Logits::All => {
                 b.matmul(head, &ws.xn, n, &mut ws.logits)?;
                 Ok(n)

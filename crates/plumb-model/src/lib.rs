@@ -5,8 +5,8 @@
 //! - [`weights::Weights`]: tensors mapped by name, shape-checked, uploaded to a backend.
 //! - [`forward::Model`]: the forward pass, written once against `plumb_ops::Backend`.
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
-//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences, and
-//!   [`Model::forward_paged`] over it.
+//! - [`paged::PagedKv`]: the paged KV cache shared by many sequences, with prefix caching,
+//!   and [`Model::forward_paged`] / [`Model::forward_paged_launch`] over it.
 //! - [`store`]: the model cache directory and the fetch of the default model.
 
 pub mod config;
@@ -23,7 +23,7 @@ pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use forward::{Logits, Model};
 pub use kv_cache::KvCache;
-pub use paged::{BlockTable, PagedError, PagedItem, PagedKv};
+pub use paged::{BlockTable, PagedError, PagedItem, PagedKv, PagedLogits};
 pub use weights::Weights;
 
 use plumb_ops::Backend;

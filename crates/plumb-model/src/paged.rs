@@ -6,14 +6,31 @@
 //! `35 * kv_dim ..` of every layer's pools). Blocks are reference counted so that forks share
 //! their prefix; the first write into a shared block copies it first (copy-on-write).
 //!
+//! Prefix caching: [`PagedKv::commit_prefix`] names every full block of a sequence by a hash
+//! chain of its tokens (`prefix.rs`); a named block whose last reference goes stays indexed
+//! (idle) instead of free, and [`PagedKv::lookup_prefix`] hands a new sequence every idle or
+//! held block that matches its prompt, block by block from the start. Idle blocks are evicted,
+//! least recently used first, only when a block is needed and none is free; a block some
+//! sequence holds is never evicted.
+//!
 //! [`Model::forward_paged`] runs the new tokens of many sequences ([`PagedItem`]s) in one
-//! pass: matmuls over all rows, one `kv_write_slots` and one `attention_paged` per layer.
+//! pass: matmuls over all rows, one `kv_write_slots` and one `attention_paged` per layer
+//! (`paged/pass.rs`).
 
-use plumb_ops::{Backend, PagedSeq};
+mod pass;
+mod prefix;
+#[cfg(test)]
+mod tests;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use plumb_ops::Backend;
 
 use crate::error::{ModelError, Result};
-use crate::forward::{Logits, Model, Workspace};
-use crate::route::KvRoute;
+use crate::forward::Model;
+use prefix::PrefixIndex;
+
+pub use pass::PagedLogits;
 
 /// Default tokens per block.
 pub const BLOCK_SIZE: usize = 16;
@@ -55,16 +72,21 @@ pub struct PagedKv<B: Backend> {
     pub block_size: usize,
     kv_dim: usize,
     n_layers: usize,
-    /// References to each block (0 = free).
+    /// References to each block (0 = free or idle).
     refs: Vec<u32>,
+    /// Blocks with no reference and nothing worth keeping.
     free: Vec<u32>,
+    /// Names of full blocks, and the idle ones in LRU order.
+    index: PrefixIndex,
+    /// Host vectors of the forward pass, reused.
+    scratch: pass::PassScratch,
 }
 
 impl<B: Backend> PagedKv<B> {
     /// A pool of `n_blocks` blocks of `block_size` positions for `model`.
     pub fn new(model: &Model<B>, n_blocks: usize, block_size: usize) -> Result<Self> {
         let cfg = &model.config;
-        if block_size == 0 || n_blocks == 0 || n_blocks > u32::MAX as usize {
+        if block_size == 0 || n_blocks == 0 || n_blocks > u32::MAX as usize - 1 {
             return Err(ModelError::Config(format!(
                 "a paged KV cache needs ≥ 1 block of ≥ 1 position (got {n_blocks} of {block_size})"
             )));
@@ -76,6 +98,9 @@ impl<B: Backend> PagedKv<B> {
             k.push(model.backend.alloc(len)?);
             v.push(model.backend.alloc(len)?);
         }
+        // The model's identity in every block name: its whole configuration.
+        let mut identity = DefaultHasher::new();
+        format!("{cfg:?}").hash(&mut identity);
         Ok(PagedKv {
             k,
             v,
@@ -85,6 +110,8 @@ impl<B: Backend> PagedKv<B> {
             refs: vec![0; n_blocks],
             // Popped from the back: block 0 is handed out first.
             free: (0..n_blocks as u32).rev().collect(),
+            index: PrefixIndex::new(identity.finish(), n_blocks, block_size),
+            scratch: pass::PassScratch::default(),
         })
     }
 
@@ -116,16 +143,24 @@ impl<B: Backend> PagedKv<B> {
         self.refs.len()
     }
 
+    /// Blocks no sequence holds: the free ones and the idle cached ones, which are evicted
+    /// when a block is needed.
     pub fn free_blocks(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.index.idle()
     }
 
+    /// Of the [free blocks](Self::free_blocks), those that still hold an indexed prefix.
+    pub fn cached_blocks(&self) -> usize {
+        self.index.idle()
+    }
+
+    /// Blocks some sequence holds.
     pub fn used_blocks(&self) -> usize {
-        self.n_blocks() - self.free.len()
+        self.n_blocks() - self.free_blocks()
     }
 
     pub fn tokens_free(&self) -> usize {
-        self.free.len() * self.block_size
+        self.free_blocks() * self.block_size
     }
 
     /// Blocks holding `tokens` positions.
@@ -146,18 +181,21 @@ impl<B: Backend> PagedKv<B> {
         let end = table.len + n_new;
         let want = end.div_ceil(bs);
         let first = table.len / bs; // first block written
-        let shared: Vec<usize> = (first..want.min(table.blocks.len()))
+        let shared = (first..want.min(table.blocks.len()))
             .filter(|&i| self.refs[table.blocks[i] as usize] > 1)
-            .collect();
-        let needed = want.saturating_sub(table.blocks.len()) + shared.len();
-        if needed > self.free.len() {
+            .count();
+        let needed = want.saturating_sub(table.blocks.len()) + shared;
+        if needed > self.free_blocks() {
             return Err(PagedError::OutOfBlocks {
                 needed,
-                free: self.free.len(),
+                free: self.free_blocks(),
             });
         }
-        for i in shared {
+        for i in first..want.min(table.blocks.len()) {
             let old = table.blocks[i] as usize;
+            if self.refs[old] <= 1 {
+                continue;
+            }
             let new = self.take_block();
             // Rows of the block that hold data: positions i*bs .. min(len, (i+1)*bs).
             let rows = table.len.saturating_sub(i * bs).min(bs);
@@ -169,6 +207,7 @@ impl<B: Backend> PagedKv<B> {
                     b.copy(&tmp, 0, pool, new as usize * bs * self.kv_dim, n)?;
                 }
             }
+            // Shared, so another reference remains.
             self.refs[old] -= 1;
             table.blocks[i] = new;
         }
@@ -179,9 +218,10 @@ impl<B: Backend> PagedKv<B> {
         Ok(())
     }
 
+    /// A free block, or else the least recently used idle one, evicted from the index.
     fn take_block(&mut self) -> u32 {
-        // Callers checked that enough blocks are free.
-        let blk = self.free.pop().unwrap_or(0);
+        // Callers checked that enough blocks are free or idle.
+        let blk = self.free.pop().or_else(|| self.index.evict()).unwrap_or(0);
         self.refs[blk as usize] = 1;
         blk
     }
@@ -194,16 +234,83 @@ impl<B: Backend> PagedKv<B> {
         table.clone()
     }
 
-    /// Drops the table's references; blocks nobody holds become free.
+    /// Drops the table's references. A block nobody holds becomes idle if it is indexed (its
+    /// prefix can be reused), else free.
     pub fn free(&mut self, table: BlockTable) {
         for blk in table.blocks {
             let r = &mut self.refs[blk as usize];
-            if *r > 0 {
-                *r -= 1;
-                if *r == 0 {
-                    self.free.push(blk);
-                }
+            if *r == 0 {
+                continue;
             }
+            *r -= 1;
+            if *r > 0 {
+                continue;
+            }
+            if self.index.is_indexed(blk) {
+                self.index.push_idle(blk);
+            } else {
+                self.index.forget(blk);
+                self.free.push(blk);
+            }
+        }
+    }
+
+    /// A table holding the longest run of indexed blocks that match `tokens` from the start,
+    /// whole blocks only (`len` = matched blocks × block_size; empty when none match). Each
+    /// block gains a reference; idle ones leave the LRU list.
+    pub fn lookup_prefix(&mut self, tokens: &[u32]) -> BlockTable {
+        let mut table = BlockTable::default();
+        self.extend_prefix(&mut table, tokens);
+        table
+    }
+
+    /// Continues [`lookup_prefix`](Self::lookup_prefix) on `table`, which holds the first
+    /// `table.len` of `tokens`: appends every further indexed block that matches (blocks
+    /// other sequences have filled since). A table with a partial block, or with blocks
+    /// reserved past its length, is left as it is.
+    pub fn extend_prefix(&mut self, table: &mut BlockTable, tokens: &[u32]) {
+        let bs = self.block_size;
+        if table.len != table.blocks.len() * bs {
+            return;
+        }
+        let mut parent = match table.blocks.last() {
+            None => 0,
+            Some(&blk) => match self.index.name(blk) {
+                Some(name) => name,
+                None => return,
+            },
+        };
+        for chunk in tokens.get(table.len..).unwrap_or(&[]).chunks_exact(bs) {
+            let Some((blk, name)) = self.index.find(parent, chunk) else {
+                break;
+            };
+            if self.refs[blk as usize] == 0 {
+                self.index.take_idle(blk);
+            }
+            self.refs[blk as usize] += 1;
+            table.blocks.push(blk);
+            parent = name;
+        }
+        table.len = table.blocks.len() * bs;
+    }
+
+    /// Names and indexes the table's full blocks not named yet; `tokens` are the sequence's
+    /// tokens from position 0 (at least `table.len` of them, else only the blocks they
+    /// cover are named). Cheap to call after every step: it starts at the first unnamed
+    /// block, found from the end.
+    pub fn commit_prefix(&mut self, table: &BlockTable, tokens: &[u32]) {
+        let bs = self.block_size;
+        let full = (table.len.min(tokens.len()) / bs).min(table.blocks.len());
+        let mut first = full;
+        while first > 0 && self.index.name(table.blocks[first - 1]).is_none() {
+            first -= 1;
+        }
+        let mut parent = match first {
+            0 => 0,
+            i => self.index.name(table.blocks[i - 1]).unwrap_or(0),
+        };
+        for (i, chunk) in tokens[first * bs..full * bs].chunks_exact(bs).enumerate() {
+            parent = self.index.record(table.blocks[first + i], parent, chunk);
         }
     }
 
@@ -223,221 +330,5 @@ impl<B: Backend> PagedKv<B> {
     #[cfg(test)]
     fn refcount(&self, blk: u32) -> u32 {
         self.refs[blk as usize]
-    }
-}
-
-impl<B: Backend> Model<B> {
-    /// Runs every item's tokens after the `table.len` positions its table holds in `kv`, and
-    /// returns, per item, the logits of its last token (`[vocab]` each). Reserves the blocks
-    /// it needs (copying shared ones first); on an error no table's `len` moves. Rows are the
-    /// items' tokens in order: items of 3 and 1 tokens → rows 0..3 and 3, logits of rows 2, 3.
-    /// The total number of tokens must not exceed `max_batch`.
-    pub fn forward_paged(
-        &self,
-        kv: &mut PagedKv<B>,
-        items: &mut [PagedItem<'_>],
-    ) -> Result<Vec<Vec<f32>>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vocab = self.config.vocab_size;
-        self.paged_pass(kv, items, |b, logits, rows| {
-            let mut all = vec![0f32; rows * vocab];
-            b.download(logits, &mut all)?;
-            Ok(all.chunks(vocab).map(|c| c.to_vec()).collect())
-        })
-    }
-
-    /// [`Model::forward_paged`], but returns each item's greedy next token: the argmax of its
-    /// logits, taken where the logits are (on the GPU only the ids come back).
-    pub fn forward_paged_argmax(
-        &self,
-        kv: &mut PagedKv<B>,
-        items: &mut [PagedItem<'_>],
-    ) -> Result<Vec<u32>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vocab = self.config.vocab_size;
-        self.paged_pass(kv, items, |b, logits, rows| {
-            Ok(b.argmax_rows(logits, rows, vocab)?)
-        })
-    }
-
-    /// The pass of [`Model::forward_paged`]; `finish` reads the logits (`rows` rows of
-    /// `vocab`) before the tables move on.
-    fn paged_pass<R>(
-        &self,
-        kv: &mut PagedKv<B>,
-        items: &mut [PagedItem<'_>],
-        finish: impl FnOnce(&B, &B::Buf, usize) -> Result<R>,
-    ) -> Result<R> {
-        let n: usize = items.iter().map(|it| it.tokens.len()).sum();
-        if items.is_empty() {
-            return Err(ModelError::Config("a paged batch with no items".into()));
-        }
-        if n > self.max_batch.max(items.len()) {
-            return Err(ModelError::Config(format!(
-                "a batch of {n} tokens exceeds max_batch {}",
-                self.max_batch
-            )));
-        }
-        for it in items.iter() {
-            self.validate_tokens(it.tokens, None)?;
-        }
-        let mut ids = Vec::with_capacity(n);
-        let mut positions = Vec::with_capacity(n);
-        let mut slots = Vec::with_capacity(n);
-        let mut last_rows = Vec::with_capacity(items.len());
-        for it in items.iter_mut() {
-            kv.reserve(&self.backend, it.table, it.tokens.len())?;
-            let len = it.table.len;
-            kv.slots(it.table, it.tokens.len(), &mut slots)?;
-            ids.extend_from_slice(it.tokens);
-            positions.extend((len..len + it.tokens.len()).map(|p| p as u32));
-            last_rows.push(ids.len() - 1);
-        }
-        let (mut seqs, mut lens) = (Vec::with_capacity(items.len()), Vec::new());
-        let mut q_row = 0;
-        for it in items.iter_mut() {
-            let BlockTable { blocks, len } = &mut *it.table;
-            seqs.push(PagedSeq {
-                q_row,
-                n_tokens: it.tokens.len(),
-                pos0: *len,
-                blocks,
-            });
-            lens.push(len);
-            q_row += it.tokens.len();
-        }
-        let mut route = KvRoute::Paged {
-            k: &mut kv.k,
-            v: &mut kv.v,
-            block_size: kv.block_size,
-            slots,
-            seqs,
-            lens,
-        };
-        let mut guard = self.paged_ws.lock().unwrap_or_else(|e| e.into_inner());
-        let ws = self.paged_workspace(&mut guard, n)?;
-        // Not a step: the sequences have different positions, so the ops take their arguments.
-        let rows =
-            self.forward_layers(&ids, &positions, &mut route, &last_rows, ws, Logits::Last)?;
-        let out = finish(&self.backend, &ws.logits, rows)?;
-        route.advance();
-        Ok(out)
-    }
-
-    /// The kept paged workspace, grown to at least `n` rows.
-    fn paged_workspace<'g>(
-        &self,
-        guard: &'g mut Option<Workspace<B>>,
-        n: usize,
-    ) -> Result<&'g mut Workspace<B>> {
-        if guard.as_ref().is_none_or(|ws| ws.cap < n) {
-            // Grow in powers of two so that a slowly growing batch reallocates rarely.
-            let cap = n.next_power_of_two().min(self.max_batch.max(n));
-            *guard = None;
-            *guard = Some(Workspace::new(&self.backend, &self.config, cap, cap)?);
-        }
-        guard
-            .as_mut()
-            .ok_or_else(|| ModelError::Config("paged workspace".into()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::synth::{write_synthetic, SynthShape};
-    use plumb_ops::ReferenceBackend;
-
-    fn model(name: &str) -> Model<ReferenceBackend> {
-        let shape = SynthShape {
-            name: "tiny",
-            arch: "llama",
-            n_layers: 1,
-            d_model: 32,
-            d_ff: 64,
-            n_heads: 2,
-            n_kv_heads: 1,
-            vocab: 64,
-            ctx: 64,
-            rope_theta: 10000.0,
-            rms_eps: 1e-5,
-            tied: true,
-            qkv_bias: false,
-        };
-        let dir = std::env::temp_dir().join(format!("plumb-paged-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{name}.gguf"));
-        write_synthetic(
-            &shape,
-            plumb_core::GgmlType::Q8_0,
-            3,
-            &path,
-            std::sync::Arc::new(|_, _| {}),
-        )
-        .unwrap();
-        let file = plumb_gguf::GgufFile::open(&path).unwrap();
-        Model::load(&file, ReferenceBackend { threads: false }).unwrap()
-    }
-
-    #[test]
-    fn allocation_fork_cow_and_free_balance() {
-        let m = model("a");
-        let b = &m.backend;
-        let mut kv = PagedKv::with_capacity_tokens(&m, 64, 4).unwrap(); // 16 blocks of 4
-        assert_eq!(
-            (kv.n_blocks(), kv.free_blocks(), kv.tokens_free()),
-            (16, 16, 64)
-        );
-        assert_eq!(kv.bytes_per_block(), 2 * 4 * 16 * 4);
-        let mut a = BlockTable::default();
-        kv.reserve(b, &mut a, 6).unwrap(); // positions 0..6 → 2 blocks
-        a.len = 6;
-        assert_eq!((a.blocks.len(), kv.used_blocks()), (2, 2));
-        kv.reserve(b, &mut a, 2).unwrap(); // 6..8 fit in block 1
-        assert_eq!(kv.used_blocks(), 2);
-        let mut f = kv.fork(&a);
-        assert_eq!(kv.used_blocks(), 2);
-        assert!(a.blocks.iter().all(|&x| kv.refcount(x) == 2));
-        // The fork writes position 6: the shared block 1 is copied, block 0 stays shared.
-        kv.reserve(b, &mut f, 1).unwrap();
-        assert_eq!(kv.used_blocks(), 3);
-        assert_eq!(f.blocks[0], a.blocks[0]);
-        assert_ne!(f.blocks[1], a.blocks[1]);
-        assert_eq!(kv.refcount(a.blocks[1]), 1);
-        // The original writes too: its block is no longer shared, no copy.
-        kv.reserve(b, &mut a, 1).unwrap();
-        assert_eq!(kv.used_blocks(), 3);
-        // A fork at a block boundary needs no copy for the next position.
-        a.len = 8;
-        let g = kv.fork(&a);
-        let mut g2 = g.clone();
-        kv.reserve(b, &mut g2, 1).unwrap();
-        assert_eq!(kv.used_blocks(), 4);
-        kv.free(a);
-        kv.free(f);
-        kv.free(g2);
-        assert_eq!(kv.free_blocks(), 16);
-    }
-
-    #[test]
-    fn out_of_blocks_leaves_the_table_alone() {
-        let m = model("b");
-        let mut kv = PagedKv::with_capacity_tokens(&m, 8, 4).unwrap();
-        let mut t = BlockTable::default();
-        kv.reserve(&m.backend, &mut t, 5).unwrap();
-        t.len = 5;
-        let before = t.clone();
-        match kv.reserve(&m.backend, &mut t, 12) {
-            Err(PagedError::OutOfBlocks { needed: 3, free: 0 }) => {}
-            other => panic!("expected OutOfBlocks, got {other:?}"),
-        }
-        assert_eq!(t, before);
-        kv.free(t);
-        assert_eq!(kv.free_blocks(), 2);
-        assert!(PagedKv::with_capacity_tokens(&m, 0, 4).is_err());
     }
 }

@@ -37,6 +37,22 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
     for (name, kind, help, value) in scalars(m, kv) {
         metric(name, kind, help, &plain(value));
     }
+    let t = &m.step_times;
+    let phases: Vec<(String, String)> = [
+        ("forward", t.forward),
+        ("sample", t.sample),
+        ("host", t.host),
+    ]
+    .iter()
+    .map(|(phase, s)| (format!("{{{label},phase=\"{phase}\"}}"), s.to_string()))
+    .collect();
+    metric(
+        "plumb_engine_step_seconds_total",
+        "counter",
+        "Engine thread time in the steps that ran a forward: the forward (queueing it, waiting \
+         for its logits), drawing tokens, and the rest of the step.",
+        &phases,
+    );
     metric(
         "plumb_time_to_first_token_seconds",
         "histogram",
@@ -56,13 +72,25 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
 fn scalars(
     m: &MetricsSnapshot,
     kv: &KvStats,
-) -> [(&'static str, &'static str, &'static str, String); 11] {
+) -> [(&'static str, &'static str, &'static str, String); 14] {
     [
         (
             "plumb_prompt_tokens_total",
             "counter",
             "Prompt tokens of admitted requests.",
             m.prompt_tokens.to_string(),
+        ),
+        (
+            "plumb_prefix_cache_queries_total",
+            "counter",
+            "Prompt tokens looked up in the prefix cache.",
+            m.prefix_cache_queries.to_string(),
+        ),
+        (
+            "plumb_prefix_cache_hits_total",
+            "counter",
+            "Prompt tokens found in the prefix cache (their keys and values reused).",
+            m.prefix_cache_hits.to_string(),
         ),
         (
             "plumb_generation_tokens_total",
@@ -105,6 +133,12 @@ fn scalars(
             "gauge",
             "Paged KV cache blocks free.",
             kv.blocks_free.to_string(),
+        ),
+        (
+            "plumb_kv_blocks_cached",
+            "gauge",
+            "Free paged KV cache blocks that still hold a cached prefix.",
+            kv.blocks_cached.to_string(),
         ),
         (
             "plumb_kv_block_tokens",
@@ -160,6 +194,8 @@ mod tests {
         let m = MetricsSnapshot {
             requests: vec![(plumb_engine::serve::RequestStatus::Cancelled, 2)],
             prompt_tokens: 5,
+            prefix_cache_queries: 4,
+            prefix_cache_hits: 3,
             generated_tokens: 7,
             time_to_first_token: Histogram {
                 bounds: &[0.1, 1.0],
@@ -178,12 +214,19 @@ mod tests {
             kv_bytes_used: 10,
             kv_bytes_free: 20,
             steps: 3,
+            step_times: plumb_engine::serve::StepTimes {
+                steps: 3,
+                forward: 0.5,
+                sample: 0.25,
+                host: 0.125,
+            },
         };
         let kv = KvStats {
             block_size: 16,
             blocks_total: 10,
             blocks_used: 4,
             blocks_free: 6,
+            blocks_cached: 2,
             peak_blocks_used: 5,
             bytes_per_block: 1024,
             preemptions: 1,
@@ -192,6 +235,11 @@ mod tests {
         assert!(t.contains("plumb_kv_blocks_free{model=\"m\\\"x\"} 6\n"));
         assert!(t.contains("plumb_requests_total{model=\"m\\\"x\",status=\"cancelled\"} 2\n"));
         assert!(t.contains("plumb_running_sequences{model=\"m\\\"x\"} 1\n"));
+        assert!(t.contains("plumb_prefix_cache_hits_total{model=\"m\\\"x\"} 3\n"));
+        assert!(t.contains("plumb_kv_blocks_cached{model=\"m\\\"x\"} 2\n"));
+        assert!(
+            t.contains("plumb_engine_step_seconds_total{model=\"m\\\"x\",phase=\"sample\"} 0.25\n")
+        );
         assert!(t.contains(
             "plumb_time_to_first_token_seconds_bucket{model=\"m\\\"x\",le=\"+Inf\"} 3\n"
         ));

@@ -62,11 +62,13 @@ impl Job {
         e
     }
 
-    fn usage(&self, completion_tokens: usize) -> Value {
+    /// `cached_tokens`: prompt tokens whose keys and values came from the prefix cache.
+    fn usage(&self, completion_tokens: usize, cached_tokens: usize) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
         })
     }
 }
@@ -115,6 +117,7 @@ struct Acc {
 /// Waits for every choice and builds the response object.
 pub async fn collect(job: Job, mut rx: EventReceiver) -> Result<Value, ApiError> {
     let mut accs: Vec<Acc> = (0..job.n).map(|_| Acc::default()).collect();
+    let mut cached_tokens = 0;
     while let Some(ev) = rx.next().await {
         match ev {
             Event::Token(t) => {
@@ -130,6 +133,7 @@ pub async fn collect(job: Job, mut rx: EventReceiver) -> Result<Value, ApiError>
                 a.text.push_str(&t.text);
             }
             Event::Done(d) => {
+                cached_tokens = d.cached_tokens;
                 if let Some(a) = accs.get_mut(d.choice) {
                     a.text.push_str(&d.text);
                     a.finish = Some(d.finish_reason);
@@ -171,7 +175,7 @@ pub async fn collect(job: Job, mut rx: EventReceiver) -> Result<Value, ApiError>
         "model": job.model,
         "system_fingerprint": null,
         "choices": choices,
-        "usage": job.usage(completion_tokens),
+        "usage": job.usage(completion_tokens, cached_tokens),
     }))
 }
 
@@ -182,6 +186,7 @@ struct Streamer {
     out: VecDeque<SseEvent>,
     done: usize,
     completion_tokens: usize,
+    cached_tokens: usize,
     /// Bytes of text sent per choice (completions `text_offset`).
     offsets: Vec<usize>,
     finished: bool,
@@ -253,6 +258,7 @@ impl Streamer {
                 }
                 self.push_text(d.choice, "", Value::Null, Some(finish_str(d.finish_reason)));
                 self.completion_tokens += d.completion_tokens;
+                self.cached_tokens = d.cached_tokens;
                 self.done += 1;
                 if self.done >= self.job.n {
                     self.end();
@@ -275,7 +281,7 @@ impl Streamer {
         if self.job.include_usage {
             let mut last = self.chunk(Value::Null);
             last["choices"] = json!([]);
-            last["usage"] = self.job.usage(self.completion_tokens);
+            last["usage"] = self.job.usage(self.completion_tokens, self.cached_tokens);
             self.push(last);
         }
         self.out.push_back(SseEvent::default().data("[DONE]"));
@@ -296,6 +302,7 @@ pub fn stream(
         out: VecDeque::new(),
         done: 0,
         completion_tokens: 0,
+        cached_tokens: 0,
         finished: false,
     };
     if s.job.shape == Shape::Chat {

@@ -25,7 +25,7 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// With a key, every `/v1` route wants `Authorization: Bearer <key>` (an empty key is none).
     pub api_key: Option<String>,
-    /// The engine's limits: batch, context, queue, prefill chunk.
+    /// The engine's limits: batch, context, queue, tokens per step.
     pub engine: EngineConfig,
     /// The paged KV cache's size.
     pub kv: KvBudget,

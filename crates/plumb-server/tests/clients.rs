@@ -92,7 +92,7 @@ fn python_client_suites() {
         max_batch: 16,
         ctx: 2048,
         max_queue: 64,
-        prefill_chunk: 256,
+        max_step_tokens: 256,
     };
     let loaded = load(&path, CpuBackend::new(), config.clone()).expect("loading the model");
     let open = AppState::new(&loaded, None, MAX_BODY);

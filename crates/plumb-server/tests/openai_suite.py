@@ -267,6 +267,22 @@ def test_errors_malformed_and_wrong_types():
         assert e.param == "max_tokens", e.body
 
 
+def test_prefix_cache_reports_cached_tokens():
+    # A shared system prompt of several 16-token blocks, then two different questions: the
+    # second request reuses the first one's blocks and says how many tokens it did not run.
+    system = {"role": "system", "content": " ".join(["Answer in one short sentence, plainly."] * 8)}
+    before = metrics()["plumb_prefix_cache_hits_total"]
+    a = chat(messages=[system, {"role": "user", "content": "Name a colour."}], max_tokens=2,
+             temperature=0)
+    b = chat(messages=[system, {"role": "user", "content": "Name a fruit."}], max_tokens=2,
+             temperature=0)
+    cached = b.usage.prompt_tokens_details.cached_tokens
+    assert 48 <= cached < b.usage.prompt_tokens and cached % 16 == 0, (a.usage, b.usage)
+    m = metrics()
+    assert m["plumb_prefix_cache_hits_total"] >= before + cached, m
+    assert m["plumb_prefix_cache_queries_total"] >= m["plumb_prefix_cache_hits_total"], m
+
+
 def test_error_unknown_model_and_route():
     try:
         client.chat.completions.create(model="no-such-model", messages=chat_msgs("hi"),

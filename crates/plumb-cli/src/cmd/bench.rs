@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use plumb_engine::bench::{self, BenchResult, Test};
+use plumb_engine::bench::{self, BenchResult, Pick, Test};
+use plumb_engine::SamplingParams;
 use plumb_gguf::GgufFile;
 use plumb_model::Model;
 use plumb_ops::Backend;
@@ -41,6 +42,19 @@ pub struct Args {
     /// all of them together; figures are aggregate tokens per second.
     #[arg(long, value_delimiter = ',')]
     parallel: Vec<usize>,
+    /// With --parallel: draw every token on the host with the server's sampler (temperature
+    /// --temp, the other filters off, sequence i seeded with i, as `plumb bench-serve` asks),
+    /// instead of greedy ids taken on the backend.
+    #[arg(long, requires = "parallel")]
+    sample: bool,
+    /// The temperature of --sample.
+    #[arg(
+        long = "temp",
+        default_value_t = 0.8,
+        value_name = "T",
+        requires = "sample"
+    )]
+    temperature: f32,
     /// Repetitions of each test.
     #[arg(short = 'r', long, default_value_t = 5)]
     reps: usize,
@@ -75,6 +89,19 @@ pub fn main(a: Args) -> Result<()> {
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let choice = a.device.choice()?;
     let parallel = a.parallel.clone();
+    let pick = if a.sample {
+        let params = SamplingParams {
+            temperature: a.temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplingParams::default()
+        };
+        params.validate().map_err(anyhow::Error::msg)?;
+        Pick::Sample(params)
+    } else {
+        Pick::Greedy
+    };
     let (pp_len, tg_len) = (
         a.prompt.first().copied().unwrap_or(128),
         a.gen.first().copied().unwrap_or(128),
@@ -86,7 +113,7 @@ pub fn main(a: Args) -> Result<()> {
                 .map(|r| (None, r))
                 .collect()
         } else {
-            run_parallel(&file, b, &parallel, pp_len, tg_len, a.reps)?
+            run_parallel(&file, b, &parallel, pp_len, tg_len, a.reps, &pick)?
         }
     });
     let threads = match &choice {
@@ -219,12 +246,14 @@ fn run_parallel<B: Backend>(
     prompt: usize,
     gen: usize,
     reps: usize,
+    pick: &Pick,
 ) -> Result<Vec<Row>> {
     let model = Model::load(file, backend)?;
     let mut out = Vec::new();
     for (i, &p) in parallel.iter().enumerate() {
         eprintln!("plumb: {p} sequences × (pp{prompt} + tg{gen}) ({reps} reps)");
-        let (pp, tg) = bench::run_parallel(&model, p, prompt, gen, reps, 2000 + i as u64)?;
+        let seed = 2000 + i as u64;
+        let (pp, tg) = bench::run_parallel(&model, p, prompt, gen, reps, seed, pick)?;
         out.push((Some(p), pp));
         out.push((Some(p), tg));
     }

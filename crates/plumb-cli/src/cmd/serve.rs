@@ -38,9 +38,10 @@ pub struct Args {
     /// Most requests waiting for a batch slot; more are answered 429.
     #[arg(long, default_value_t = EngineConfig::default().max_queue, value_name = "N")]
     max_queue: usize,
-    /// Most prompt tokens prefilled per scheduler step (long prompts go in chunks).
-    #[arg(long, default_value_t = EngineConfig::default().prefill_chunk, value_name = "N")]
-    prefill_chunk: usize,
+    /// Most tokens one scheduler step runs: a token of every decoding sequence, then chunks
+    /// of the prompts being prefilled (at least --max-batch).
+    #[arg(long, default_value_t = EngineConfig::default().max_step_tokens, value_name = "N")]
+    max_step_tokens: usize,
     /// Tokens the paged KV cache holds over all sequences, in blocks of 16 [default: max-batch ×
     /// ctx]; when they run out the youngest request is preempted and recomputed later.
     #[arg(long, value_name = "N")]
@@ -59,8 +60,10 @@ pub fn main(a: Args) -> Result<()> {
 
 /// Serves on `backend` until SIGINT/SIGTERM, the server's messages on stderr.
 fn serve_on<B: Backend + 'static>(a: &Args, backend: B) -> Result<()> {
-    if a.max_batch == 0 || a.ctx == 0 || a.prefill_chunk == 0 {
-        bail!("--max-batch, --ctx and --prefill-chunk must be at least 1");
+    if a.max_batch == 0 || a.ctx == 0 || a.max_step_tokens < a.max_batch {
+        bail!(
+            "--max-batch and --ctx must be at least 1, and --max-step-tokens at least --max-batch"
+        );
     }
     let path = crate::common::model_path(a.model.as_deref())?;
     let config = a.config()?;
@@ -85,7 +88,7 @@ impl Args {
                 max_batch: self.max_batch,
                 ctx: self.ctx,
                 max_queue: self.max_queue,
-                prefill_chunk: self.prefill_chunk,
+                max_step_tokens: self.max_step_tokens,
             },
             kv: self.kv_tokens.map_or(KvBudget::Default, KvBudget::Tokens),
             max_body_bytes: self.max_body_bytes,

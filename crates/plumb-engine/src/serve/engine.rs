@@ -1,31 +1,27 @@
 //! The engine thread: commands in, the scheduler, one step at a time.
 //!
-//! A step: take every command that arrived, drop requests whose receiver is gone, admit
-//! waiting requests while slots are free (FIFO; a request with `n` choices needs `n`), then
-//! advance every running request: prefilling ones by a chunk of their prompt (at most
-//! `prefill_chunk` prompt tokens per step over all of them), decoding ones by one token of
-//! each choice (`paging.rs`: one batched forward over the paged KV cache, preempting the
-//! youngest request when blocks run out).
+//! Between steps: take every command that arrived, drop requests whose receiver is gone and
+//! choices their receiver ended (stop strings), admit waiting requests while slots are free
+//! (FIFO; a request with `n` choices needs `n`; each prompt first takes what the prefix
+//! cache holds of it). Then one step (`step.rs`): a single forward over every running
+//! sequence, and a token for each that samples.
 
 use std::collections::VecDeque;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use plumb_model::{BlockTable, Model, PagedError, PagedItem, PagedKv};
+use plumb_model::{BlockTable, Model, PagedKv};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
-use super::metrics::RequestStatus;
-use super::sequence::{Choice, StepResult};
-use super::{lock, Command, DoneEvent, Event, EventSender, Request, RequestId, Shared};
-use crate::error::Result;
+use super::channel::{EventSender, Raw};
+use super::metrics::{RequestStatus, StepTimes};
+use super::sequence::Choice;
+use super::step::StepScratch;
+use super::{lock, Command, Request, RequestId, Shared};
 use crate::generate::FinishReason;
-
-/// Threads that sample a step's choices (Engine::pick_all).
-const MAX_SAMPLING_THREADS: usize = 8;
 
 pub(super) struct Pending {
     pub req: Box<Request>,
@@ -44,10 +40,12 @@ pub(super) struct Resume {
 pub(super) enum Phase {
     /// The prompt goes in, `done` tokens so far, into one sequence. `resume`: the choices of
     /// a preempted request, which catch up on their generated tokens once the prompt is in.
+    /// `fresh`: no chunk has run yet, so the prefix cache may still give more of the prompt.
     Prefill {
         table: BlockTable,
         done: usize,
         resume: Option<Vec<Choice>>,
+        fresh: bool,
     },
     /// The unfinished choices.
     Decode { choices: Vec<Choice> },
@@ -62,7 +60,7 @@ pub(super) struct Active {
 }
 
 impl Active {
-    fn sequences(&self) -> usize {
+    pub(super) fn sequences(&self) -> usize {
         match &self.phase {
             Phase::Prefill { .. } => 1,
             Phase::Decode { choices } => choices.len(),
@@ -86,87 +84,128 @@ impl Active {
         }
     }
 
-    /// Sends `Done(Cancelled)` for every choice still open.
-    fn cancel(self) {
-        let open: Vec<(usize, usize)> = match &self.phase {
+    /// The choices not yet ended: all of them before the prompt is in.
+    fn open_choices(&self) -> Vec<usize> {
+        match &self.phase {
             Phase::Prefill {
                 resume: Some(choices),
                 ..
             }
-            | Phase::Decode { choices } => choices.iter().map(|c| (c.index, c.generated)).collect(),
-            Phase::Prefill { resume: None, .. } => (0..self.req.n).map(|i| (i, 0)).collect(),
-        };
-        for (choice, completion_tokens) in open {
-            self.tx.send(Event::Done(DoneEvent {
-                choice,
-                finish_reason: FinishReason::Cancelled,
-                text: String::new(),
-                prompt_tokens: self.req.prompt.len(),
-                completion_tokens,
-            }));
+            | Phase::Decode { choices } => choices.iter().map(|c| c.index).collect(),
+            Phase::Prefill { resume: None, .. } => (0..self.req.n).collect(),
         }
     }
+
+    /// Frees the choices whose receiver ended them; true when none is left.
+    fn drop_choices<B: Backend>(&mut self, ended: &[usize], kv: &mut PagedKv<B>) -> bool {
+        let choices = match &mut self.phase {
+            Phase::Prefill {
+                resume: Some(choices),
+                ..
+            }
+            | Phase::Decode { choices } => choices,
+            Phase::Prefill { resume: None, .. } => return false,
+        };
+        for c in choices.iter_mut().filter(|c| ended.contains(&c.index)) {
+            kv.free(std::mem::take(&mut c.table));
+        }
+        choices.retain(|c| !ended.contains(&c.index));
+        choices.is_empty()
+    }
+}
+
+/// Sends `Done(Cancelled)` for each of `choices`.
+fn send_cancelled(tx: &EventSender, choices: Vec<usize>) {
+    for choice in choices {
+        tx.send(Raw::Done {
+            choice,
+            finish: FinishReason::Cancelled,
+        });
+    }
+}
+
+fn cancel_pending(p: Pending) {
+    let open = match p.resume.and_then(|r| r.choices) {
+        Some(choices) => choices.iter().map(|c| c.index).collect(),
+        None => (0..p.req.n).collect(),
+    };
+    send_cancelled(&p.tx, open);
 }
 
 /// Latencies and counts gathered during a step, published under one lock.
 #[derive(Default)]
 pub(super) struct StepStats {
-    ttft: Vec<f64>,
-    itl: Vec<f64>,
-    generated: u64,
+    pub ttft: Vec<f64>,
+    pub itl: Vec<f64>,
+    pub generated: u64,
     pub ended: Vec<RequestStatus>,
+    /// The step's forward, sampling and other host time, when it ran a forward.
+    pub times: Option<StepTimes>,
 }
 
 pub(crate) struct Worker<B: Backend> {
-    pub(super) model: Model<B>,
     /// Every sequence's keys and values.
     pub(super) kv: PagedKv<B>,
     /// Requests preempted so far.
     pub(super) preemptions: u64,
-    tok: Arc<Tokenizer>,
-    stop_tokens: Vec<u32>,
+    pub(super) stop_tokens: Vec<u32>,
     pub(super) shared: Arc<Shared>,
     rx: Receiver<Command>,
     /// Every handle is gone: finish what runs, then end.
     disconnected: bool,
+    /// A shutdown command arrived: cancel everything and end.
+    stop: bool,
+    /// Cancels that arrived while a step's forward ran, applied when the step is over.
+    deferred: Vec<RequestId>,
     pub(super) waiting: VecDeque<Pending>,
     /// In admission order: the last is the youngest, the first to be preempted.
     pub(super) running: Vec<Active>,
+    /// The step's vectors, kept from step to step.
+    pub(super) scratch: StepScratch,
+    /// The step's figures, kept from step to step for their vectors.
+    stats: StepStats,
 }
 
 impl<B: Backend> Worker<B> {
     pub(crate) fn new(
-        model: Model<B>,
         kv: PagedKv<B>,
-        tok: Arc<Tokenizer>,
+        tok: &Tokenizer,
         shared: Arc<Shared>,
         rx: Receiver<Command>,
     ) -> Self {
         Worker {
-            stop_tokens: tok.stop_tokens().to_vec(),
-            model,
             kv,
             preemptions: 0,
-            tok,
+            stop_tokens: tok.stop_tokens().to_vec(),
             shared,
             rx,
             disconnected: false,
+            stop: false,
+            deferred: Vec::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            scratch: StepScratch::default(),
+            stats: StepStats::default(),
         }
     }
 
-    pub(crate) fn run(mut self) {
-        while self.take_commands() {
-            let mut stats = StepStats::default();
-            self.drop_abandoned(&mut stats);
-            self.admit(&mut stats);
+    pub(crate) fn run(mut self, model: Model<B>) {
+        loop {
+            self.take_commands(false);
+            if self.stop {
+                break;
+            }
+            let (t0, mut stats) = (Instant::now(), std::mem::take(&mut self.stats));
+            self.poll_streams(&mut stats);
+            self.admit();
             let busy = !self.running.is_empty();
             if busy {
-                self.step(&mut stats);
+                self.step(&model, t0, &mut stats);
             }
-            self.publish(stats, busy);
-            if self.disconnected && self.running.is_empty() && self.waiting.is_empty() {
+            self.publish(&mut stats, busy);
+            self.stats = stats;
+            let drained = self.running.is_empty() && self.waiting.is_empty();
+            if self.stop || (self.disconnected && drained) {
                 break;
             }
         }
@@ -178,43 +217,36 @@ impl<B: Backend> Worker<B> {
         }
         for mut a in std::mem::take(&mut self.running) {
             a.release(&mut self.kv);
-            a.cancel();
+            send_cancelled(&a.tx, a.open_choices());
             stats.ended.push(RequestStatus::Cancelled);
         }
-        self.publish(stats, false);
+        self.publish(&mut stats, false);
     }
 
     /// Applies the commands that arrived, waiting for one when there is nothing to do.
-    /// False on shutdown.
-    fn take_commands(&mut self) -> bool {
+    /// `in_step`: a step's forward is running, so cancels wait until it is over (the step
+    /// refers to the running requests by position).
+    pub(super) fn take_commands(&mut self, in_step: bool) {
         let idle = self.running.is_empty() && self.waiting.is_empty();
-        if idle && !self.disconnected {
+        if idle && !in_step && !self.disconnected {
             match self.rx.recv() {
-                Ok(cmd) => {
-                    if !self.apply(cmd) {
-                        return false;
-                    }
-                }
+                Ok(cmd) => self.apply(cmd, in_step),
                 Err(_) => self.disconnected = true,
             }
         }
-        loop {
+        while !self.stop {
             match self.rx.try_recv() {
-                Ok(cmd) => {
-                    if !self.apply(cmd) {
-                        return false;
-                    }
-                }
-                Err(TryRecvError::Empty) => return true,
+                Ok(cmd) => self.apply(cmd, in_step),
+                Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     self.disconnected = true;
-                    return true;
+                    return;
                 }
             }
         }
     }
 
-    fn apply(&mut self, cmd: Command) -> bool {
+    fn apply(&mut self, cmd: Command, in_step: bool) {
         match cmd {
             Command::Submit(req, tx) => self.waiting.push_back(Pending {
                 req,
@@ -222,10 +254,17 @@ impl<B: Backend> Worker<B> {
                 submitted: Instant::now(),
                 resume: None,
             }),
+            Command::Cancel(id) if in_step => self.deferred.push(id),
             Command::Cancel(id) => self.cancel(id),
-            Command::Shutdown => return false,
+            Command::Shutdown => self.stop = true,
         }
-        true
+    }
+
+    /// Applies the cancels that arrived during the step.
+    pub(super) fn apply_deferred(&mut self) {
+        for id in std::mem::take(&mut self.deferred) {
+            self.cancel(id);
+        }
     }
 
     fn cancel(&mut self, id: RequestId) {
@@ -238,7 +277,7 @@ impl<B: Backend> Worker<B> {
         } else if let Some(i) = self.running.iter().position(|a| a.req.id == id) {
             let mut a = self.running.remove(i);
             a.release(&mut self.kv);
-            a.cancel();
+            send_cancelled(&a.tx, a.open_choices());
             true
         } else {
             false
@@ -248,36 +287,55 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Frees the requests whose receiver was dropped.
-    fn drop_abandoned(&mut self, stats: &mut StepStats) {
+    /// Frees the requests whose receiver was dropped and the choices their receiver ended.
+    fn poll_streams(&mut self, stats: &mut StepStats) {
+        let mut ended = std::mem::take(&mut self.scratch.ended);
         let before = self.waiting.len();
-        self.waiting.retain(|p| !p.tx.is_closed());
+        self.waiting.retain(|p| p.tx.poll(&mut ended));
         let gone = before - self.waiting.len();
         self.shared.waiting.fetch_sub(gone, Ordering::AcqRel);
-        let mut gone = gone;
-        let mut i = 0;
-        while i < self.running.len() {
-            if self.running[i].tx.is_closed() {
-                self.running.remove(i).release(&mut self.kv);
-                gone += 1;
-            } else {
-                i += 1;
-            }
-        }
         stats
             .ended
             .extend((0..gone).map(|_| RequestStatus::Cancelled));
+        let mut i = 0;
+        while i < self.running.len() {
+            ended.clear();
+            let a = &mut self.running[i];
+            let status = if !a.tx.poll(&mut ended) {
+                Some(RequestStatus::Cancelled)
+            } else if !ended.is_empty() && a.drop_choices(&ended, &mut self.kv) {
+                Some(RequestStatus::Completed)
+            } else {
+                None
+            };
+            match status {
+                Some(s) => {
+                    self.running.remove(i).release(&mut self.kv);
+                    stats.ended.push(s);
+                }
+                None => i += 1,
+            }
+        }
+        ended.clear();
+        self.scratch.ended = ended;
     }
 
     /// Moves waiting requests to running while their choices fit in the batch and the KV
-    /// cache has free blocks for their prompts (FIFO: the first that does not fit waits).
-    fn admit(&mut self, _stats: &mut StepStats) {
+    /// cache has blocks for the part of their prompt it does not hold already (FIFO: the
+    /// first that does not fit waits). The prompt's last token is always computed: its
+    /// logits give the first token.
+    pub(super) fn admit(&mut self) {
         let max = self.shared.config.max_batch;
         let mut used: usize = self.running.iter().map(|a| a.req.n).sum();
-        let mut free = self.kv.free_blocks();
         while let Some(p) = self.waiting.front() {
-            let need = self.kv.blocks_for(p.req.prompt.len());
-            if used + p.req.n > max || need > free {
+            if used + p.req.n > max {
+                break;
+            }
+            let prompt = &p.req.prompt;
+            let table = self.kv.lookup_prefix(&prompt[..prompt.len() - 1]);
+            let need = self.kv.blocks_for(prompt.len()) - table.blocks.len();
+            if need > self.kv.free_blocks() {
+                self.kv.free(table);
                 break;
             }
             let Some(p) = self.waiting.pop_front() else {
@@ -285,9 +343,14 @@ impl<B: Backend> Worker<B> {
             };
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             used += p.req.n;
-            free -= need;
             if p.resume.is_none() {
-                lock(&self.shared.metrics).prompt_tokens += p.req.prompt.len() as u64;
+                let n = p.req.prompt.len() as u64;
+                let mut m = lock(&self.shared.metrics);
+                m.prompt_tokens += n;
+                m.prefix_cache_queries += n - 1;
+                m.prefix_cache_hits += table.len as u64;
+                drop(m);
+                p.tx.send(Raw::Started { cached: table.len });
             }
             let (choices, first_token_sent) = match p.resume {
                 Some(r) => (r.choices, r.first_token_sent),
@@ -299,263 +362,73 @@ impl<B: Backend> Worker<B> {
                 submitted: p.submitted,
                 first_token_sent,
                 phase: Phase::Prefill {
-                    table: BlockTable::default(),
-                    done: 0,
+                    done: table.len,
+                    table,
                     resume: choices,
+                    fresh: true,
                 },
             });
         }
     }
 
-    /// Samples the next token of every decoding choice at once, spread over threads: a
-    /// large vocabulary costs ~1 ms per token on the host, which would otherwise add up
-    /// over a batch of sequences one after the other.
-    fn pick_all(&mut self) {
-        let mut work: Vec<(&mut Choice, &Request)> = Vec::new();
-        for a in self.running.iter_mut() {
-            if let Phase::Decode { choices } = &mut a.phase {
-                for c in choices.iter_mut().filter(|c| c.behind() == 0) {
-                    work.push((c, &a.req));
-                }
-            }
-        }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_SAMPLING_THREADS);
-        if work.len() < 4 || threads < 2 {
-            return; // each choice samples in its own step
-        }
-        let per = work.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            for chunk in work.chunks_mut(per) {
-                s.spawn(move || {
-                    for (c, req) in chunk.iter_mut() {
-                        // A panic leaves the choice unpicked; its step samples again and
-                        // reports the failure for that request alone.
-                        let _ = catch_unwind(AssertUnwindSafe(|| c.pick(req)));
-                    }
-                });
-            }
-        });
-    }
-
-    /// Advances every running request once.
-    fn step(&mut self, stats: &mut StepStats) {
-        self.pick_all();
-        let mut budget = self.shared.config.prefill_chunk;
-        let mut i = 0;
-        while i < self.running.len() {
-            // Blocks for this step's prompt chunk, preempting younger requests if need be.
-            let a = &mut self.running[i];
-            if let Phase::Prefill { table, done, .. } = &mut a.phase {
-                let take = budget.min(a.req.prompt.len() - *done);
-                match self.kv.reserve(&self.model.backend, table, take) {
-                    Ok(()) => {}
-                    Err(PagedError::OutOfBlocks { .. }) => {
-                        self.make_room(i, stats);
-                        continue;
-                    }
-                    Err(e) => {
-                        self.fail(i, format!("generation failed: {e}"), stats);
-                        continue;
-                    }
-                }
-            }
-            let (model, kv, tok, stops) =
-                (&self.model, &mut self.kv, &*self.tok, &self.stop_tokens[..]);
-            let a = &mut self.running[i];
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                advance(model, kv, tok, stops, a, &mut budget, stats)
-            }));
-            let ended = match outcome {
-                Ok(Ok(false)) => None,
-                Ok(Ok(true)) => Some(RequestStatus::Completed),
-                Ok(Err(e)) => {
-                    a.tx.send(Event::Error(format!("generation failed: {e}")));
-                    Some(RequestStatus::Failed)
-                }
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("unknown panic");
-                    a.tx.send(Event::Error(format!("internal error: {what}")));
-                    Some(RequestStatus::Failed)
-                }
+    /// Gives the prompts that have not started more of the prefix cache: the blocks that
+    /// requests ahead of them have filled since they were admitted (a burst of requests with
+    /// one system prompt computes it once).
+    pub(super) fn extend_prefixes(&mut self) {
+        for a in &mut self.running {
+            let Phase::Prefill {
+                table,
+                done,
+                resume,
+                fresh: true,
+            } = &mut a.phase
+            else {
+                continue;
             };
-            match ended {
-                Some(status) => {
-                    self.running.remove(i).release(&mut self.kv);
-                    stats.ended.push(status);
-                }
-                None => i += 1,
+            let (before, prompt) = (table.len, &a.req.prompt);
+            self.kv.extend_prefix(table, &prompt[..prompt.len() - 1]);
+            if table.len == before {
+                continue;
+            }
+            *done = table.len;
+            if resume.is_none() {
+                lock(&self.shared.metrics).prefix_cache_hits += (table.len - before) as u64;
+                a.tx.send(Raw::Started { cached: table.len });
             }
         }
-        self.decode_batch(stats);
     }
 
-    fn publish(&self, stats: StepStats, stepped: bool) {
+    /// Publishes the step's figures and empties `stats` (its vectors are kept for the next).
+    fn publish(&self, stats: &mut StepStats, stepped: bool) {
         let sequences = self.running.iter().map(Active::sequences).sum();
         let mut m = lock(&self.shared.metrics);
-        for s in stats.ended {
+        for s in stats.ended.drain(..) {
             m.count(s);
         }
-        for t in stats.ttft {
+        for t in stats.ttft.drain(..) {
             m.ttft.observe(t);
         }
-        for t in stats.itl {
+        for t in stats.itl.drain(..) {
             m.itl.observe(t);
         }
-        m.generated_tokens += stats.generated;
+        if let Some(t) = stats.times.take() {
+            let acc = &mut m.step_times;
+            acc.steps += t.steps;
+            acc.forward += t.forward;
+            acc.sample += t.sample;
+            acc.host += t.host;
+        }
+        m.generated_tokens += std::mem::take(&mut stats.generated);
         m.running_sequences = sequences;
         m.waiting_requests = self.shared.waiting.load(Ordering::Acquire);
         m.kv_bytes_used = (self.kv.used_blocks() * self.kv.bytes_per_block()) as u64;
         m.kv.blocks_used = self.kv.used_blocks();
         m.kv.blocks_free = self.kv.free_blocks();
+        m.kv.blocks_cached = self.kv.cached_blocks();
         m.kv.peak_blocks_used = m.kv.peak_blocks_used.max(self.kv.used_blocks());
         m.kv.preemptions = self.preemptions;
         if stepped {
             m.steps += 1;
         }
     }
-}
-
-fn cancel_pending(p: Pending) {
-    let open: Vec<(usize, usize)> = match p.resume.and_then(|r| r.choices) {
-        Some(choices) => choices.iter().map(|c| (c.index, c.generated)).collect(),
-        None => (0..p.req.n).map(|i| (i, 0)).collect(),
-    };
-    for (choice, completion_tokens) in open {
-        p.tx.send(Event::Done(DoneEvent {
-            choice,
-            finish_reason: FinishReason::Cancelled,
-            text: String::new(),
-            prompt_tokens: p.req.prompt.len(),
-            completion_tokens,
-        }));
-    }
-}
-
-/// One step of request `a`; true when all its choices have finished. A prompt chunk's blocks
-/// were reserved by the caller.
-fn advance<B: Backend>(
-    model: &Model<B>,
-    kv: &mut PagedKv<B>,
-    tok: &Tokenizer,
-    stop_tokens: &[u32],
-    a: &mut Active,
-    budget: &mut usize,
-    stats: &mut StepStats,
-) -> Result<bool> {
-    if !prefill(model, kv, a, budget)? {
-        return Ok(false);
-    }
-    let Phase::Decode { choices } = &mut a.phase else {
-        return Ok(false);
-    };
-    let mut i = 0;
-    while i < choices.len() {
-        let c = &mut choices[i];
-        if c.behind() > 0 {
-            // Still catching up after a preemption.
-            i += 1;
-            continue;
-        }
-        let (finish, tail) = match c.step(tok, stop_tokens, &a.req)? {
-            StepResult::Eos(tail) => (Some(FinishReason::Stop), tail),
-            StepResult::Token(step) => {
-                let now = Instant::now();
-                if !a.first_token_sent {
-                    a.first_token_sent = true;
-                    stats.ttft.push((now - a.submitted).as_secs_f64());
-                }
-                if let Some(prev) = c.last_token_at {
-                    stats.itl.push((now - prev).as_secs_f64());
-                }
-                c.last_token_at = Some(now);
-                stats.generated += 1;
-                a.tx.send(Event::Token(step.token));
-                match step.finish {
-                    Some((reason, tail)) => (Some(reason), tail),
-                    None => (None, String::new()),
-                }
-            }
-        };
-        match finish {
-            Some(finish_reason) => {
-                a.tx.send(Event::Done(DoneEvent {
-                    choice: c.index,
-                    finish_reason,
-                    text: tail,
-                    prompt_tokens: a.req.prompt.len(),
-                    completion_tokens: c.generated,
-                }));
-                // Frees the choice's KV now.
-                kv.free(choices.remove(i).table);
-            }
-            None => i += 1,
-        }
-    }
-    Ok(choices.is_empty())
-}
-
-/// Runs the next chunk of `a`'s prompt within `budget`; once the whole prompt is in, gives
-/// the request its choices. True when the request decodes (now or already).
-fn prefill<B: Backend>(
-    model: &Model<B>,
-    kv: &mut PagedKv<B>,
-    a: &mut Active,
-    budget: &mut usize,
-) -> Result<bool> {
-    let Phase::Prefill { table, done, .. } = &mut a.phase else {
-        return Ok(true);
-    };
-    let prompt = &a.req.prompt;
-    let take = (*budget).min(prompt.len() - *done);
-    if take == 0 {
-        return Ok(false);
-    }
-    *budget -= take;
-    let mut items = [PagedItem {
-        tokens: &prompt[*done..*done + take],
-        table,
-    }];
-    let logits = model
-        .forward_paged(kv, &mut items)?
-        .pop()
-        .unwrap_or_default();
-    *done += take;
-    if *done < prompt.len() {
-        return Ok(false);
-    }
-    let placeholder = Phase::Decode { choices: vec![] };
-    let Phase::Prefill { table, resume, .. } = std::mem::replace(&mut a.phase, placeholder) else {
-        return Ok(false);
-    };
-    // Choices share the prompt's blocks: the first takes the table, the others fork it.
-    let mut tables: Vec<BlockTable> = Vec::new();
-    let wanted = resume.as_ref().map_or(a.req.n, Vec::len);
-    for _ in 1..wanted {
-        tables.push(kv.fork(&table));
-    }
-    tables.insert(0, table);
-    let choices = match resume {
-        // A preempted request: its choices catch up on their generated tokens in the
-        // step's batched forward before they sample again.
-        Some(mut choices) => {
-            for (c, t) in choices.iter_mut().zip(tables) {
-                c.table = t;
-            }
-            choices
-        }
-        // The first tokens are sampled by `advance`, in this same step.
-        None => tables
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| Choice::new(i, t, logits.clone(), &a.req))
-            .collect(),
-    };
-    a.phase = Phase::Decode { choices };
-    Ok(true)
 }

@@ -89,6 +89,10 @@ pub struct MetricsSnapshot {
     pub requests: Vec<(RequestStatus, u64)>,
     /// Prompt tokens of the requests that were admitted (counted once per request).
     pub prompt_tokens: u64,
+    /// Prompt tokens looked up in the prefix cache (every admitted prompt but its last token).
+    pub prefix_cache_queries: u64,
+    /// Of those, the tokens found: their keys and values were reused, not computed.
+    pub prefix_cache_hits: u64,
     /// Tokens generated, over all choices.
     pub generated_tokens: u64,
     /// Submit to first token of a request.
@@ -105,6 +109,19 @@ pub struct MetricsSnapshot {
     pub kv_bytes_free: u64,
     /// Engine steps run.
     pub steps: u64,
+    /// Where the engine thread's time went in the steps that ran a forward.
+    pub step_times: StepTimes,
+}
+
+/// Seconds of the engine thread, summed over the steps that ran a forward: in the forward
+/// (queueing it and waiting for its logits), drawing the tokens, and everything else of the
+/// step (planning, block reservations, admissions, handing out tokens, metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    pub steps: u64,
+    pub forward: f64,
+    pub sample: f64,
+    pub host: f64,
 }
 
 impl MetricsSnapshot {
@@ -124,6 +141,8 @@ pub struct KvStats {
     pub blocks_total: usize,
     pub blocks_used: usize,
     pub blocks_free: usize,
+    /// Of the free blocks, those that still hold a cached prefix.
+    pub blocks_cached: usize,
     /// The most blocks in use at the end of a step so far.
     pub peak_blocks_used: usize,
     /// Bytes of one block (keys and values of every layer).
@@ -135,6 +154,8 @@ pub struct KvStats {
 pub(crate) struct Metrics {
     requests: [u64; RequestStatus::ALL.len()],
     pub prompt_tokens: u64,
+    pub prefix_cache_queries: u64,
+    pub prefix_cache_hits: u64,
     pub generated_tokens: u64,
     pub ttft: Histogram,
     pub itl: Histogram,
@@ -143,6 +164,7 @@ pub(crate) struct Metrics {
     pub kv_bytes_used: u64,
     kv_budget: u64,
     pub steps: u64,
+    pub step_times: StepTimes,
     pub kv: KvStats,
 }
 
@@ -151,6 +173,8 @@ impl Metrics {
         Metrics {
             requests: [0; RequestStatus::ALL.len()],
             prompt_tokens: 0,
+            prefix_cache_queries: 0,
+            prefix_cache_hits: 0,
             generated_tokens: 0,
             ttft: Histogram::latency(),
             itl: Histogram::latency(),
@@ -159,6 +183,7 @@ impl Metrics {
             kv_bytes_used: 0,
             kv_budget: (kv.blocks_total * kv.bytes_per_block) as u64,
             steps: 0,
+            step_times: StepTimes::default(),
             kv,
         }
     }
@@ -182,6 +207,8 @@ impl Metrics {
                 .map(|&s| (s, self.requests[s.index()]))
                 .collect(),
             prompt_tokens: self.prompt_tokens,
+            prefix_cache_queries: self.prefix_cache_queries,
+            prefix_cache_hits: self.prefix_cache_hits,
             generated_tokens: self.generated_tokens,
             time_to_first_token: self.ttft.clone(),
             inter_token_latency: self.itl.clone(),
@@ -190,6 +217,7 @@ impl Metrics {
             kv_bytes_used: self.kv_bytes_used,
             kv_bytes_free: self.kv_budget.saturating_sub(self.kv_bytes_used),
             steps: self.steps,
+            step_times: self.step_times,
         }
     }
 }

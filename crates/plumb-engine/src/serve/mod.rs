@@ -5,33 +5,45 @@
 //! receiver.
 //!
 //! ```text
-//! submit ──► commands ──► waiting queue ──(slots free)──► running
-//!                                                      │ each step:
-//!                                                      │  prefill ≤ prefill_chunk prompt tokens
-//!                                                      │  decode one token of every sequence
-//!                                                      ▼
-//!                                  Token / Done / Error events ──► EventReceiver
+//! submit ──► commands ──► waiting queue ──(slots, prefix cache)──► running
+//!                                                      │ each step, one forward of
+//!                                                      │  ≤ max_step_tokens rows:
+//!                                                      │  one token of every decoding sequence
+//!                                                      │  + chunks of prompts being prefilled
+//!                                                      │ then a token for every row that ends
+//!                                                      ▼ a prompt or decodes
+//!                         token ids ──► EventReceiver (text, stop strings) ──► Token / Done
 //! ```
 //!
 //! - Every sequence's keys and values live in one paged KV cache
 //!   ([`PagedKv`](plumb_model::PagedKv), blocks of 16 positions). A request starts when its
 //!   prompt's blocks are free; a request with `n > 1` prefills its prompt once and forks it
 //!   into `n` choices that share the prompt's blocks (copy-on-write).
-//! - When a decode step finds no free block, the youngest running request is preempted: its
+//! - Prefix caching: full blocks stay indexed by a hash chain of their tokens after their
+//!   request ends; a new request takes every cached block its prompt starts with and
+//!   prefills only the rest ([`DoneEvent::cached_tokens`]). Idle cached blocks are evicted,
+//!   least recently used first, only when blocks run out.
+//! - When a step finds no free block, the youngest running request is preempted: its
 //!   blocks are freed and it waits at the front of the queue, to be recomputed from its prompt
 //!   and the tokens it generated (its streams continue where they were).
-//! - New requests join between decode steps; long prompts are prefilled in chunks of at most
-//!   `prefill_chunk` tokens per step, so running streams keep flowing.
-//! - A cancelled request or a dropped receiver frees its sequences at the next step.
+//! - New requests join between steps; long prompts are prefilled in chunks that fill the
+//!   step's token budget beside the decoding sequences, so running streams keep flowing.
+//! - The engine thread hands token ids to each request's channel and never waits on it;
+//!   the receiver makes the text (UTF-8, stop strings). A cancelled request, a dropped
+//!   receiver or a stop string frees its sequences at the next step.
 
 mod channel;
 mod engine;
 mod metrics;
 mod paging;
+pub(crate) mod sample;
 mod sequence;
+mod step;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -45,8 +57,8 @@ use crate::error::{EngineError, Result};
 use crate::generate::FinishReason;
 use crate::sampler::SamplingParams;
 
-pub use channel::{EventReceiver, EventSender};
-pub use metrics::{Histogram, KvStats, MetricsSnapshot, RequestStatus};
+pub use channel::{EventReceiver, Timeout};
+pub use metrics::{Histogram, KvStats, MetricsSnapshot, RequestStatus, StepTimes};
 
 /// Most `top_logprobs` alternatives a request may ask for.
 pub const MAX_TOP_LOGPROBS: usize = 20;
@@ -63,8 +75,10 @@ pub struct EngineConfig {
     pub ctx: usize,
     /// Most requests waiting for a slot; more are refused with [`SubmitError::Overloaded`].
     pub max_queue: usize,
-    /// Most prompt tokens prefilled in one step (over all requests).
-    pub prefill_chunk: usize,
+    /// Most tokens one step's forward runs: every decoding sequence's next token first, then
+    /// prompt chunks up to the budget. At least `max_batch`. Larger steps prefill faster and
+    /// make the streams that run beside them wait longer for their next token.
+    pub max_step_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -73,7 +87,7 @@ impl Default for EngineConfig {
             max_batch: 16,
             ctx: 2048,
             max_queue: 256,
-            prefill_chunk: 256,
+            max_step_tokens: 512,
         }
     }
 }
@@ -166,6 +180,8 @@ pub struct DoneEvent {
     /// or was an unfinished character); usually empty. Token texts + this = the choice's text.
     pub text: String,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
 }
 
@@ -191,7 +207,7 @@ pub enum SubmitError {
 }
 
 enum Command {
-    Submit(Box<Request>, EventSender),
+    Submit(Box<Request>, channel::EventSender),
     Cancel(RequestId),
     Shutdown,
 }
@@ -203,6 +219,8 @@ struct Shared {
     kv_blocks: usize,
     block_size: usize,
     vocab: usize,
+    /// Turns ids into text on the receivers' side.
+    tokenizer: Arc<Tokenizer>,
     /// Requests submitted but not yet running (in the command channel or the waiting queue).
     waiting: AtomicUsize,
     metrics: Mutex<metrics::Metrics>,
@@ -234,19 +252,16 @@ impl EngineHandle {
         config: EngineConfig,
         kv: KvBudget,
     ) -> Result<EngineHandle> {
-        if config.max_batch == 0 || config.ctx == 0 || config.prefill_chunk == 0 {
+        if config.max_batch == 0 || config.ctx == 0 || config.max_step_tokens < config.max_batch {
             return Err(EngineError::BadRequest(format!(
-                "max_batch, ctx and prefill_chunk must be ≥ 1 (got {}, {}, {})",
-                config.max_batch, config.ctx, config.prefill_chunk
+                "max_batch and ctx must be ≥ 1 and max_step_tokens ≥ max_batch (got {}, {}, {})",
+                config.max_batch, config.ctx, config.max_step_tokens
             )));
         }
-        // One forward takes a whole prompt chunk, or every decoding sequence: the model's
-        // batch (its workspace, grown on demand) must hold either.
+        // One forward takes a whole step: the model's batch (its workspace, grown on
+        // demand) must hold it.
         let mut model = model;
-        model.max_batch = model
-            .max_batch
-            .max(config.prefill_chunk)
-            .max(config.max_batch);
+        model.max_batch = model.max_batch.max(config.max_step_tokens);
         let bs = KV_BLOCK_SIZE;
         let pool = match kv {
             KvBudget::Default => {
@@ -263,6 +278,7 @@ impl EngineHandle {
             blocks_total: pool.n_blocks(),
             blocks_used: 0,
             blocks_free: pool.n_blocks(),
+            blocks_cached: 0,
             peak_blocks_used: 0,
             bytes_per_block: pool.bytes_per_block(),
             preemptions: 0,
@@ -271,16 +287,17 @@ impl EngineHandle {
             kv_blocks: pool.n_blocks(),
             block_size: bs,
             vocab: model.config.vocab_size,
+            tokenizer: tokenizer.clone(),
             waiting: AtomicUsize::new(0),
             metrics: Mutex::new(metrics::Metrics::new(kv_stats)),
             thread: Mutex::new(None),
             config,
         });
         let (tx, rx) = mpsc::channel();
-        let worker = engine::Worker::new(model, pool, tokenizer, shared.clone(), rx);
+        let worker = engine::Worker::new(pool, &tokenizer, shared.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("plumb-engine".into())
-            .spawn(move || worker.run())
+            .spawn(move || worker.run(model))
             .map_err(|e| EngineError::BadRequest(format!("cannot start the engine thread: {e}")))?;
         *lock(&shared.thread) = Some(thread);
         Ok(EngineHandle { tx, shared })
@@ -309,7 +326,12 @@ impl EngineHandle {
                 (w < limit).then_some(w + 1)
             })
             .map_err(|waiting| SubmitError::Overloaded { waiting })?;
-        let (etx, erx) = channel::channel();
+        let (etx, erx) = channel::channel(channel::TextSpec {
+            tok: self.shared.tokenizer.clone(),
+            stop: req.stop.clone(),
+            n: req.n,
+            prompt_tokens: req.prompt.len(),
+        });
         if self.tx.send(Command::Submit(Box::new(req), etx)).is_err() {
             self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(SubmitError::Closed);

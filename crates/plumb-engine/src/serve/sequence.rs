@@ -1,46 +1,31 @@
-//! One sequence's state once its prompt is in: a [`Choice`] that samples, decodes and watches
-//! for stop strings token by token, with its [`BlockTable`] in the engine's paged KV cache.
+//! One sequence's state once its prompt is in: a [`Choice`] with its sampler, its tokens and
+//! its [`BlockTable`] in the engine's paged KV cache. Its text is made by the request's
+//! receiver (`channel.rs`), off the engine thread.
 
 use std::time::Instant;
 
 use plumb_model::BlockTable;
-use plumb_tokenizer::{Tokenizer, Utf8Decoder};
 
-use super::{Request, TokenEvent, TokenLogprob};
-use crate::error::Result;
-use crate::generate::FinishReason;
+use super::{Request, TokenLogprob};
 use crate::sampler::Sampler;
-use crate::text::StopMatcher;
-
-/// What one decode step of a choice produced.
-pub(crate) struct ChoiceStep {
-    pub token: TokenEvent,
-    /// Set when the choice ended: why, and the text released at the end.
-    pub finish: Option<(FinishReason, String)>,
-}
 
 /// A choice being decoded. Its KV cache holds `history[..table.len]`; the tokens after
-/// that (the one sampled this step, or everything generated before a preemption) wait for
-/// the step's batched forward.
+/// that (the one sampled last step, or everything generated before a preemption) go into
+/// the next step's forward.
 pub(crate) struct Choice {
     pub index: usize,
     pub table: BlockTable,
-    sampler: Sampler,
+    pub sampler: Sampler,
     /// Prompt and generated tokens (the penalties' window).
     pub history: Vec<u32>,
     pub generated: usize,
-    utf8: Utf8Decoder,
-    stops: StopMatcher,
-    /// Logits to sample the next token from (valid when the cache holds all of `history`).
-    logits: Vec<f32>,
-    /// The next token, sampled ahead by [`Choice::pick`] (with the logits before penalties
-    /// when the request wants logprobs); cleared by new logits.
-    picked: Option<(u32, Option<Vec<f32>>)>,
     pub last_token_at: Option<Instant>,
+    /// Ended this step (freed when the step's tokens have all been handed out).
+    pub finished: bool,
 }
 
 impl Choice {
-    pub(crate) fn new(index: usize, table: BlockTable, logits: Vec<f32>, req: &Request) -> Self {
+    pub(crate) fn new(index: usize, table: BlockTable, req: &Request) -> Self {
         let mut params = req.sampling.clone();
         params.seed = params.seed.map(|s| s.wrapping_add(index as u64));
         Choice {
@@ -49,11 +34,8 @@ impl Choice {
             sampler: Sampler::new(params),
             history: req.prompt.clone(),
             generated: 0,
-            utf8: Utf8Decoder::default(),
-            stops: StopMatcher::new(&req.stop),
-            logits,
-            picked: None,
             last_token_at: None,
+            finished: false,
         }
     }
 
@@ -61,78 +43,6 @@ impl Choice {
     pub(crate) fn behind(&self) -> usize {
         self.history.len().saturating_sub(self.table.len)
     }
-
-    /// Samples one token and decodes it; unless the choice ends here, the token waits in
-    /// `history` for the step's batched forward, which brings the next logits
-    /// ([`Choice::set_logits`]). An end-of-sequence token ends the choice without a token
-    /// event.
-    pub(crate) fn step(
-        &mut self,
-        tok: &Tokenizer,
-        stop_tokens: &[u32],
-        req: &Request,
-    ) -> Result<StepResult> {
-        let (id, raw) = match self.picked.take() {
-            Some(p) => p,
-            None => self.sample(req),
-        };
-        if !req.ignore_eos && stop_tokens.contains(&id) {
-            return Ok(StepResult::Eos(self.release()));
-        }
-        let logprob = raw.zip(req.logprobs).map(|(l, k)| logprobs(&l, id, k));
-        self.history.push(id);
-        self.generated += 1;
-        let piece = self.utf8.push(&tok.token_bytes(id));
-        let (text, hit) = self.stops.push(&piece);
-        let token = TokenEvent {
-            choice: self.index,
-            token: id,
-            text,
-            logprob,
-        };
-        let finish = if hit {
-            Some((FinishReason::Stop, String::new()))
-        } else if self.generated >= req.max_tokens {
-            Some((FinishReason::Length, self.release()))
-        } else {
-            // The engine runs every waiting token of the step in one batched forward.
-            None
-        };
-        Ok(StepResult::Token(ChoiceStep { token, finish }))
-    }
-
-    pub(crate) fn set_logits(&mut self, logits: Vec<f32>) {
-        self.logits = logits;
-        self.picked = None;
-    }
-
-    /// Samples the next token ahead of [`Choice::step`], which then uses it: the engine
-    /// samples many choices on several threads (each choice owns its sampler and logits).
-    pub(crate) fn pick(&mut self, req: &Request) {
-        if self.picked.is_none() {
-            self.picked = Some(self.sample(req));
-        }
-    }
-
-    fn sample(&mut self, req: &Request) -> (u32, Option<Vec<f32>>) {
-        let raw = req.logprobs.map(|_| self.logits.clone());
-        (self.sampler.sample(&mut self.logits, &self.history), raw)
-    }
-
-    /// The text held back (unfinished characters, a possible stop-string start).
-    fn release(&mut self) -> String {
-        let (mut text, hit) = self.stops.push(&self.utf8.finish());
-        if !hit {
-            text.push_str(&self.stops.finish());
-        }
-        text
-    }
-}
-
-pub(crate) enum StepResult {
-    Token(ChoiceStep),
-    /// An end-of-sequence token: the choice ends with this released text.
-    Eos(String),
 }
 
 /// Log-softmax of `logits` at `id`, and the `k` most likely tokens (best first, ties by id).

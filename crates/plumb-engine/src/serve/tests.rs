@@ -1,7 +1,8 @@
 //! The scheduler on a tiny synthetic model (2 layers, d_model 64, byte vocabulary): batched
 //! greedy results equal the ones run alone, chunked prefill changes nothing, cancellation and
 //! dropped receivers free their sequences, the queue limit refuses, a tiny KV cache preempts
-//! and recomputes without changing any text, forks share their prompt's blocks.
+//! and recomputes without changing any text, forks share their prompt's blocks. Streams and
+//! the prefix cache: `tests_cache.rs`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -43,37 +44,43 @@ fn model_file() -> &'static PathBuf {
     })
 }
 
-fn start(config: EngineConfig) -> EngineHandle {
+pub(super) fn start(config: EngineConfig) -> EngineHandle {
     start_kv(config, KvBudget::Default)
 }
 
-fn start_kv(config: EngineConfig, kv: KvBudget) -> EngineHandle {
+pub(super) fn start_kv(config: EngineConfig, kv: KvBudget) -> EngineHandle {
     let file = GgufFile::open(model_file()).expect("open");
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
     let model = Model::load(&file, ReferenceBackend { threads: false }).expect("model");
     EngineHandle::start_with_kv(model, Arc::new(tok), config, kv).expect("engine")
 }
 
-fn config(max_batch: usize) -> EngineConfig {
+pub(super) fn config(max_batch: usize) -> EngineConfig {
     EngineConfig {
         max_batch,
         ctx: 256,
         max_queue: 8,
-        prefill_chunk: 8,
+        max_step_tokens: 8,
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
-struct Out {
-    tokens: Vec<u32>,
-    text: String,
-    finish: Option<FinishReason>,
-    logprobs: Vec<TokenLogprob>,
+pub(super) struct Out {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish: Option<FinishReason>,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// Reads every event of a request, choices apart.
-fn collect(rx: EventReceiver, n: usize) -> Vec<Out> {
+pub(super) fn collect(rx: EventReceiver, n: usize) -> Vec<Out> {
+    collect_cached(rx, n).0
+}
+
+/// [`collect`], and the prompt tokens the request found in the prefix cache.
+pub(super) fn collect_cached(mut rx: EventReceiver, n: usize) -> (Vec<Out>, usize) {
     let mut outs = vec![Out::default(); n];
+    let mut cached = None;
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Some(Event::Token(t))) => {
@@ -87,6 +94,8 @@ fn collect(rx: EventReceiver, n: usize) -> Vec<Out> {
                 let o = &mut outs[d.choice];
                 o.text.push_str(&d.text);
                 assert_eq!(d.completion_tokens, o.tokens.len());
+                assert!(cached.is_none_or(|c| c == d.cached_tokens));
+                cached = Some(d.cached_tokens);
                 o.finish = Some(d.finish_reason);
             }
             Ok(Some(Event::Error(e))) => panic!("engine error: {e}"),
@@ -95,21 +104,21 @@ fn collect(rx: EventReceiver, n: usize) -> Vec<Out> {
         }
     }
     assert!(outs.iter().all(|o| o.finish.is_some()), "{outs:?}");
-    outs
+    (outs, cached.unwrap_or(0))
 }
 
-fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Request {
+pub(super) fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Request {
     let mut r = Request::new(prompt, max_tokens);
     r.sampling = SamplingParams::greedy();
     r.ignore_eos = true;
     r
 }
 
-fn prompt(seed: u32, len: usize) -> Vec<u32> {
+pub(super) fn prompt(seed: u32, len: usize) -> Vec<u32> {
     (0..len as u32).map(|i| (seed * 31 + i * 7) % 256).collect()
 }
 
-fn wait_for(h: &EngineHandle, what: &str, ok: impl Fn(&MetricsSnapshot) -> bool) {
+pub(super) fn wait_for(h: &EngineHandle, what: &str, ok: impl Fn(&MetricsSnapshot) -> bool) {
     let t0 = Instant::now();
     while !ok(&h.metrics()) {
         assert!(t0.elapsed() < Duration::from_secs(30), "timed out: {what}");
@@ -166,14 +175,14 @@ fn greedy_alone_equals_batched_with_chunked_prefill_and_forks() {
     h.shutdown();
 }
 
-/// A prefill chunk larger than the model's default batch (256 tokens) runs, and gives the
-/// text of small chunks.
+/// A step larger than the model's default batch (256 tokens) runs, and gives the text of
+/// small steps.
 #[test]
-fn a_prefill_chunk_above_the_model_batch_runs() {
+fn a_step_above_the_model_batch_runs() {
     let long = greedy(prompt(4, 300), 6);
     let mut big = config(2);
     big.ctx = 512;
-    big.prefill_chunk = 400;
+    big.max_step_tokens = 400;
     let h = start(big);
     let one_chunk = collect(h.submit(long.clone()).expect("submit"), 1).remove(0);
     h.shutdown();
@@ -228,7 +237,7 @@ fn seeds_reproduce_stops_cut_and_logprobs_add_up() {
 #[test]
 fn cancel_and_dropped_receivers_free_their_sequences() {
     let h = start(config(4));
-    let rx = h.submit(greedy(prompt(8, 4), 200)).expect("submit");
+    let mut rx = h.submit(greedy(prompt(8, 4), 200)).expect("submit");
     // Wait for a token so the request is running, then hang up.
     assert!(matches!(
         rx.recv_timeout(Duration::from_secs(30)),
@@ -241,7 +250,7 @@ fn cancel_and_dropped_receivers_free_their_sequences() {
 
     let req = greedy(prompt(9, 4), 200);
     let id = req.id;
-    let rx = h.submit(req).expect("submit");
+    let mut rx = h.submit(req).expect("submit");
     assert!(matches!(
         rx.recv_timeout(Duration::from_secs(30)),
         Ok(Some(Event::Token(_)))
@@ -268,7 +277,7 @@ fn queue_limit_context_and_bad_requests_are_refused() {
         max_queue: 1,
         ..config(1)
     });
-    let running = h.submit(greedy(prompt(10, 4), 200)).expect("submit");
+    let mut running = h.submit(greedy(prompt(10, 4), 200)).expect("submit");
     assert!(matches!(
         running.recv_timeout(Duration::from_secs(30)),
         Ok(Some(Event::Token(_)))
