@@ -152,9 +152,7 @@ fn forward_pick<B: Backend>(
     };
     d.flags.clear();
     d.flags.resize(items.len(), true);
-    model
-        .forward_paged_launch(kv, items, &d.flags)?
-        .read(&mut d.logits)?;
+    let launched = model.forward_paged_launch(kv, items, &d.flags)?;
     let seqs = first..first + items.len();
     let mut rows: Vec<SampleRow<'_>> = d.samplers[seqs.clone()]
         .iter_mut()
@@ -165,14 +163,20 @@ fn forward_pick<B: Backend>(
             sampler,
             history,
             top_logprobs: None,
+            mask: None,
         })
         .collect();
+    let (n, vocab) = (launched.rows(), model.config.vocab_size);
+    let buf = launched.buf()?;
     sample_rows(
+        &model.backend,
+        buf,
+        n,
+        vocab,
         &mut rows,
         &mut d.logits,
-        model.config.vocab_size,
         &mut d.sampled,
-    );
+    )?;
     let ids = d
         .sampled
         .iter()

@@ -1,21 +1,18 @@
-//! The one place where a step's tokens are drawn: [`sample_rows`] takes the step's logits
-//! (one row per sequence position that samples) and every draw asked of them, and returns
-//! the ids (and log-probabilities) through the host [`Sampler`]s. A device sampler replaces
-//! this function whole; a per-request token mask belongs in [`draw`], the per-row call.
+//! The one place where a step's tokens are drawn: [`sample_rows`] makes every draw of the step
+//! a row of the backend's `sample_rows` op (each request's penalties over its history, logit
+//! biases, constraint mask, temperature, top-k, top-p, min-p, its seeded uniform and the
+//! log-probabilities it asked for) and runs them all in one call where the logits are. On a
+//! GPU only the ids and the asked log-probabilities come back; host backends run the op's
+//! reference (`plumb_ops::ops::sample`) on their own copy.
 //!
-//! Draws run on several threads when there are enough of them: a large vocabulary costs
-//! ~1 ms per token on the host, which would add up over a batch one after the other.
+//! Draws map one to one onto the step's rows of logits, except when a prompt with `n > 1`
+//! choices ends: its choices all draw from the prompt's one row. Such a step copies the rows
+//! into a buffer with a row per draw first.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use plumb_ops::Backend;
 
-use super::sequence::logprobs;
 use super::TokenLogprob;
 use crate::sampler::Sampler;
-
-/// Threads that sample a step's rows.
-const MAX_SAMPLING_THREADS: usize = 8;
-/// Fewer draws than this run on the engine thread alone.
-const MIN_THREADED_DRAWS: usize = 4;
 
 /// One token to draw.
 pub(crate) struct SampleRow<'a> {
@@ -27,6 +24,8 @@ pub(crate) struct SampleRow<'a> {
     pub history: &'a [u32],
     /// Report the token's log-probability and this many alternatives.
     pub top_logprobs: Option<usize>,
+    /// Tokens the draw may choose (bit `t % 32` of word `t / 32`); None allows all.
+    pub mask: Option<&'a [u32]>,
 }
 
 /// A drawn token.
@@ -36,104 +35,68 @@ pub(crate) struct Sampled {
     pub logprob: Option<TokenLogprob>,
 }
 
-/// Where a draw reads its row: in place (the row is its alone and nobody needs it after),
-/// or from a copy (another draw reads the row too, or its log-probabilities need the logits
-/// before penalties).
-enum Src<'a> {
-    Own(&'a mut [f32]),
-    Shared(&'a [f32]),
-}
-
-/// Draws every row of `draws` from `logits` (`[rows, vocab]`); `out[i]` is draw `i`'s token,
-/// or None if its sampler failed (the caller fails that request). `logits` may be changed.
-pub(crate) fn sample_rows(
-    draws: &mut [SampleRow<'_>],
-    logits: &mut [f32],
+/// Draws every row of `draws` from `logits` (`[rows, vocab]` on `b`); `out[i]` is draw `i`'s
+/// token. On an error every entry is None (the caller fails those requests) and the error is
+/// returned. `host` is a reusable copy for steps whose draws share rows.
+pub(crate) fn sample_rows<B: Backend>(
+    b: &B,
+    logits: &B::Buf,
+    rows: usize,
     vocab: usize,
+    draws: &mut [SampleRow<'_>],
+    host: &mut Vec<f32>,
     out: &mut Vec<Option<Sampled>>,
-) {
+) -> plumb_ops::Result<()> {
     out.clear();
     out.resize(draws.len(), None);
-    let srcs = sources(draws, logits, vocab);
-    let mut work: Vec<(&mut SampleRow<'_>, Option<Src<'_>>)> = draws.iter_mut().zip(srcs).collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_SAMPLING_THREADS);
-    if work.len() < MIN_THREADED_DRAWS || threads < 2 {
-        let mut scratch = Vec::new();
-        for ((row, src), o) in work.iter_mut().zip(out.iter_mut()) {
-            *o = draw(row, src, &mut scratch);
-        }
-        return;
+    if draws.is_empty() {
+        return Ok(());
     }
-    let per = work.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        for (chunk, outs) in work.chunks_mut(per).zip(out.chunks_mut(per)) {
-            s.spawn(move || {
-                let mut scratch = Vec::new();
-                for ((row, src), o) in chunk.iter_mut().zip(outs.iter_mut()) {
-                    *o = draw(row, src, &mut scratch);
-                }
+    let one_to_one =
+        draws.len() == rows && draws.iter().enumerate().all(|(i, d)| d.logits_row == i);
+    let order: Vec<usize> = draws.iter().map(|d| d.logits_row).collect();
+    let op_rows: Vec<plumb_ops::SampleRow<'_>> = draws
+        .iter_mut()
+        .map(|d| {
+            let mut r = d.sampler.next_row(d.history, d.top_logprobs);
+            r.mask = d.mask;
+            r
+        })
+        .collect();
+    let sampled = if one_to_one {
+        b.sample_rows(logits, vocab, &op_rows)?
+    } else {
+        if let Some(&r) = order.iter().find(|&&r| r >= rows) {
+            return Err(plumb_ops::OpError::Shape {
+                op: "sample_rows",
+                msg: format!("a draw from row {r} of {rows} rows of logits"),
             });
         }
-    });
-}
-
-/// Each draw's row of `logits`: its own where it may change it, else a shared view; None
-/// for a row past the logits.
-fn sources<'l>(
-    draws: &[SampleRow<'_>],
-    logits: &'l mut [f32],
-    vocab: usize,
-) -> Vec<Option<Src<'l>>> {
-    let mut srcs = Vec::with_capacity(draws.len());
-    let mut rows = logits.chunks_mut(vocab.max(1)).enumerate();
-    let mut i = 0;
-    while i < draws.len() {
-        let r = draws[i].logits_row;
-        let users = draws[i..].iter().take_while(|d| d.logits_row == r).count();
-        match rows.find(|(k, _)| *k == r).map(|(_, row)| row) {
-            None => srcs.extend((0..users).map(|_| None)),
-            Some(row) if users == 1 && draws[i].top_logprobs.is_none() => {
-                srcs.push(Some(Src::Own(row)))
-            }
-            Some(row) => {
-                let shared: &[f32] = row;
-                srcs.extend((0..users).map(|_| Some(Src::Shared(shared))));
-            }
-        }
-        i += users;
+        host.resize(rows * vocab, 0.0);
+        b.download(logits, host)?;
+        let spread: Vec<f32> = order
+            .iter()
+            .flat_map(|&r| host[r * vocab..(r + 1) * vocab].iter().copied())
+            .collect();
+        let buf = b.upload(&spread)?;
+        b.sample_rows(&buf, vocab, &op_rows)?
+    };
+    for (o, s) in out.iter_mut().zip(sampled) {
+        *o = Some(Sampled {
+            id: s.id,
+            logprob: s.logprob.map(|logprob| TokenLogprob {
+                logprob,
+                top: s.top,
+            }),
+        });
     }
-    srcs
-}
-
-/// The per-row sampling call.
-fn draw(
-    row: &mut SampleRow<'_>,
-    src: &mut Option<Src<'_>>,
-    scratch: &mut Vec<f32>,
-) -> Option<Sampled> {
-    let src = src.as_mut()?;
-    catch_unwind(AssertUnwindSafe(|| match src {
-        Src::Own(logits) => Sampled {
-            id: row.sampler.sample(logits, row.history),
-            logprob: None,
-        },
-        Src::Shared(logits) => {
-            scratch.clear();
-            scratch.extend_from_slice(logits);
-            let id = row.sampler.sample(scratch, row.history);
-            Sampled {
-                id,
-                logprob: row.top_logprobs.map(|k| logprobs(logits, id, k)),
-            }
-        }
-    }))
-    .ok()
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use plumb_ops::CpuBackend;
+
     use super::*;
     use crate::sampler::SamplingParams;
 
@@ -143,6 +106,7 @@ mod tests {
         logits: &[f32],
         vocab: usize,
     ) -> Vec<Sampled> {
+        let b = CpuBackend::with_threads(1);
         let mut samplers: Vec<Sampler> = rows
             .iter()
             .map(|&(_, seed, _)| {
@@ -165,16 +129,18 @@ mod tests {
                 sampler,
                 history: &history,
                 top_logprobs,
+                mask: None,
             })
             .collect();
-        let mut l = logits.to_vec();
-        let mut out = Vec::new();
-        sample_rows(&mut draws, &mut l, vocab, &mut out);
+        let buf = b.upload(logits).unwrap();
+        let (mut host, mut out) = (Vec::new(), Vec::new());
+        let n = logits.len() / vocab;
+        sample_rows(&b, &buf, n, vocab, &mut draws, &mut host, &mut out).expect("sampled");
         out.into_iter().map(|o| o.expect("sampled")).collect()
     }
 
     #[test]
-    fn every_draw_reads_its_row_and_shared_rows_are_copied() {
+    fn every_draw_reads_its_row_and_shared_rows_are_spread() {
         // Three rows of 4: the best tokens are 2, 0 and 3.
         let logits = [0.0, 1.0, 5.0, 2.0, 9.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 8.0];
         let greedy = run(
@@ -184,7 +150,7 @@ mod tests {
         );
         let ids: Vec<u32> = greedy.iter().map(|s| s.id).collect();
         assert_eq!(ids, [2, 0, 3]);
-        // Rows shared by two draws, one with logprobs: same ids, logprobs of the raw row.
+        // Rows shared by two draws, one with logprobs: same ids, logprobs of the row.
         let shared = run(
             &[(0, None, Some(2)), (0, None, None), (2, None, None)],
             &logits,
@@ -194,16 +160,32 @@ mod tests {
         assert_eq!(ids, [2, 2, 3]);
         let lp = shared[0].logprob.as_ref().expect("asked for");
         assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [2, 3]);
+        let want = 5.0
+            - logits[..4]
+                .iter()
+                .map(|&v| (v as f64).exp())
+                .sum::<f64>()
+                .ln();
+        assert!((lp.logprob as f64 - want).abs() < 1e-5, "{lp:?}");
         assert!(shared[1].logprob.is_none());
-        // Enough draws to spread over threads: each still gets its own row's token.
-        let many: Vec<(usize, Option<u64>, Option<usize>)> =
-            (0..9).map(|i| (i / 3, None, None)).collect();
-        let ids: Vec<u32> = run(&many, &logits, 4).iter().map(|s| s.id).collect();
-        assert_eq!(ids, [2, 2, 2, 0, 0, 0, 3, 3, 3]);
+        // A row past the logits fails the step rather than reading elsewhere.
+        let b = CpuBackend::with_threads(1);
+        let buf = b.upload(&logits).unwrap();
+        let mut s = Sampler::new(SamplingParams::greedy());
+        let mut draws = [SampleRow {
+            logits_row: 5,
+            sampler: &mut s,
+            history: &[],
+            top_logprobs: None,
+            mask: None,
+        }];
+        let (mut host, mut out) = (Vec::new(), Vec::new());
+        assert!(sample_rows(&b, &buf, 3, 4, &mut draws, &mut host, &mut out).is_err());
+        assert_eq!(out, [None]);
     }
 
     #[test]
-    fn seeded_draws_do_not_depend_on_the_threads_or_the_neighbours() {
+    fn seeded_draws_do_not_depend_on_the_neighbours() {
         let vocab = 50;
         let logits: Vec<f32> = (0..4 * vocab)
             .map(|i| ((i * 37) % 11) as f32 * 0.3)
@@ -212,7 +194,43 @@ mod tests {
             (0..8).map(|i| (i / 2, Some(i as u64), None)).collect();
         let all = run(&rows, &logits, vocab);
         for (i, r) in rows.iter().enumerate() {
-            assert_eq!(run(&[*r], &logits, vocab)[0].id, all[i].id, "draw {i}");
+            let one = &logits[r.0 * vocab..(r.0 + 1) * vocab];
+            assert_eq!(
+                run(&[(0, r.1, r.2)], one, vocab)[0].id,
+                all[i].id,
+                "draw {i}"
+            );
+        }
+    }
+
+    /// A mask confines greedy and sampled draws to the allowed tokens.
+    #[test]
+    fn a_mask_confines_the_draw() {
+        let b = CpuBackend::with_threads(1);
+        let logits = [9.0f32, 1.0, 0.5, 0.2];
+        let buf = b.upload(&logits).unwrap();
+        let mask = [0b1100u32];
+        for p in [
+            SamplingParams::greedy(),
+            SamplingParams {
+                seed: Some(4),
+                ..SamplingParams::default()
+            },
+        ] {
+            let mut s = Sampler::new(p);
+            for _ in 0..50 {
+                let mut draws = [SampleRow {
+                    logits_row: 0,
+                    sampler: &mut s,
+                    history: &[],
+                    top_logprobs: None,
+                    mask: Some(&mask),
+                }];
+                let (mut host, mut out) = (Vec::new(), Vec::new());
+                sample_rows(&b, &buf, 1, 4, &mut draws, &mut host, &mut out).unwrap();
+                let id = out[0].as_ref().unwrap().id;
+                assert!(id == 2 || id == 3, "{id}");
+            }
         }
     }
 }

@@ -47,8 +47,9 @@ pub(crate) struct StepScratch {
     /// (logits row, request, choice) of every draw, in request and choice order.
     draws: Vec<(usize, usize, usize)>,
     sampled: Vec<Option<Sampled>>,
-    /// Requests whose sampler failed this step.
+    /// Requests whose sampler failed this step, and why.
     failed: Vec<usize>,
+    sample_error: Option<String>,
     /// Choices receivers ended (see `Worker::poll_streams`).
     pub(super) ended: Vec<usize>,
 }
@@ -66,16 +67,17 @@ impl<B: Backend> Worker<B> {
         self.take_commands(true);
         self.admit();
         let t_read = Instant::now();
-        let read = launched.is_some_and(|l| self.read(l, stats));
+        let ran = launched.as_ref().is_some_and(|l| self.wait(l, stats));
         forward += t_read.elapsed().as_secs_f64();
         let mut sample = 0.0;
-        if read {
+        if let (true, Some(l)) = (ran, &launched) {
             self.after_pass();
             let t_sample = Instant::now();
-            self.sample(model.config.vocab_size);
+            self.sample(l, model.config.vocab_size);
             sample = t_sample.elapsed().as_secs_f64();
             self.emit(stats);
         }
+        drop(launched);
         self.apply_deferred();
         stats.times = Some(StepTimes {
             steps: 1,
@@ -227,11 +229,9 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Waits for the forward and takes its logits; false (the step's requests failed) if
-    /// that fails.
-    fn read(&mut self, launched: PagedLogits<'_, B>, stats: &mut StepStats) -> bool {
-        let out = &mut self.scratch.logits;
-        let msg = match catch_unwind(AssertUnwindSafe(|| launched.read(out))) {
+    /// Waits for the forward; false (the step's requests failed) if it failed.
+    fn wait(&mut self, launched: &PagedLogits<'_, B>, stats: &mut StepStats) -> bool {
+        let msg = match catch_unwind(AssertUnwindSafe(|| launched.wait())) {
             Ok(Ok(())) => return true,
             Ok(Err(e)) => format!("generation failed: {e}"),
             Err(_) => "internal error reading the batched forward".into(),
@@ -294,8 +294,8 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Draws the step's tokens: the one call of [`sample_rows`].
-    fn sample(&mut self, vocab: usize) {
+    /// Draws the step's tokens where the logits are: the one call of [`sample_rows`].
+    fn sample(&mut self, launched: &PagedLogits<'_, B>, vocab: usize) {
         let sc = &mut self.scratch;
         let mut rows: Vec<SampleRow<'_>> = Vec::with_capacity(sc.draws.len());
         let mut want = sc.draws.iter().peekable();
@@ -311,11 +311,18 @@ impl<B: Backend> Worker<B> {
                         sampler: &mut c.sampler,
                         history: &c.history,
                         top_logprobs: req.logprobs,
+                        mask: None,
                     });
                 }
             }
         }
-        sample_rows(&mut rows, &mut sc.logits, vocab, &mut sc.sampled);
+        let n = launched.rows();
+        let result = launched.buf().map_err(|e| e.to_string()).and_then(|buf| {
+            let (b, host) = (launched.backend(), &mut sc.logits);
+            sample_rows(b, buf, n, vocab, &mut rows, host, &mut sc.sampled)
+                .map_err(|e| e.to_string())
+        });
+        sc.sample_error = result.err();
     }
 
     /// Hands each drawn token to its receiver and ends the choices that are done.
@@ -373,7 +380,12 @@ impl<B: Backend> Worker<B> {
         failed.dedup();
         for ri in (0..self.running.len()).rev() {
             if failed.contains(&ri) {
-                self.fail(ri, "internal error: the sampler failed".into(), stats);
+                let why = self.scratch.sample_error.as_deref().unwrap_or("no token");
+                self.fail(
+                    ri,
+                    format!("internal error: the sampler failed: {why}"),
+                    stats,
+                );
                 continue;
             }
             let Phase::Decode { choices } = &mut self.running[ri].phase else {

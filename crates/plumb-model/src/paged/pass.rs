@@ -53,6 +53,22 @@ impl<B: Backend> PagedLogits<'_, B> {
         Ok(())
     }
 
+    /// Waits until the pass has run (its errors surface here, not in a later call).
+    pub fn wait(&self) -> Result<()> {
+        Ok(self.model.backend.synchronize()?)
+    }
+
+    /// The logits (`[rows, vocab]`), still on the backend, for an op such as
+    /// `Backend::sample_rows` that reads them where they are.
+    pub fn buf(&self) -> Result<&B::Buf> {
+        self.logits()
+    }
+
+    /// The backend that holds the logits.
+    pub fn backend(&self) -> &B {
+        &self.model.backend
+    }
+
     /// The argmax of every row, taken where the logits are (on a GPU only the ids move).
     pub fn argmax(self) -> Result<Vec<u32>> {
         if self.rows == 0 {

@@ -60,7 +60,7 @@ use std::sync::Mutex;
 
 use plumb_core::HostWeight;
 
-use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
+use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams, SampleRow, Sampled};
 use crate::error::{OpError, Result};
 use crate::host::host_buffers;
 use crate::shapes;
@@ -366,6 +366,32 @@ impl Backend for CpuBackend {
 
     fn argmax(&self, x: &Vec<f32>, len: usize) -> Result<u32> {
         elementwise::argmax(self, x, len)
+    }
+
+    /// The reference's draws (`ops::sample`), a row per pool task, each on its own copy of
+    /// its row: the same tokens as the reference whatever the threads.
+    fn sample_rows(
+        &self,
+        logits: &Vec<f32>,
+        vocab: usize,
+        rows: &[SampleRow<'_>],
+    ) -> Result<Vec<Sampled>> {
+        shapes::sample_rows(logits.len(), vocab, rows)?;
+        let out: Vec<Mutex<Option<Sampled>>> = rows.iter().map(|_| Mutex::new(None)).collect();
+        self.pool.run(rows.len(), &|r| {
+            let mut row = logits[r * vocab..(r + 1) * vocab].to_vec();
+            let s = crate::ops::sample::sample_row(&mut row, &rows[r]);
+            if let Ok(mut o) = out[r].lock() {
+                *o = Some(s);
+            }
+        });
+        out.into_iter()
+            .map(|m| m.into_inner().ok().flatten())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| OpError::Unsupported {
+                op: "sample_rows",
+                what: "a row whose draw failed".into(),
+            })
     }
 
     fn argmax_rows(&self, x: &Vec<f32>, rows: usize, len: usize) -> Result<Vec<u32>> {
