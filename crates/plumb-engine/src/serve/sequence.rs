@@ -7,6 +7,7 @@ use plumb_model::BlockTable;
 use plumb_tokenizer::{Tokenizer, Utf8Decoder};
 
 use super::{Request, TokenEvent, TokenLogprob};
+use crate::constrain::{self, ConstraintError, Live};
 use crate::error::Result;
 use crate::generate::FinishReason;
 use crate::sampler::Sampler;
@@ -36,6 +37,8 @@ pub(crate) struct Choice {
     /// The next token, sampled ahead by [`Choice::pick`] (with the logits before penalties
     /// when the request wants logprobs); cleared by new logits.
     picked: Option<(u32, Option<Vec<f32>>)>,
+    /// The request's grammar as this choice advances through it.
+    constraint: Option<Live>,
     pub last_token_at: Option<Instant>,
 }
 
@@ -53,6 +56,7 @@ impl Choice {
             stops: StopMatcher::new(&req.stop),
             logits,
             picked: None,
+            constraint: req.constraint.as_ref().map(Live::start),
             last_token_at: None,
         }
     }
@@ -74,7 +78,7 @@ impl Choice {
     ) -> Result<StepResult> {
         let (id, raw) = match self.picked.take() {
             Some(p) => p,
-            None => self.sample(req),
+            None => self.sample(req)?,
         };
         if !req.ignore_eos && stop_tokens.contains(&id) {
             return Ok(StepResult::Eos(self.release()));
@@ -95,7 +99,11 @@ impl Choice {
         } else if self.generated >= req.max_tokens {
             Some((FinishReason::Length, self.release()))
         } else {
-            // The engine runs every waiting token of the step in one batched forward.
+            // The engine runs every waiting token of the step in one batched forward; the
+            // next mask is computed meanwhile.
+            if let Some(c) = &mut self.constraint {
+                c.commit(id);
+            }
             None
         };
         Ok(StepResult::Token(ChoiceStep { token, finish }))
@@ -108,15 +116,28 @@ impl Choice {
 
     /// Samples the next token ahead of [`Choice::step`], which then uses it: the engine
     /// samples many choices on several threads (each choice owns its sampler and logits).
+    /// A failure leaves the choice unpicked: its step samples again and reports it.
     pub(crate) fn pick(&mut self, req: &Request) {
         if self.picked.is_none() {
-            self.picked = Some(self.sample(req));
+            self.picked = self.sample(req).ok();
         }
     }
 
-    fn sample(&mut self, req: &Request) -> (u32, Option<Vec<f32>>) {
+    /// Samples from the logits, within the constraint's mask when there is one.
+    fn sample(&mut self, req: &Request) -> Result<(u32, Option<Vec<f32>>)> {
         let raw = req.logprobs.map(|_| self.logits.clone());
-        (self.sampler.sample(&mut self.logits, &self.history), raw)
+        let mask = match &mut self.constraint {
+            Some(c) => Some(c.mask()?),
+            None => None,
+        };
+        if let Some(m) = mask {
+            constrain::apply_mask(&mut self.logits, m);
+        }
+        let id = self.sampler.sample(&mut self.logits, &self.history);
+        if mask.is_some_and(|m| !constrain::allows(m, id)) {
+            return Err(ConstraintError::Failed("no token satisfies the constraint".into()).into());
+        }
+        Ok((id, raw))
     }
 
     /// The text held back (unfinished characters, a possible stop-string start).
