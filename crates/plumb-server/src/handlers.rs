@@ -7,11 +7,12 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use plumb_engine::serve::Request;
-use plumb_tokenizer::ChatMessage;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::respond::{self, Job, Shape};
+use crate::tools::prompt::Conversation;
+use crate::tools::Family;
 use crate::wire::{self, ChatRequest, Common, CompletionRequest, Prompt};
 use crate::{prom, unix_now, AppState};
 
@@ -57,8 +58,15 @@ impl AppState {
         self.inner.engine.config().ctx
     }
 
-    /// Submits `req` and answers with the whole response or a stream.
-    async fn run(&self, shape: Shape, common: &Common, req: Request) -> Result<Response, ApiError> {
+    /// Submits `req` and answers with the whole response or a stream; with `tools` the
+    /// output is read for tool calls in that family's syntax.
+    async fn run(
+        &self,
+        shape: Shape,
+        common: &Common,
+        req: Request,
+        tools: Option<Family>,
+    ) -> Result<Response, ApiError> {
         let prefix = match shape {
             Shape::Chat => "chatcmpl",
             Shape::Completion => "cmpl",
@@ -73,6 +81,8 @@ impl AppState {
             include_usage: common.include_usage(),
             logprobs: req.logprobs.is_some(),
             tok: self.inner.tokenizer.clone(),
+            request: req.id,
+            tools,
         };
         let rx = self.inner.engine.submit(req)?;
         if common.streaming() {
@@ -83,16 +93,16 @@ impl AppState {
     }
 
     /// Tokenizes off the async workers (a large prompt takes a while).
-    async fn encode(&self, task: EncodeTask) -> Result<Vec<u32>, ApiError> {
+    pub(crate) async fn encode(&self, task: EncodeTask) -> Result<Vec<u32>, ApiError> {
         let s = self.clone();
         tokio::task::spawn_blocking(move || {
             let tok = &s.inner.tokenizer;
             match task {
-                EncodeTask::Chat(messages) => {
+                EncodeTask::Chat(prompt) => {
                     let text = s
                         .inner
                         .chat_template
-                        .render(&messages, true)
+                        .render_with_tools(&prompt.messages, prompt.tools.as_ref(), true)
                         .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
                     // The template writes BOS itself where the model wants one.
                     tok.encode(&text, false, true)
@@ -106,8 +116,8 @@ impl AppState {
     }
 }
 
-enum EncodeTask {
-    Chat(Vec<ChatMessage>),
+pub(crate) enum EncodeTask {
+    Chat(Conversation),
     Text(String),
 }
 
@@ -121,17 +131,14 @@ pub async fn chat(
     let req: ChatRequest = wire::parse(&body)?;
     s.check_model(&req.common.model)?;
     let logprobs = req.logprobs()?;
-    let messages = req
-        .texts()?
-        .into_iter()
-        .map(|(role, content)| ChatMessage::new(role, content))
-        .collect();
-    let prompt = s.encode(EncodeTask::Chat(messages)).await?;
+    let prepared = s.prepare_chat(&req).await?;
     let max = req.max_completion_tokens.or(req.common.max_tokens);
-    let engine_req = req
+    let mut engine_req = req
         .common
-        .to_request(prompt, max, None, s.ctx(), logprobs)?;
-    s.run(Shape::Chat, &req.common, engine_req).await
+        .to_request(prepared.prompt, max, None, s.ctx(), logprobs)?;
+    engine_req.constraint = prepared.constraint;
+    s.run(Shape::Chat, &req.common, engine_req, prepared.tools)
+        .await
 }
 
 pub async fn completions(
@@ -182,7 +189,8 @@ pub async fn completions(
         s.ctx(),
         logprobs,
     )?;
-    s.run(Shape::Completion, &req.common, engine_req).await
+    s.run(Shape::Completion, &req.common, engine_req, None)
+        .await
 }
 
 fn model_object(s: &AppState) -> serde_json::Value {

@@ -3,6 +3,8 @@
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (streaming as server-sent events),
 //!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//! - Chat requests take `response_format` (`structured`: JSON mode, JSON schemas, plumb's
+//!   grammars) and `tools` (`tools`: calls parsed by model family, forced calls constrained).
 //! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
 //!   future resolves; [`run`] does all three as a process that stops on SIGINT/SIGTERM.
@@ -11,9 +13,12 @@
 pub mod bench_serve;
 mod error;
 mod handlers;
+mod prepare;
 mod prom;
 mod respond;
 mod run;
+mod structured;
+mod tools;
 mod wire;
 
 use std::future::Future;
@@ -25,6 +30,7 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use plumb_engine::constrain::{Constrainer, ConstraintError};
 use plumb_engine::serve::{EngineConfig, EngineHandle};
 use plumb_gguf::GgufFile;
 use plumb_model::Model;
@@ -42,6 +48,9 @@ pub struct Loaded {
     pub engine: EngineHandle,
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Arc<ChatTemplate>,
+    /// Compiles `response_format` and forced tool calls into token masks (or why this model
+    /// cannot have them).
+    pub constrainer: Result<Arc<Constrainer>, ConstraintError>,
     /// The model's id on the API: the file name without `.gguf`.
     pub model_id: String,
 }
@@ -73,6 +82,7 @@ pub fn load_with_kv<B: Backend + 'static>(
         ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
     let model = Model::load(&file, backend).context("loading the weights")?;
     let tokenizer = Arc::new(tokenizer);
+    let constrainer = Constrainer::new(tokenizer.clone()).map(Arc::new);
     let engine = EngineHandle::start_with_kv(model, tokenizer.clone(), config, kv)?;
     let model_id = path
         .file_name()
@@ -82,6 +92,7 @@ pub fn load_with_kv<B: Backend + 'static>(
         engine,
         tokenizer,
         chat_template: Arc::new(chat_template),
+        constrainer,
         model_id,
     })
 }
@@ -96,6 +107,8 @@ struct Inner {
     engine: EngineHandle,
     tokenizer: Arc<Tokenizer>,
     chat_template: Arc<ChatTemplate>,
+    constrainer: Result<Arc<Constrainer>, ConstraintError>,
+    tool_format: tools::ToolFormat,
     model_id: String,
     api_key: Option<String>,
     max_body_bytes: usize,
@@ -113,6 +126,11 @@ impl AppState {
                 engine: loaded.engine.clone(),
                 tokenizer: loaded.tokenizer.clone(),
                 chat_template: loaded.chat_template.clone(),
+                constrainer: loaded.constrainer.clone(),
+                tool_format: tools::ToolFormat::detect(
+                    loaded.chat_template.source(),
+                    &loaded.tokenizer,
+                ),
                 model_id: loaded.model_id.clone(),
                 api_key: api_key.filter(|k| !k.is_empty()),
                 max_body_bytes,
