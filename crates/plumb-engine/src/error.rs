@@ -16,6 +16,8 @@ pub enum EngineError {
     EmptyPrompt,
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Constraint(#[from] crate::constrain::ConstraintError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

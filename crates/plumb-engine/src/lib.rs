@@ -3,10 +3,13 @@
 //! - [`sampler`]: greedy, temperature, top-k/top-p/min-p, penalties, seeded draws.
 //! - [`generate::Session`]: a model, its tokenizer, chat template and KV cache; streamed
 //!   generation with stop strings and token budgets.
+//! - [`constrain`]: structured output (JSON schemas, regexes, Lark grammars) through
+//!   llguidance: per-token allow masks computed beside the step.
 
 pub mod bench;
 pub mod bench_ops;
 pub mod check;
+pub mod constrain;
 pub mod error;
 pub mod generate;
 pub mod perplexity;

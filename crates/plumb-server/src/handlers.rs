@@ -9,11 +9,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use plumb_engine::serve::{EventReceiver, Request};
-use plumb_tokenizer::{ChatMessage, Tokenizer};
+use plumb_tokenizer::Tokenizer;
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::respond::{self, Job, Shape};
+use crate::tools::prompt::Conversation;
+use crate::tools::Family;
 use crate::wire::{self, ChatRequest, Common, CompletionRequest, Limits, Prompt};
 use crate::{prom, unix_now, AppState};
 
@@ -65,31 +67,31 @@ impl AppState {
         }
     }
 
-    /// The prompt of a chat request: its messages through the model's chat template.
+    /// The prompt of a chat request: its messages (and the tools it offers) through the
+    /// model's chat template.
     pub(crate) async fn chat_prompt(&self, req: &ChatRequest) -> Result<Vec<u32>, ApiError> {
         self.check_model(&req.common.model)?;
         req.refused.check()?;
-        let continue_final = req.continues_final()?;
-        let messages = req
-            .texts()?
-            .into_iter()
-            .map(|(role, content)| ChatMessage::new(role, content))
-            .collect();
-        self.encode(EncodeTask::Chat {
-            messages,
-            continue_final,
-        })
-        .await
+        Ok(self.prepare_chat(req).await?.prompt)
     }
 
     /// The engine request of a chat request (the chat endpoint's, or one translated from
-    /// another API).
-    pub(crate) async fn chat_request(&self, req: &ChatRequest) -> Result<Request, ApiError> {
-        let prompt = self.chat_prompt(req).await?;
+    /// another API), with its output constraint, and the syntax its tool calls are read in
+    /// when it offers tools.
+    pub(crate) async fn chat_request(
+        &self,
+        req: &ChatRequest,
+    ) -> Result<(Request, Option<Family>), ApiError> {
+        self.check_model(&req.common.model)?;
+        req.refused.check()?;
         let logprobs = req.logprobs()?;
+        let prepared = self.prepare_chat(req).await?;
         let max = req.max_completion_tokens.or(req.common.max_tokens);
-        req.common
-            .to_request(prompt, max, None, &self.limits(), logprobs)
+        let mut engine_req =
+            req.common
+                .to_request(prepared.prompt, max, None, &self.limits(), logprobs)?;
+        engine_req.constraint = prepared.constraint;
+        Ok((engine_req, prepared.tools))
     }
 
     pub(crate) fn submit(&self, req: Request) -> Result<EventReceiver, ApiError> {
@@ -104,8 +106,15 @@ impl AppState {
         &self.inner.tokenizer
     }
 
-    /// Submits `req` and answers with the whole response or a stream.
-    async fn run(&self, shape: Shape, common: &Common, req: Request) -> Result<Response, ApiError> {
+    /// Submits `req` and answers with the whole response or a stream; with `tools` the
+    /// output is read for tool calls in that family's syntax.
+    async fn run(
+        &self,
+        shape: Shape,
+        common: &Common,
+        req: Request,
+        tools: Option<Family>,
+    ) -> Result<Response, ApiError> {
         let prefix = match shape {
             Shape::Chat => "chatcmpl",
             Shape::Completion => "cmpl",
@@ -120,6 +129,8 @@ impl AppState {
             include_usage: common.include_usage(),
             logprobs: req.logprobs.is_some(),
             tok: self.inner.tokenizer.clone(),
+            request: req.id,
+            tools,
         };
         let rx = self.submit(req)?;
         if common.streaming() {
@@ -130,24 +141,29 @@ impl AppState {
     }
 
     /// Tokenizes off the async workers (a large prompt takes a while).
-    async fn encode(&self, task: EncodeTask) -> Result<Vec<u32>, ApiError> {
+    pub(crate) async fn encode(&self, task: EncodeTask) -> Result<Vec<u32>, ApiError> {
         let s = self.clone();
         tokio::task::spawn_blocking(move || {
             let tok = &s.inner.tokenizer;
             match task {
                 EncodeTask::Chat {
-                    mut messages,
+                    mut prompt,
                     continue_final,
                 } => {
                     // A continued message: the turns before it and an opened assistant turn,
                     // then its text.
-                    let tail = if continue_final { messages.pop() } else { None };
+                    let tail = if continue_final {
+                        prompt.messages.pop()
+                    } else {
+                        None
+                    };
+                    let tail = tail.and_then(|m| m.get("content")?.as_str().map(str::to_string));
                     let mut text = s
                         .inner
                         .chat_template
-                        .render(&messages, true)
+                        .render_with_tools(&prompt.messages, prompt.tools.as_ref(), true)
                         .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-                    text.extend(tail.map(|m| m.content));
+                    text.extend(tail);
                     // The template writes BOS itself where the model wants one.
                     tok.encode(&text, false, true)
                 }
@@ -160,9 +176,9 @@ impl AppState {
     }
 }
 
-enum EncodeTask {
+pub(crate) enum EncodeTask {
     Chat {
-        messages: Vec<ChatMessage>,
+        prompt: Conversation,
         continue_final: bool,
     },
     Text(String),
@@ -176,8 +192,8 @@ pub async fn chat(
     s.authorize(&headers)?;
     let body = s.body(body)?;
     let req: ChatRequest = wire::parse(&body)?;
-    let engine_req = s.chat_request(&req).await?;
-    s.run(Shape::Chat, &req.common, engine_req).await
+    let (engine_req, tools) = s.chat_request(&req).await?;
+    s.run(Shape::Chat, &req.common, engine_req, tools).await
 }
 
 pub async fn completions(
@@ -234,7 +250,8 @@ pub async fn completions(
         &s.limits(),
         logprobs,
     )?;
-    s.run(Shape::Completion, &req.common, engine_req).await
+    s.run(Shape::Completion, &req.common, engine_req, None)
+        .await
 }
 
 fn model_object(s: &AppState) -> serde_json::Value {

@@ -6,6 +6,8 @@
 //! - `POST /v1/messages`, `POST /v1/messages/count_tokens` (Anthropic's Messages API) and
 //!   `POST /v1/responses` (OpenAI's Responses API, stateless): translated into chat requests.
 //! - `POST /tokenize`, `POST /detokenize` (llama-server's shape).
+//! - Chat requests take `response_format` (`structured`: JSON mode, JSON schemas, plumb's
+//!   grammars) and `tools` (`tools`: calls parsed by model family, forced calls constrained).
 //! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
 //!   future resolves; [`run`] does all three as a process that stops on SIGINT/SIGTERM.
@@ -15,13 +17,16 @@ mod anthropic;
 pub mod bench_serve;
 mod error;
 mod handlers;
+mod prepare;
 mod prom;
 mod refuse;
 mod respond;
 mod responses;
 mod run;
+mod structured;
 mod text_run;
 mod tokenize;
+mod tools;
 mod wire;
 
 use std::future::Future;
@@ -33,6 +38,7 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use plumb_engine::constrain::{Constrainer, ConstraintError};
 use plumb_engine::serve::{EngineConfig, EngineHandle};
 use plumb_gguf::GgufFile;
 use plumb_model::Model;
@@ -50,6 +56,9 @@ pub struct Loaded {
     pub engine: EngineHandle,
     pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Arc<ChatTemplate>,
+    /// Compiles `response_format` and forced tool calls into token masks (or why this model
+    /// cannot have them).
+    pub constrainer: Result<Arc<Constrainer>, ConstraintError>,
     /// The model's id on the API: the file name without `.gguf`.
     pub model_id: String,
 }
@@ -81,6 +90,7 @@ pub fn load_with_kv<B: Backend + 'static>(
         ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
     let model = Model::load(&file, backend).context("loading the weights")?;
     let tokenizer = Arc::new(tokenizer);
+    let constrainer = Constrainer::new(tokenizer.clone()).map(Arc::new);
     let engine = EngineHandle::start_with_kv(model, tokenizer.clone(), config, kv)?;
     let model_id = path
         .file_name()
@@ -90,6 +100,7 @@ pub fn load_with_kv<B: Backend + 'static>(
         engine,
         tokenizer,
         chat_template: Arc::new(chat_template),
+        constrainer,
         model_id,
     })
 }
@@ -104,6 +115,8 @@ struct Inner {
     engine: EngineHandle,
     tokenizer: Arc<Tokenizer>,
     chat_template: Arc<ChatTemplate>,
+    constrainer: Result<Arc<Constrainer>, ConstraintError>,
+    tool_format: tools::ToolFormat,
     model_id: String,
     api_key: Option<String>,
     max_body_bytes: usize,
@@ -121,6 +134,11 @@ impl AppState {
                 engine: loaded.engine.clone(),
                 tokenizer: loaded.tokenizer.clone(),
                 chat_template: loaded.chat_template.clone(),
+                constrainer: loaded.constrainer.clone(),
+                tool_format: tools::ToolFormat::detect(
+                    loaded.chat_template.source(),
+                    &loaded.tokenizer,
+                ),
                 model_id: loaded.model_id.clone(),
                 api_key: api_key.filter(|k| !k.is_empty()),
                 max_body_bytes,

@@ -13,6 +13,8 @@ use plumb_tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::tools::stream::ToolStream;
+use crate::tools::{self, Family};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -31,10 +33,23 @@ pub struct Job {
     pub include_usage: bool,
     pub logprobs: bool,
     pub tok: Arc<Tokenizer>,
+    /// The engine's id of the request (tool call ids derive from it).
+    pub request: u64,
+    /// Read the output for tool calls in this family's syntax.
+    pub tools: Option<Family>,
 }
 
 fn finish_str(f: FinishReason) -> &'static str {
     f.as_str()
+}
+
+/// A choice that ended by itself after making tool calls says so.
+fn finish_with_calls(f: FinishReason, called: bool) -> &'static str {
+    if called && f == FinishReason::Stop {
+        "tool_calls"
+    } else {
+        finish_str(f)
+    }
 }
 
 impl Job {
@@ -153,12 +168,18 @@ pub async fn collect(job: Job, mut rx: EventReceiver) -> Result<Value, ApiError>
         .map(|(i, a)| {
             let finish = a.finish.map(finish_str);
             match job.shape {
-                Shape::Chat => json!({
-                    "index": i,
-                    "message": {"role": "assistant", "content": a.text},
-                    "logprobs": job.logprobs.then(|| json!({"content": a.chat_lp})),
-                    "finish_reason": finish,
-                }),
+                Shape::Chat => {
+                    let (message, called) = match job.tools {
+                        Some(family) => tools::message(family, &a.text, job.request, i),
+                        None => (json!({"role": "assistant", "content": a.text}), false),
+                    };
+                    json!({
+                        "index": i,
+                        "message": message,
+                        "logprobs": job.logprobs.then(|| json!({"content": a.chat_lp})),
+                        "finish_reason": a.finish.map(|f| finish_with_calls(f, called)),
+                    })
+                }
                 Shape::Completion => json!({
                     "index": i,
                     "text": a.text,
@@ -189,6 +210,8 @@ struct Streamer {
     cached_tokens: usize,
     /// Bytes of text sent per choice (completions `text_offset`).
     offsets: Vec<usize>,
+    /// Per choice, when the output is read for tool calls.
+    tool_streams: Vec<ToolStream>,
     finished: bool,
 }
 
@@ -213,21 +236,61 @@ impl Streamer {
     }
 
     fn push_text(&mut self, choice: usize, text: &str, logprobs: Value, finish: Option<&str>) {
-        let c = match self.job.shape {
+        match self.job.shape {
             Shape::Chat => {
                 let delta = if text.is_empty() && finish.is_some() {
                     json!({})
                 } else {
                     json!({"content": text})
                 };
-                json!({"index": choice, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+                self.push_delta(choice, delta, logprobs, finish);
             }
             Shape::Completion => {
-                json!({"index": choice, "text": text, "logprobs": logprobs, "finish_reason": finish})
+                let c = json!({"index": choice, "text": text, "logprobs": logprobs, "finish_reason": finish});
+                let c = self.chunk(c);
+                self.push(c);
             }
-        };
+        }
+    }
+
+    fn push_delta(&mut self, choice: usize, delta: Value, logprobs: Value, finish: Option<&str>) {
+        let c =
+            json!({"index": choice, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
         let c = self.chunk(c);
         self.push(c);
+    }
+
+    /// A chat token of a choice read for tool calls: its deltas (the logprobs ride on the
+    /// first, or on an empty delta of their own).
+    fn push_tool_text(&mut self, choice: usize, text: &str, mut logprobs: Value) {
+        let deltas = match self.tool_streams.get_mut(choice) {
+            Some(ts) => ts.push(text),
+            None => return,
+        };
+        for d in deltas {
+            self.push_delta(choice, d, std::mem::take(&mut logprobs), None);
+        }
+        if !logprobs.is_null() {
+            self.push_delta(choice, json!({}), logprobs, None);
+        }
+    }
+
+    /// The end of a choice read for tool calls.
+    fn finish_tool_text(&mut self, choice: usize, tail: &str, reason: FinishReason) {
+        self.push_tool_text(choice, tail, Value::Null);
+        let Some(ts) = self.tool_streams.get_mut(choice) else {
+            return;
+        };
+        let (deltas, called) = ts.finish();
+        for d in deltas {
+            self.push_delta(choice, d, Value::Null, None);
+        }
+        self.push_delta(
+            choice,
+            json!({}),
+            Value::Null,
+            Some(finish_with_calls(reason, called)),
+        );
     }
 
     fn on_event(&mut self, ev: Option<Event>) {
@@ -248,15 +311,21 @@ impl Streamer {
                 if let Some(o) = self.offsets.get_mut(t.choice) {
                     *o += t.text.len();
                 }
-                if !t.text.is_empty() || !lp.is_null() {
+                if !self.tool_streams.is_empty() {
+                    self.push_tool_text(t.choice, &t.text, lp);
+                } else if !t.text.is_empty() || !lp.is_null() {
                     self.push_text(t.choice, &t.text, lp, None);
                 }
             }
             Some(Event::Done(d)) => {
-                if !d.text.is_empty() {
-                    self.push_text(d.choice, &d.text, Value::Null, None);
+                if !self.tool_streams.is_empty() {
+                    self.finish_tool_text(d.choice, &d.text, d.finish_reason);
+                } else {
+                    if !d.text.is_empty() {
+                        self.push_text(d.choice, &d.text, Value::Null, None);
+                    }
+                    self.push_text(d.choice, "", Value::Null, Some(finish_str(d.finish_reason)));
                 }
-                self.push_text(d.choice, "", Value::Null, Some(finish_str(d.finish_reason)));
                 self.completion_tokens += d.completion_tokens;
                 self.cached_tokens = d.cached_tokens;
                 self.done += 1;
@@ -295,8 +364,15 @@ pub fn stream(
     job: Job,
     rx: EventReceiver,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let tool_streams = match (job.tools, job.shape) {
+        (Some(family), Shape::Chat) => (0..job.n)
+            .map(|i| ToolStream::new(family, job.request, i))
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut s = Streamer {
         offsets: vec![0; job.n],
+        tool_streams,
         job,
         rx,
         out: VecDeque::new(),

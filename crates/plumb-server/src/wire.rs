@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::refuse::ChatRefused;
+use crate::structured::ResponseFormat;
+use crate::tools::wire::{MessageToolCall, Tool, ToolChoice};
 
 /// Parses a JSON body, naming the field that failed (`param`) in the error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -85,6 +87,11 @@ pub struct ContentPart {
 pub struct Message {
     pub role: String,
     pub content: Option<Content>,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<MessageToolCall>>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +107,10 @@ pub struct ChatRequest {
     pub continue_final_message: Option<bool>,
     #[serde(flatten)]
     pub refused: ChatRefused,
+    pub tools: Option<Vec<Tool>>,
+    pub tool_choice: Option<ToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
+    pub response_format: Option<ResponseFormat>,
 }
 
 /// `prompt`: text, or token ids; one prompt per request.

@@ -110,15 +110,32 @@ impl ChatTemplate {
     /// Renders `messages`; with `add_generation_prompt` the text ends with the opening of an
     /// assistant turn.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`render`](Self::render) for messages of any serializable shape (Hugging Face's:
+    /// assistant `tool_calls`, `tool` messages with `tool_call_id`), with `tools` (a list of
+    /// `{"type": "function", "function": {...}}`) given to the template as `tools`; without
+    /// them `tools` is undefined, as for [`render`](Self::render).
+    pub fn render_with_tools<M: Serialize>(
+        &self,
+        messages: &[M],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| TokenizerError::ChatTemplate(format!("{e:#}")))?;
-        let ctx = context! {
+        let base = context! {
             messages => JValue::from_serialize(messages),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
+        };
+        let ctx = match tools {
+            Some(t) => context! { tools => JValue::from_serialize(t), ..base },
+            None => base,
         };
         tmpl.render(ctx)
             .map_err(|e| TokenizerError::ChatTemplate(format!("rendering failed: {e:#}")))
@@ -296,5 +313,21 @@ mod tests {
             .render(context! { x => context!{ a => vec![1, 2], b => "<é>" } })
             .unwrap();
         assert_eq!(s, "{\"a\": [1, 2], \"b\": \"<é>\"}|{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": \"<é>\"\n}");
+    }
+
+    #[test]
+    fn tools_reach_the_template_only_when_given() {
+        let src = "{% if tools is defined %}{% for t in tools %}[{{ t.function.name }}]{% endfor %}\
+                   {% else %}-{% endif %}{% for m in messages %}{{ m.role }}\
+                   {% for c in m.tool_calls %}:{{ c.function.arguments.city }}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let msgs = [serde_json::json!({"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"city": "Oslo"}}}]})];
+        assert_eq!(
+            t.render_with_tools(&msgs, Some(&tools), false).unwrap(),
+            "[f]assistant:Oslo"
+        );
+        assert_eq!(t.render(&[ChatMessage::user("x")], false).unwrap(), "-user");
     }
 }

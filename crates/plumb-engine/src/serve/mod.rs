@@ -53,6 +53,7 @@ use plumb_model::{Model, PagedKv};
 use plumb_ops::Backend;
 use plumb_tokenizer::Tokenizer;
 
+use crate::constrain::Grammar;
 use crate::error::{EngineError, Result};
 use crate::generate::FinishReason;
 use crate::sampler::SamplingParams;
@@ -126,6 +127,9 @@ pub struct Request {
     pub logprobs: Option<usize>,
     /// Keep going past end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// What every choice's output must match; each choice samples only tokens its matcher
+    /// allows and ends when the grammar is complete.
+    pub constraint: Option<Grammar>,
 }
 
 impl Request {
@@ -140,6 +144,7 @@ impl Request {
             n: 1,
             logprobs: None,
             ignore_eos: false,
+            constraint: None,
         }
     }
 }
@@ -370,6 +375,9 @@ impl EngineHandle {
             ));
         }
         req.sampling.validate().map_err(SubmitError::Invalid)?;
+        if req.ignore_eos && req.constraint.is_some() {
+            return invalid("ignore_eos cannot be combined with a constrained output".into());
+        }
         let too_long = |ctx| SubmitError::TooLong {
             prompt: req.prompt.len(),
             max_tokens: req.max_tokens,

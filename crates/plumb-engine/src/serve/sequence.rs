@@ -7,6 +7,7 @@ use std::time::Instant;
 use plumb_model::BlockTable;
 
 use super::Request;
+use crate::constrain::Live;
 use crate::sampler::Sampler;
 
 /// A choice being decoded. Its KV cache holds `history[..table.len]`; the tokens after
@@ -19,6 +20,9 @@ pub(crate) struct Choice {
     /// Prompt and generated tokens (the penalties' window).
     pub history: Vec<u32>,
     pub generated: usize,
+    /// The request's grammar as this choice advances through it: its mask confines the
+    /// next draw, and each drawn token advances it.
+    pub constraint: Option<Live>,
     pub last_token_at: Option<Instant>,
     /// Ended this step (freed when the step's tokens have all been handed out).
     pub finished: bool,
@@ -34,6 +38,7 @@ impl Choice {
             sampler: Sampler::new(params),
             history: req.prompt.clone(),
             generated: 0,
+            constraint: req.constraint.as_ref().map(Live::start),
             last_token_at: None,
             finished: false,
         }

@@ -25,6 +25,7 @@ use super::engine::{Active, Phase, StepStats, Worker};
 use super::metrics::{RequestStatus, StepTimes};
 use super::sample::{sample_rows, SampleRow, Sampled};
 use super::sequence::Choice;
+use crate::constrain;
 use crate::generate::FinishReason;
 
 /// The next `n` tokens of one sequence in the step's batch: of choice `choice` of running
@@ -50,6 +51,8 @@ pub(crate) struct StepScratch {
     /// Requests whose sampler failed this step, and why.
     failed: Vec<usize>,
     sample_error: Option<String>,
+    /// Requests whose constraint failed this step (no mask, or no allowed token), and why.
+    constraint_failed: Vec<(usize, String)>,
     /// Choices receivers ended (see `Worker::poll_streams`).
     pub(super) ended: Vec<usize>,
 }
@@ -297,6 +300,7 @@ impl<B: Backend> Worker<B> {
     /// Draws the step's tokens where the logits are: the one call of [`sample_rows`].
     fn sample(&mut self, launched: &PagedLogits<'_, B>, vocab: usize) {
         let sc = &mut self.scratch;
+        sc.constraint_failed.clear();
         let mut rows: Vec<SampleRow<'_>> = Vec::with_capacity(sc.draws.len());
         let mut want = sc.draws.iter().peekable();
         for (ri, a) in self.running.iter_mut().enumerate() {
@@ -306,12 +310,20 @@ impl<B: Backend> Worker<B> {
             };
             for (ci, c) in choices.iter_mut().enumerate() {
                 if let Some(&(logits_row, ..)) = want.next_if(|d| (d.1, d.2) == (ri, ci)) {
+                    let mask = match c.constraint.as_mut().map(|l| l.mask()) {
+                        Some(Ok(m)) => Some(m),
+                        Some(Err(e)) => {
+                            sc.constraint_failed.push((ri, e.to_string()));
+                            None
+                        }
+                        None => None,
+                    };
                     rows.push(SampleRow {
                         logits_row,
                         sampler: &mut c.sampler,
                         history: &c.history,
                         top_logprobs: req.logprobs,
-                        mask: None,
+                        mask,
                     });
                 }
             }
@@ -323,6 +335,16 @@ impl<B: Backend> Worker<B> {
                 .map_err(|e| e.to_string())
         });
         sc.sample_error = result.err();
+        // A constrained draw must land on an allowed token (none allowed: the op gives 0).
+        for (r, s) in rows.iter().zip(&sc.sampled) {
+            if let (Some(m), Some(s)) = (r.mask, s) {
+                if !constrain::allows(m, s.id) {
+                    let ri = sc.draws.iter().find(|d| d.0 == r.logits_row).map(|d| d.1);
+                    let why = "no token satisfies the output constraint".to_string();
+                    sc.constraint_failed.extend(ri.map(|ri| (ri, why)));
+                }
+            }
+        }
     }
 
     /// Hands each drawn token to its receiver and ends the choices that are done.
@@ -342,6 +364,9 @@ impl<B: Backend> Worker<B> {
                 sc.failed.push(ri);
                 continue;
             };
+            if sc.constraint_failed.iter().any(|f| f.0 == ri) {
+                continue;
+            }
             if !a.req.ignore_eos && self.stop_tokens.contains(&id) {
                 c.finished = true;
                 let (choice, finish) = (c.index, FinishReason::Stop);
@@ -350,6 +375,10 @@ impl<B: Backend> Worker<B> {
             }
             c.history.push(id);
             c.generated += 1;
+            if let Some(l) = &mut c.constraint {
+                // The next mask is computed while the next step's forward runs.
+                l.commit(id);
+            }
             if !a.first_token_sent {
                 a.first_token_sent = true;
                 stats.ttft.push((now - a.submitted).as_secs_f64());
@@ -378,7 +407,12 @@ impl<B: Backend> Worker<B> {
     fn sweep(&mut self, stats: &mut StepStats) {
         let mut failed = std::mem::take(&mut self.scratch.failed);
         failed.dedup();
+        let constrained = std::mem::take(&mut self.scratch.constraint_failed);
         for ri in (0..self.running.len()).rev() {
+            if let Some((_, why)) = constrained.iter().find(|f| f.0 == ri) {
+                self.fail(ri, format!("constrained decoding failed: {why}"), stats);
+                continue;
+            }
             if failed.contains(&ri) {
                 let why = self.scratch.sample_error.as_deref().unwrap_or("no token");
                 self.fail(
@@ -401,6 +435,7 @@ impl<B: Backend> Worker<B> {
             }
         }
         self.scratch.failed = failed;
+        self.scratch.constraint_failed = constrained;
     }
 }
 

@@ -122,7 +122,7 @@ pub async fn messages(
         return Err(crate::refuse::refusal("max_tokens", "Field required").into());
     }
     let chat = map::to_chat(&req)?;
-    let engine_req = s.chat_request(&chat).await?;
+    let (engine_req, _) = s.chat_request(&chat).await?;
     let reply = reply::Reply {
         id: format!("msg_{:024}", engine_req.id),
         model: s.model_id().to_string(),

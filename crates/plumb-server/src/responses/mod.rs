@@ -201,7 +201,7 @@ pub async fn create(
     let req: ResponsesRequest = wire::parse(&body)?;
     req.refused.check()?;
     let chat = map::to_chat(&req)?;
-    let engine_req = s.chat_request(&chat).await?;
+    let (engine_req, _) = s.chat_request(&chat).await?;
     let reply = reply::Reply {
         id: format!("resp_{:024}", engine_req.id),
         item_id: format!("msg_{:024}", engine_req.id),
