@@ -42,9 +42,9 @@ pub struct Args {
     /// all of them together; figures are aggregate tokens per second.
     #[arg(long, value_delimiter = ',')]
     parallel: Vec<usize>,
-    /// With --parallel: draw every token on the host with the server's sampler (temperature
-    /// --temp, the other filters off, sequence i seeded with i, as `plumb bench-serve` asks),
-    /// instead of greedy ids taken on the backend.
+    /// With --parallel: draw every token through the server's sampling step, the backend's
+    /// sample_rows (temperature --temp, the other filters off, sequence i seeded with i, as
+    /// `plumb bench-serve` asks), instead of greedy argmax ids.
     #[arg(long, requires = "parallel")]
     sample: bool,
     /// The temperature of --sample.
