@@ -74,6 +74,7 @@ impl<B: Backend> KvRoute<'_, B> {
                     n_kv_heads: cfg.n_kv_heads,
                     head_dim: cfg.head_dim,
                     scale,
+                    window: None,
                 };
                 b.attention(q, &cache.k[li], &cache.v[li], p, out)?;
             }
@@ -90,6 +91,7 @@ impl<B: Backend> KvRoute<'_, B> {
                     head_dim: cfg.head_dim,
                     scale,
                     block_size: *block_size,
+                    window: None,
                 };
                 b.attention_paged(q, &k[li], &v[li], seqs, p, out)?;
             }

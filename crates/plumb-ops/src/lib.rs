@@ -16,7 +16,10 @@ pub mod ops;
 pub mod reference;
 pub mod shapes;
 
-pub use backend::{AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle};
+pub use backend::{
+    window_start, AttnParams, Backend, FullAttnParams, PagedParams, PagedSeq, Precision,
+    RopeParams, RopeStyle,
+};
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};
 pub use ggml::GgmlBackend;

@@ -44,14 +44,17 @@ enum Applies {
 
 /// Where each fault can change an output: a wrong element, a stale region and an unsupported
 /// op in every case (argmax returns ids, so it has no region to leave stale); a wrong row and
-/// a transposition in the cases with several rows (not in the flat swiglu and add; argmax
+/// a transposition in the cases with several rows (not in the flat elementwise ops; argmax
 /// has rows of ids but nothing to transpose).
 fn applies(fault: Fault, op: &str) -> Applies {
     match (fault, op) {
         (Fault::WrongElement | Fault::Unsupported, _) => Applies::EveryCase,
         (Fault::Stale, "argmax") => Applies::Never,
         (Fault::Stale, _) => Applies::EveryCase,
-        (Fault::WrongRow | Fault::Transposed, "swiglu" | "add") => Applies::Never,
+        (
+            Fault::WrongRow | Fault::Transposed,
+            "swiglu" | "add" | "geglu" | "gelu" | "scale" | "softcap",
+        ) => Applies::Never,
         (Fault::Transposed, "argmax") => Applies::Never,
         (Fault::WrongRow | Fault::Transposed, _) => Applies::SomeCases,
     }

@@ -10,6 +10,7 @@
 
 mod cases;
 mod compare;
+mod damage;
 pub mod faults;
 mod self_test;
 
@@ -75,6 +76,12 @@ pub const OPS: &[&str] = &[
     "swiglu",
     "add",
     "argmax",
+    "geglu",
+    "gelu",
+    "scale",
+    "softcap",
+    "layer_norm",
+    "attention_full",
 ];
 
 /// Runs every selected case on `backend`, calling `on_result` as each finishes.
