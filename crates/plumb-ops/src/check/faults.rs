@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plumb_core::{GgmlType, HostWeight};
 
+use super::damage::{damage_values, wrong_index};
 use crate::backend::{
     AttnParams, Backend, FullAttnParams, PagedParams, PagedSeq, Precision, RopeParams,
 };
-use super::damage::{damage_values, wrong_index};
 use crate::error::{OpError, Result};
 
 /// What goes wrong.
