@@ -61,7 +61,7 @@ pub(crate) struct Parts {
 /// `tokenizer.json` ([`Tokenizer::from_tokenizer_json`]). `Send + Sync`; encoding is `&self`.
 pub struct Tokenizer {
     model: TokenizerModel,
-    backend: Backend,
+    pub(crate) backend: Backend,
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     pieces: Vec<Vec<u8>>,
