@@ -3,10 +3,12 @@
 //! - [`sampler`]: greedy, temperature, top-k/top-p/min-p, penalties, seeded draws.
 //! - [`generate::Session`]: a model, its tokenizer, chat template and KV cache; streamed
 //!   generation with stop strings and token budgets.
+//! - [`embed::Embedder`]: a sentence encoder and its tokenizer: texts to vectors.
 
 pub mod bench;
 pub mod bench_ops;
 pub mod check;
+pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod perplexity;
@@ -14,6 +16,7 @@ pub mod sampler;
 pub mod serve;
 pub(crate) mod text;
 
+pub use embed::{EmbedInput, Embedder, Embeddings, TooLong};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, Session};
 /// The model cache directory and the fetch of the default model (lives in plumb-model).
