@@ -19,7 +19,7 @@ use crate::{prom, unix_now, AppState};
 const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
 
 impl AppState {
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(key) = &self.inner.api_key else {
             return Ok(());
         };
@@ -35,7 +35,7 @@ impl AppState {
         }
     }
 
-    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    pub(crate) fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
         body.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(self.inner.max_body_bytes)
@@ -197,7 +197,14 @@ fn model_object(s: &AppState) -> serde_json::Value {
 
 pub async fn models(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
-    Ok(Json(json!({"object": "list", "data": [model_object(&s)]})).into_response())
+    let mut data = vec![model_object(&s)];
+    data.extend(
+        s.inner
+            .embed
+            .as_ref()
+            .map(|e| e.model_object(s.inner.created)),
+    );
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
 pub async fn model(
@@ -206,6 +213,9 @@ pub async fn model(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
+    if let Some(e) = s.inner.embed.as_ref().filter(|e| e.id == id) {
+        return Ok(Json(e.model_object(s.inner.created)).into_response());
+    }
     s.check_model(&id)?;
     Ok(Json(model_object(&s)).into_response())
 }

@@ -2,13 +2,15 @@
 //! wire types.
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (streaming as server-sent events),
-//!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//!   `POST /v1/embeddings` (with an embedding model, [`EmbedModel`]), `GET /v1/models`,
+//!   `GET /health`, `GET /metrics` (Prometheus text).
 //! - [`load`] puts a GGUF model on any [`Backend`] behind a [`plumb_engine::serve`] engine;
 //!   [`router`] builds the routes over an [`AppState`]; [`serve`] runs them until a shutdown
 //!   future resolves; [`run`] does all three as a process that stops on SIGINT/SIGTERM.
 //! - [`bench_serve`]: a minimal HTTP client that times a running server.
 
 pub mod bench_serve;
+mod embeddings;
 mod error;
 mod handlers;
 mod prom;
@@ -31,6 +33,7 @@ use plumb_model::Model;
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatTemplate, Tokenizer};
 
+pub use embeddings::EmbedModel;
 pub use error::ApiError;
 pub use run::{run, Log, ServeConfig};
 
@@ -100,11 +103,22 @@ struct Inner {
     api_key: Option<String>,
     max_body_bytes: usize,
     created: u64,
+    embed: Option<EmbedModel>,
 }
 
 impl AppState {
     /// With `api_key`, every `/v1` route wants `Authorization: Bearer <api_key>`.
     pub fn new(loaded: &Loaded, api_key: Option<String>, max_body_bytes: usize) -> AppState {
+        Self::with_embeddings(loaded, api_key, max_body_bytes, None)
+    }
+
+    /// [`AppState::new`], with `embed` answering `/v1/embeddings`.
+    pub fn with_embeddings(
+        loaded: &Loaded,
+        api_key: Option<String>,
+        max_body_bytes: usize,
+        embed: Option<EmbedModel>,
+    ) -> AppState {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -117,6 +131,7 @@ impl AppState {
                 api_key: api_key.filter(|k| !k.is_empty()),
                 max_body_bytes,
                 created,
+                embed,
             }),
         }
     }
@@ -128,6 +143,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{id}", get(handlers::model))
         .route("/health", get(handlers::health))
