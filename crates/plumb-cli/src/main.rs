@@ -31,6 +31,8 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Print the token ids of a text.
     Tokenize(cmd::tokenize::Args),
+    /// Sentence embeddings of texts (a BERT-family encoder, all-MiniLM-L6-v2 by default).
+    Embed(cmd::embed::Args),
     /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
     Perplexity(cmd::perplexity::Args),
     /// Show a GGUF file's architecture, hyperparameters, tokenizer and tensors.
@@ -67,6 +69,7 @@ fn main() {
         Command::Run(a) => cmd::run::main(a),
         Command::Chat(a) => cmd::chat::main(a),
         Command::Tokenize(a) => cmd::tokenize::main(a),
+        Command::Embed(a) => cmd::embed::main(a),
         Command::Perplexity(a) => cmd::perplexity::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Check(a) => cmd::check::main(a),

@@ -129,12 +129,16 @@ pub fn entry_points(file: &str) -> Vec<String> {
     };
     let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
     match file {
-        "norm.cu" => fixed(&["rms_norm_f32", "add_rms_norm_f32"]),
+        "norm.cu" => fixed(&["rms_norm_f32", "add_rms_norm_f32", "layer_norm_f32"]),
         "rope.cu" => fixed(&["rope_f32", "rope_kv_f32"]),
         "elementwise.cu" => fixed(&[
             "add_f32",
             "add_bias_f32",
             "swiglu_f32",
+            "geglu_f32",
+            "gelu_f32",
+            "scale_f32",
+            "softcap_f32",
             "kv_write_f32",
             "quantize_q8",
         ]),

@@ -7,9 +7,11 @@
 //! - [`kv_cache::KvCache`]: the contiguous KV cache.
 //! - [`paged::PagedKv`]: the paged KV cache shared by many sequences, with prefix caching,
 //!   and [`Model::forward_paged`] / [`Model::forward_paged_launch`] over it.
-//! - [`store`]: the model cache directory and the fetch of the default model.
+//! - [`store`]: the model cache directory and the fetch of the models known by name.
+//! - [`encoder`]: BERT-family sentence encoders from Hugging Face directories.
 
 pub mod config;
+pub mod encoder;
 pub mod error;
 pub mod forward;
 pub mod kv_cache;

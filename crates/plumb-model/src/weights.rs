@@ -1,5 +1,6 @@
-//! Weight mapping: GGUF tensor names to the blocks of a Llama-family model, shape-checked
-//! against the config and uploaded to a backend in their stored format.
+//! Weight mapping: GGUF tensor names to the blocks of a decoder model, shape-checked against
+//! the config and uploaded to a backend in their stored format. Norm weights are used as
+//! stored: for gemma3 the GGUF converter has already added Gemma's `1 +` to them.
 
 use plumb_core::HostWeight;
 use plumb_gguf::GgufFile;
@@ -18,10 +19,14 @@ pub struct LayerWeights<B: Backend> {
     pub bq: Option<B::Buf>,
     pub bk: Option<B::Buf>,
     pub bv: Option<B::Buf>,
-    /// Qwen3 per-head norms: `[head_dim]`.
+    /// Qwen3 and Gemma 3 per-head norms: `[head_dim]`.
     pub q_norm: Option<B::Buf>,
     pub k_norm: Option<B::Buf>,
+    /// Gemma 3's norm of the attention output, before its residual add.
+    pub post_attn_norm: Option<B::Buf>,
     pub ffn_norm: B::Buf,
+    /// Gemma 3's norm of the FFN output, before its residual add.
+    pub post_ffn_norm: Option<B::Buf>,
     pub w_gate: B::Weight,
     pub w_up: B::Weight,
     pub w_down: B::Weight,
@@ -98,7 +103,7 @@ impl<B: Backend> Weights<B> {
                 Ok(v)
             };
             let qwen2 = cfg.arch == Arch::Qwen2;
-            let qwen3 = cfg.arch == Arch::Qwen3;
+            let (qk_norm, post) = (cfg.arch.qk_norm(), cfg.arch.post_norms());
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm.weight"), d)?,
                 wq: l.matrix(&n("attn_q.weight"), q, d)?,
@@ -108,9 +113,11 @@ impl<B: Backend> Weights<B> {
                 bq: need(n("attn_q.bias"), q, qwen2)?,
                 bk: need(n("attn_k.bias"), kv, qwen2)?,
                 bv: need(n("attn_v.bias"), kv, qwen2)?,
-                q_norm: need(n("attn_q_norm.weight"), cfg.head_dim, qwen3)?,
-                k_norm: need(n("attn_k_norm.weight"), cfg.head_dim, qwen3)?,
+                q_norm: need(n("attn_q_norm.weight"), cfg.head_dim, qk_norm)?,
+                k_norm: need(n("attn_k_norm.weight"), cfg.head_dim, qk_norm)?,
+                post_attn_norm: need(n("post_attention_norm.weight"), d, post)?,
                 ffn_norm: l.vector(&n("ffn_norm.weight"), d)?,
+                post_ffn_norm: need(n("post_ffw_norm.weight"), d, post)?,
                 w_gate: l.matrix(&n("ffn_gate.weight"), ff, d)?,
                 w_up: l.matrix(&n("ffn_up.weight"), ff, d)?,
                 w_down: l.matrix(&n("ffn_down.weight"), d, ff)?,

@@ -172,6 +172,10 @@ impl Tokenizer {
         })?;
         // Special added tokens are found by our own matcher (so that `parse_special` works).
         hf.set_encode_special_tokens(true);
+        // Inputs are never padded, and cut only where the caller says (`encode_sequence`).
+        hf.with_padding(None);
+        hf.with_truncation(None)
+            .map_err(|e| err(format!("cannot turn truncation off: {e}")))?;
 
         let dir = path.parent().unwrap_or(Path::new("."));
         let sibling = |name: &str| -> Option<PathBuf> {

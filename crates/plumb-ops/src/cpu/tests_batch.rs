@@ -196,6 +196,7 @@ fn attention_rows_match_decode() {
             n_kv_heads,
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
         };
         for (level, bs) in backends() {
             let alone: Vec<Vec<f32>> = (0..nmax)
