@@ -41,6 +41,7 @@ mod float;
 mod layout;
 mod matmul;
 mod mv;
+mod natural;
 pub mod pool;
 mod scalar;
 mod simd;
