@@ -36,6 +36,7 @@ impl Arch {
         }
     }
 
+    /// The RoPE style of this architecture's GGUF files.
     pub fn rope_style(self) -> RopeStyle {
         match self {
             Arch::Llama => RopeStyle::Normal,
@@ -60,6 +61,9 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     /// Rotated dimensions per head.
     pub n_rot: usize,
+    /// How RoPE pairs a head's elements. A GGUF llama is `Normal` (its converter permutes the
+    /// rows of Wq and Wk); a Hugging Face llama keeps the halves (`Neox`), as Qwen always does.
+    pub rope_style: RopeStyle,
 }
 
 impl ModelConfig {
@@ -111,12 +115,13 @@ impl ModelConfig {
             rms_eps: f.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
             rope_theta,
             n_rot,
+            rope_style: arch.rope_style(),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
         if self.n_layers == 0 || self.d_model == 0 || self.d_ff == 0 || self.head_dim == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));

@@ -297,7 +297,7 @@ impl<B: Backend> Model<B> {
             std::mem::swap(&mut ws.k, &mut ws.tmp);
         }
         let rope = RopeParams {
-            style: cfg.arch.rope_style(),
+            style: cfg.rope_style,
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };

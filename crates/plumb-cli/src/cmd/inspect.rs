@@ -35,10 +35,7 @@ pub fn main(a: Args) -> Result<()> {
             );
             println!(
                 "rope: {:?} base {} over {} dims; rms eps {:e}",
-                c.arch.rope_style(),
-                c.rope_theta,
-                c.n_rot,
-                c.rms_eps
+                c.rope_style, c.rope_theta, c.n_rot, c.rms_eps
             );
         }
         Err(e) => println!("architecture: not runnable by plumb ({e})"),
