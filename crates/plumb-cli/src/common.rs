@@ -244,16 +244,22 @@ pub(crate) use with_backend;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched on first use]
+    /// GGUF model file, or a Hugging Face or MLX model directory [default:
+    /// SmolLM2-135M-Instruct Q4_1, fetched on first use]
     #[arg(long, short = 'm', value_name = "PATH")]
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
-/// The model path, fetching the default model (with messages on stderr) when none is given.
+/// The model path, fetching the default model (with messages on stderr) when none is given;
+/// says on stderr what kind of model it found.
 pub fn model_path(model: Option<&Path>) -> Result<PathBuf> {
-    store::resolve_model(model, &mut |msg| eprintln!("plumb: {msg}")).context("no model to load")
+    let path = store::resolve_model(model, &mut |msg| eprintln!("plumb: {msg}"))
+        .context("no model to load")?;
+    let kind = store::detect(&path)?;
+    eprintln!("plumb: {} is a {}", path.display(), kind.describe());
+    Ok(path)
 }
 
 /// Loads a session on the chosen backend and runs `$body` with it bound to `$s`.

@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plumb_gguf::GgufFile;
-use plumb_model::{KvCache, Logits, Model};
+use plumb_model::{Checkpoint, KvCache, Logits, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 
@@ -66,6 +65,22 @@ pub struct Generation {
     pub decode_time: Duration,
 }
 
+/// The tokenizer and chat template of a checkpoint: from GGUF metadata, or from a model
+/// directory's `tokenizer.json` and `tokenizer_config.json`.
+pub fn text_side(ck: &Checkpoint) -> Result<(Tokenizer, ChatTemplate)> {
+    match ck {
+        Checkpoint::Gguf(file) => Ok((
+            Tokenizer::from_gguf(file)?,
+            ChatTemplate::from_gguf_metadata(|k| file.get(k))?,
+        )),
+        Checkpoint::Dir(d) => {
+            let tok = Tokenizer::from_model_dir(&d.dir)?;
+            let template = tok.chat_template()?;
+            Ok((tok, template))
+        }
+    }
+}
+
 /// A model ready to generate: weights on a backend, tokenizer, chat template and KV cache.
 pub struct Session<B: Backend> {
     pub model: Model<B>,
@@ -77,13 +92,12 @@ pub struct Session<B: Backend> {
 }
 
 impl<B: Backend> Session<B> {
-    /// Loads a GGUF model onto `backend` with a context of `ctx` tokens (0 = the model's
-    /// trained context, capped at 4096).
+    /// Loads a model (a GGUF file, a Hugging Face or MLX directory) onto `backend` with a
+    /// context of `ctx` tokens (0 = the model's trained context, capped at 4096).
     pub fn load(path: &Path, backend: B, ctx: usize) -> Result<Session<B>> {
-        let file = GgufFile::open(path).map_err(plumb_model::ModelError::from)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        let chat_template = ChatTemplate::from_gguf_metadata(|k| file.get(k))?;
-        let model = Model::load(&file, backend)?;
+        let ck = Checkpoint::open(path)?;
+        let (tokenizer, chat_template) = text_side(&ck)?;
+        let model = Model::load_checkpoint(&ck, backend)?;
         let ctx = if ctx == 0 {
             model.config.n_ctx_train.clamp(1, 4096)
         } else {

@@ -134,7 +134,10 @@ pub fn affine_weight(
     };
     let cols = words * 32 / bits as usize;
     let n_groups = cols / group;
-    if !cols.is_multiple_of(group) || scales.shape != [rows, n_groups] || biases.shape != scales.shape {
+    if !cols.is_multiple_of(group)
+        || scales.shape != [rows, n_groups]
+        || biases.shape != scales.shape
+    {
         return Err(bad(format!(
             "{bits}-bit groups of {group}: weight {:?} ({cols} columns) needs scales and biases \
              [{rows}, {n_groups}], got {:?} and {:?}",
