@@ -15,16 +15,27 @@ Builds, from the default GGUF (SmolLM2-135M-Instruct Q4_1, fetched by plumb's st
                              6-bit: per-module entries in config.json).
 
 With --record FILE it also runs mlx-lm on each directory and writes FILE (JSON): per directory
-the sha256 of model.safetensors, the greedy continuation (24 tokens, mlx-lm's model and
-argmax) of the 8 prompts of fixtures/smollm2-135m-instruct-q4_1/greedy.json with a logits
-summary (top logit and its margin over the second at each step), and the perplexity of
-apache-2.0.txt at context 512 (llama.cpp's procedure, see that fixture's README).
+the digest of its tensors (`tensor_digest`), the greedy continuation (24 tokens, mlx-lm's
+model and argmax) of the 8 prompts of fixtures/smollm2-135m-instruct-q4_1/greedy.json with
+the five largest logits of every step (so a test can feed mlx-lm's tokens back and see where
+its own top token differs, and by how much), and the perplexity of apache-2.0.txt at context
+512 (llama.cpp's procedure, see that fixture's README).
 
-The directories are deterministic (same GGUF, same mlx and mlx-lm versions), so a test that
-rebuilds them gets the bytes the record was made from; the record keeps the hashes to prove it.
+With --vectors FILE it writes MLX's own quantization of a few small matrices (every bits ×
+group size, f32 and bf16 inputs: `mx.quantize`'s codes, scales and biases and
+`mx.dequantize`'s output in f32) as one safetensors file, for bit-for-bit tests of plumb's
+affine quantizer and dequantization.
 
-Usage: make_mlx_fixture.py --gguf PATH --out DIR [--record FILE]
-Needs mlx, mlx-cpu, mlx-lm (and their numpy, transformers, tokenizers) importable.
+The directories are deterministic (same GGUF, same mlx and mlx-lm versions), and plumb
+rebuilds them itself (`plumb quantize`); the tensor digests prove that its directories hold
+the tensors mlx-lm's figures were measured on, so the multi-megabyte directories need not
+be kept.
+
+Usage: make_mlx_fixture.py --gguf PATH --out DIR [--record FILE] [--vectors FILE]
+Needs mlx, mlx-cpu, mlx-lm (and their numpy, transformers, tokenizers) importable, e.g.
+    python3 -m pip install --target /tmp/mlx mlx==0.32.4 mlx-cpu==0.32.4 mlx-lm==0.32.2
+    PYTHONPATH=/tmp/mlx python3 scripts/make_mlx_fixture.py --gguf ~/.cache/plumb/... \
+        --out /tmp/mlx-dirs --record fixtures/mlx/record.json --vectors fixtures/mlx/affine.safetensors
 """
 
 import argparse
@@ -33,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import sys
 
 import numpy as np
@@ -195,12 +207,36 @@ def check_tokenizer(hf_dir):
         sys.exit("tokenizer.json does not reproduce apache-2.0.tokens.json")
 
 
-def sha256(path):
+def tensor_digest(d):
+    """sha256 over the directory's tensors in name order: for each, its name, dtype and shape
+    (`name\0DTYPE\0d0,d1\0`) then its raw bytes. Independent of the file's header layout
+    and of how tensors are split into shards."""
+    entries = []
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".safetensors"):
+            continue
+        path = os.path.join(d, f)
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name != "__metadata__":
+                entries.append((name, info, path, 8 + n))
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for name, info, path, base in sorted(entries):
+        lo, hi = info["data_offsets"]
+        with open(path, "rb") as fh:
+            fh.seek(base + lo)
+            data = fh.read(hi - lo)
+        shape = ",".join(str(x) for x in info["shape"])
+        h.update(f"{name}\0{info['dtype']}\0{shape}\0".encode())
+        h.update(data)
     return h.hexdigest()
+
+
+def top5(l):
+    idx = np.argsort(-np.array(l), kind="stable")[:5]
+    return {"ids": [int(i) for i in idx], "logits": [round(float(l[i]), 4) for i in idx]}
 
 
 def greedy(model, prompt_ids, eos, n=24):
@@ -209,11 +245,9 @@ def greedy(model, prompt_ids, eos, n=24):
     logits = model(mx.array([prompt_ids]), cache=cache)[0, -1]
     ids, summary = [], []
     for _ in range(n):
-        l = logits.astype(mx.float32)
-        top2 = mx.topk(l, 2)
-        best = int(mx.argmax(l).item())
-        summary.append({"top": round(float(l[best].item()), 4),
-                        "margin": round(float(mx.max(top2).item() - mx.min(top2).item()), 4)})
+        l = np.array(logits.astype(mx.float32))
+        best = int(np.argmax(l))
+        summary.append(top5(l))
         if best == eos:
             return ids, True, summary
         ids.append(best)
@@ -249,10 +283,10 @@ def record(dirs, path):
             ids, stopped, summary = greedy(model, case["prompt_token_ids"], eos)
             runs.append({"prompt": case["prompt"], "prompt_token_ids": case["prompt_token_ids"],
                          "greedy_ids_24": ids, "greedy_text_24": tok.decode(ids),
-                         "stopped_at_eos": stopped, "logits": summary})
+                         "stopped_at_eos": stopped, "top5": summary})
         ppl, chunks = perplexity(model, text_ids)
         out["models"][os.path.basename(d)] = {
-            "model_sha256": sha256(os.path.join(d, "model.safetensors")),
+            "tensor_digest": tensor_digest(d),
             "greedy": runs, "perplexity_512": round(ppl, 4), "chunks_512": chunks,
         }
         print(f"{os.path.basename(d)}: ppl {ppl:.4f}", file=sys.stderr)
@@ -261,12 +295,46 @@ def record(dirs, path):
         f.write("\n")
 
 
+def vectors(path):
+    """MLX's quantization of small matrices: for every bits × group size and input dtype
+    (`x.f32`, `x.bf16`: the inputs), `{tag}.q`, `.scales`, `.biases` (mx.quantize) and `.deq`
+    (mx.dequantize with the scales and biases widened to f32, in f32)."""
+    rng = np.random.default_rng(20261202)
+    rows = [
+        rng.normal(0.0, 0.05, 256),                         # a weight-like row
+        rng.uniform(0.1, 1.0, 256),                         # all positive
+        np.concatenate([rng.uniform(-1.0, -0.1, 255), [3.0]]),  # negative, one outlier
+        np.concatenate([np.full(128, 0.25), np.zeros(128)]),    # constant groups
+    ]
+    x32 = mx.array(np.stack(rows).astype(np.float32))
+    out = {}
+    for dtype, name in [(mx.float32, "f32"), (mx.bfloat16, "bf16")]:
+        x = x32.astype(dtype)
+        out[f"x.{name}"] = x
+        for bits in [2, 3, 4, 5, 6, 8]:
+            for group in [32, 64, 128]:
+                q, s, b = mx.quantize(x, group_size=group, bits=bits)
+                deq = mx.dequantize(q, s.astype(mx.float32), b.astype(mx.float32),
+                                    group_size=group, bits=bits)
+                tag = f"b{bits}_g{group}_{name}"
+                out.update({f"{tag}.q": q, f"{tag}.scales": s,
+                            f"{tag}.biases": b, f"{tag}.deq": deq.astype(mx.float32)})
+    mx.save_safetensors(path, out, metadata={"mlx": mx.__version__})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--gguf", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--gguf")
+    p.add_argument("--out")
     p.add_argument("--record")
+    p.add_argument("--vectors")
     a = p.parse_args()
+    if a.vectors:
+        vectors(a.vectors)
+    if not (a.gguf and a.out):
+        if a.record or not a.vectors:
+            p.error("--gguf and --out are needed to build the directories")
+        return
     from mlx_lm import convert
     hf = os.path.join(a.out, HF_NAME)
     tmp = hf + ".partial"

@@ -25,8 +25,16 @@
 //! are a contiguous byte range of the stream). A 4-bit group of 64 is 8 + 32 = 40 bytes.
 //! [`pack_mlx_row`] builds a row of blocks from the three tensors' rows.
 //!
-//! The reference quantizer is a plain min/max fit (`s = (max - min) / (2^bits - 1)`, `b = min`,
-//! `q = round((x - b) / s)`), not MLX's: only the dequantization is MLX's.
+//! The quantizer is MLX's (`mx.quantize`, affine mode, as its CPU backend computes it, in f32):
+//! with `n = 2^bits - 1`, a group's `min` and `max`, the scale starts at
+//! `max((max - min) / n, 1e-7)`, negated unless `|min| > |max|`; the edge is `min` when
+//! `|min| > |max|`, else `max`. If `q0 = rint(edge / s)` is not zero, `s = edge / q0` and
+//! `b = edge` (so the edge value is exact), else `b = 0`. Codes are
+//! `clamp(rint((x - b) / s), 0, n)` (`rint`: ties to even). [`quantize_group`] returns `s` and
+//! `b` in f32; MLX then stores them in the input's type (bf16 for a bf16 model) while the
+//! codes were computed with the f32 values — the directory writer does the same rounding.
+//! `fixtures/mlx/affine.safetensors` (made by `scripts/make_mlx_fixture.py`) holds MLX's
+//! output on test matrices; the tests match it bit for bit.
 
 use crate::error::{CoreError, Result};
 
@@ -58,22 +66,41 @@ pub fn dequantize_block(bits: u32, block: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Quantizes `x` (one group) into `out` (one block) with the min/max fit of the module docs.
-pub fn quantize_block(bits: u32, x: &[f32], out: &mut [u8]) {
+/// Quantizes `x` (one group) as MLX does (module docs): writes the codes into `codes` (the
+/// group's `x.len() · bits / 8` bytes of the bit stream) and returns `(scale, bias)` in f32.
+pub fn quantize_group(bits: u32, x: &[f32], codes: &mut [u8]) -> (f32, f32) {
+    let n = ((1u32 << bits) - 1) as f32;
     let (min, max) = x
         .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let top = ((1u32 << bits) - 1) as f32;
-    let s = (max - min) / top;
-    let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-    out[..4].copy_from_slice(&s.to_le_bytes());
-    out[4..8].copy_from_slice(&min.to_le_bytes());
-    let codes = &mut out[8..];
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let from_min = min.abs() > max.abs();
+    let mut s = ((max - min) / n).max(1e-7);
+    if !from_min {
+        s = -s;
+    }
+    let edge = if from_min { min } else { max };
+    let q0 = (edge / s).round_ties_even();
+    let mut b = 0.0;
+    if q0 != 0.0 {
+        s = edge / q0;
+        b = edge;
+    }
     codes.fill(0);
     for (i, &v) in x.iter().enumerate() {
-        let q = ((v - min) * inv).round_ties_even().clamp(0.0, top) as u32;
-        put_code(codes, bits, i, q);
+        let q = ((v - b) / s).round_ties_even().clamp(0.0, n);
+        put_code(codes, bits, i, q as u32);
     }
+    (s, b)
+}
+
+/// Quantizes `x` (one group) into `out` (one block, f32 scale and bias) with
+/// [`quantize_group`].
+pub fn quantize_block(bits: u32, x: &[f32], out: &mut [u8]) {
+    let (s, b) = quantize_group(bits, x, &mut out[8..]);
+    out[..4].copy_from_slice(&s.to_le_bytes());
+    out[4..8].copy_from_slice(&b.to_le_bytes());
 }
 
 /// Writes code `i` (< 2^bits) into a zeroed little-endian bit stream.
@@ -162,7 +189,9 @@ mod tests {
     }
 
     #[test]
-    fn quantizer_round_trips_within_half_a_step() {
+    fn quantizer_round_trips_within_a_step() {
+        // The edge value is exact; the scale is stretched to make it so, by at most a
+        // factor of at most n / (n - 1/2); on this row every element lands within half a step.
         for bits in [2, 3, 4, 5, 6, 8] {
             let x: Vec<f32> = (0..64)
                 .map(|i| ((i * 37 % 64) as f32 - 20.0) / 7.0)
@@ -171,13 +200,13 @@ mod tests {
             quantize_block(bits, &x, &mut block);
             let mut y = vec![0f32; 64];
             dequantize_block(bits, &block, &mut y);
-            let step = (x.iter().cloned().fold(f32::MIN, f32::max) + 20.0 / 7.0)
-                / ((1 << bits) - 1) as f32;
+            let s = f32_at(&block, 0).abs();
+            assert_eq!(
+                y[x.iter().position(|&v| v == 43.0 / 7.0).unwrap()],
+                43.0 / 7.0
+            );
             for (a, b) in x.iter().zip(&y) {
-                assert!(
-                    (a - b).abs() <= 0.5 * step * 1.0001,
-                    "{bits} bits: {a} -> {b}"
-                );
+                assert!((a - b).abs() <= 0.5 * s * 1.0001, "{bits} bits: {a} -> {b}");
             }
         }
     }

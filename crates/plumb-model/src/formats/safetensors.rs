@@ -71,6 +71,13 @@ impl Safetensors {
         Ok(st)
     }
 
+    /// One safetensors file, all of its tensors.
+    pub fn open_file(path: &Path) -> Result<Safetensors> {
+        let mut st = Safetensors::default();
+        st.add_file(path, None)?;
+        Ok(st)
+    }
+
     /// The shards of an index: every tensor its `weight_map` names must be in its shard.
     fn open_index(dir: &Path, index: &Path) -> Result<Safetensors> {
         let json = read_json(index)?;
