@@ -18,6 +18,7 @@ pub mod formats;
 pub mod forward;
 pub mod kv_cache;
 pub mod paged;
+pub mod quantize;
 mod route;
 pub mod store;
 pub mod synth;

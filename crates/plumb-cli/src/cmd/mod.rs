@@ -8,6 +8,7 @@ pub mod check_model;
 pub mod inspect;
 pub mod kernels;
 pub mod perplexity;
+pub mod quantize;
 pub mod report;
 pub mod run;
 pub mod serve;
