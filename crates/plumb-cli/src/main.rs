@@ -39,6 +39,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Check every op of a backend against the reference (or a whole model with --model).
     Check(cmd::check::Args),
+    /// Re-encode a model: to GGUF (Q4_0 .. Q6_K, Q4_K_M, Q5_K_M), MLX or Hugging Face.
+    Quantize(cmd::quantize::Args),
     /// Write a GGUF with a real model's shape, random weights and a placeholder vocabulary.
     Synth(cmd::synth::Args),
     /// Prompt-processing and generation throughput, llama-bench style.
@@ -73,6 +75,7 @@ fn main() {
         Command::Perplexity(a) => cmd::perplexity::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Check(a) => cmd::check::main(a),
+        Command::Quantize(a) => cmd::quantize::main(a),
         Command::Synth(a) => cmd::synth::main(a),
         Command::Bench(a) => cmd::bench::main(a),
         Command::BenchOps(a) => cmd::bench_ops::main(a),

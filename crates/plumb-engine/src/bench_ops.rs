@@ -176,7 +176,7 @@ impl<B: Backend> OpBench<'_, B> {
     fn rope_and_attention(&mut self, n: usize, ctx: usize) -> Result<()> {
         let (b, cfg, reps) = (self.b, &self.cfg, self.reps);
         let rope = RopeParams {
-            style: cfg.arch.rope_style(),
+            style: cfg.rope_style,
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };

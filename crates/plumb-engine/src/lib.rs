@@ -21,7 +21,7 @@ pub(crate) mod text;
 
 pub use embed::{EmbedInput, Embedder, Embeddings, TooLong};
 pub use error::{EngineError, Result};
-pub use generate::{FinishReason, GenerateParams, Generation, Session};
+pub use generate::{text_side, FinishReason, GenerateParams, Generation, Session};
 /// The model cache directory and the fetch of the default model (lives in plumb-model).
 pub use plumb_model::store;
 pub use sampler::{Sampler, SamplingParams};

@@ -51,6 +51,7 @@ impl Arch {
         }
     }
 
+    /// The RoPE style of this architecture's GGUF files.
     pub fn rope_style(self) -> RopeStyle {
         match self {
             Arch::Llama => RopeStyle::Normal,
@@ -97,6 +98,9 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     /// Rotated dimensions per head.
     pub n_rot: usize,
+    /// How RoPE pairs a head's elements. A GGUF llama is `Normal` (its converter permutes the
+    /// rows of Wq and Wk); a Hugging Face llama keeps the halves (`Neox`), as Qwen always does.
+    pub rope_style: RopeStyle,
     /// `scale` of every attention: `1 / √key_length` (gemma3 27B: `1 / √(d_model / n_heads)`).
     pub attn_scale: f32,
     /// The embeddings are multiplied by this before the first layer (gemma: √d_model).
@@ -183,6 +187,7 @@ impl ModelConfig {
             embed_scale: gemma.then(|| (d_model as f32).sqrt()),
             swa: swa_from_gguf(f, arch_name, gemma, n_layers)?,
             final_softcap: softcap.filter(|&c| c > 0.0),
+            rope_style: arch.rope_style(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -206,7 +211,7 @@ impl ModelConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
         if self.n_layers == 0 || self.d_model == 0 || self.d_ff == 0 || self.head_dim == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));

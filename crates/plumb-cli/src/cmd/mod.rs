@@ -9,6 +9,7 @@ pub mod embed;
 pub mod inspect;
 pub mod kernels;
 pub mod perplexity;
+pub mod quantize;
 pub mod report;
 pub mod run;
 pub mod serve;

@@ -43,6 +43,7 @@ mod gelu;
 mod layout;
 mod matmul;
 mod mv;
+mod natural;
 pub mod pool;
 mod scalar;
 mod simd;
