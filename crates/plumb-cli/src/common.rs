@@ -244,28 +244,50 @@ pub(crate) use with_backend;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// GGUF model file [default: SmolLM2-135M-Instruct Q4_1, fetched on first use]
+    /// GGUF model file, or a Hugging Face or MLX model directory [default:
+    /// SmolLM2-135M-Instruct Q4_1, fetched on first use]
     #[arg(long, short = 'm', value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// Re-encode the model's matrices at load (in-situ quantization, no file written):
+    /// q4_0, q4_1, q5_0, q5_1, q8_0, q2_k .. q6_k, q4_k_m, q5_k_m, f16, bf16
+    #[arg(long, value_name = "FMT")]
+    pub quantize: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
-/// The model path, fetching the default model (with messages on stderr) when none is given.
+impl ModelArgs {
+    /// The `--quantize` recipe, if one was given.
+    pub fn recipe(&self) -> Result<Option<plumb_model::quantize::Recipe>> {
+        self.quantize
+            .as_deref()
+            .map(plumb_model::quantize::Recipe::parse)
+            .transpose()
+            .context("--quantize")
+    }
+}
+
+/// The model path, fetching the default model (with messages on stderr) when none is given;
+/// says on stderr what kind of model it found.
 pub fn model_path(model: Option<&Path>) -> Result<PathBuf> {
-    store::resolve_model(model, &mut |msg| eprintln!("plumb: {msg}")).context("no model to load")
+    let path = store::resolve_model(model, &mut |msg| eprintln!("plumb: {msg}"))
+        .context("no model to load")?;
+    let kind = store::detect(&path)?;
+    eprintln!("plumb: {} is a {}", path.display(), kind.describe());
+    Ok(path)
 }
 
 /// Loads a session on the chosen backend and runs `$body` with it bound to `$s`.
 macro_rules! with_session {
     ($args:expr, $ctx:expr, |$s:ident| $body:expr) => {{
         let path = $crate::common::model_path($args.model.as_deref())?;
+        let recipe = $args.recipe()?;
         let choice = $args.device.choice()?;
         $crate::common::with_backend!(&choice, |backend| {
             let t0 = std::time::Instant::now();
             #[allow(unused_mut)]
             let mut $s = anyhow::Context::with_context(
-                plumb_engine::Session::load(&path, backend, $ctx),
+                plumb_engine::Session::load_quantized(&path, backend, $ctx, recipe),
                 || format!("loading {}", path.display()),
             )?;
             $crate::common::loaded(&path, choice.kind(), t0);

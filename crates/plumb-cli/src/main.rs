@@ -31,12 +31,16 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Print the token ids of a text.
     Tokenize(cmd::tokenize::Args),
+    /// Sentence embeddings of texts (a BERT-family encoder, all-MiniLM-L6-v2 by default).
+    Embed(cmd::embed::Args),
     /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
     Perplexity(cmd::perplexity::Args),
     /// Show a GGUF file's architecture, hyperparameters, tokenizer and tensors.
     Inspect(cmd::inspect::Args),
     /// Check every op of a backend against the reference (or a whole model with --model).
     Check(cmd::check::Args),
+    /// Re-encode a model: to GGUF (Q4_0 .. Q6_K, Q4_K_M, Q5_K_M), MLX or Hugging Face.
+    Quantize(cmd::quantize::Args),
     /// Write a GGUF with a real model's shape, random weights and a placeholder vocabulary.
     Synth(cmd::synth::Args),
     /// Prompt-processing and generation throughput, llama-bench style.
@@ -67,9 +71,11 @@ fn main() {
         Command::Run(a) => cmd::run::main(a),
         Command::Chat(a) => cmd::chat::main(a),
         Command::Tokenize(a) => cmd::tokenize::main(a),
+        Command::Embed(a) => cmd::embed::main(a),
         Command::Perplexity(a) => cmd::perplexity::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Check(a) => cmd::check::main(a),
+        Command::Quantize(a) => cmd::quantize::main(a),
         Command::Synth(a) => cmd::synth::main(a),
         Command::Bench(a) => cmd::bench::main(a),
         Command::BenchOps(a) => cmd::bench_ops::main(a),

@@ -1,7 +1,9 @@
 // attention.cu: causal grouped-query attention over a contiguous KV cache, flash style.
 //
 // Shapes: q, out [n_tokens, n_heads, HD]; k, v [capacity, n_kv_heads, HD]. Query head h reads
-// KV head h / G (G = n_heads / n_kv_heads); token i (position pos0 + i) sees keys 0..=pos0+i.
+// KV head h / G (G = n_heads / n_kv_heads); token i (position pos0 + i) sees keys 0..=pos0+i,
+// or with window > 0 only the last `window` of them (a sliding-window layer: keys from
+// max(0, pos0 + i + 1 - window)); window 0 is no window.
 //
 // A "row" is one (token, query head) pair. Rows are grouped by KV head: row ρ of KV head kvh is
 // token ρ / G, head kvh*G + ρ % G, so one block serves every query head that shares a K/V tile
@@ -40,7 +42,7 @@ template <int HD>
 static __device__ void attn_fwd_impl(const float* q, const float* k, const float* v, float* out,
                                      float* part, int n_tokens, const u32* pos0p, int n_heads,
                                      int n_kv_heads, float scale, int split_len, int n_splits,
-                                     int capacity) {
+                                     int capacity, int window) {
     constexpr int DPL = HD / WARP;  // dims per lane
     __shared__ float Qs[ROWS][HD];
     __shared__ float Ks[BK][HD + 1];
@@ -64,7 +66,9 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     // Keys this block may need: up to the causal limit of its last row, within the split.
     const int last_rho = min(rho0 + ROWS, n_rows) - 1;
     const int kmax = pos0 + last_rho / G;  // inclusive
-    const int k_begin = split * split_len;
+    // The block's first row sees the earliest keys; a window starts them past 0.
+    const int kmin = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) : 0;
+    const int k_begin = max(split * split_len, kmin);
     const int k_end = min(min(k_begin + split_len, kmax + 1), capacity);
 
     float m[4], l[4], acc[4][DPL];
@@ -90,8 +94,9 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
             const int lr = warp + 4 * r, rho = rho0 + lr;
             if (rho >= n_rows) continue;  // uniform over the warp
             const int limit = pos0 + rho / G;
+            const int first = window > 0 ? limit + 1 - window : 0;
             const int key = kt + lane;
-            const bool valid = key < k_end && key <= limit;
+            const bool valid = key < k_end && key <= limit && key >= first;
             float s = NEG_INF;
             if (valid) {
                 s = 0.0f;
@@ -140,15 +145,15 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
                                                float* out, float* part, int n_tokens,          \
                                                const u32* pos0p, int n_heads, int n_kv_heads,  \
                                                float scale, int split_len, int n_splits,       \
-                                               int capacity) {                                 \
+                                               int capacity, int window) {                     \
         attn_fwd_impl<HD>(q, k, v, out, part, n_tokens, pos0p, n_heads, n_kv_heads, scale,     \
-                          split_len, n_splits, capacity);                                      \
+                          split_len, n_splits, capacity, window);                              \
     }
 ATTN(64)
 ATTN(128)
 
-// Splits with no visible key left (m = -inf, l = 0) weigh exp(-inf) = 0; split 0 always
-// holds key 0, so the maximum is finite.
+// Splits with no visible key left (m = -inf, l = 0) weigh exp(-inf) = 0; the split holding
+// the row's own position always has a visible key, so the maximum is finite.
 extern "C" __global__ void attn_combine(const float* part, float* out, int n_rows, int hd,
                                         int n_splits) {
     const size_t row = blockIdx.x;

@@ -3,7 +3,9 @@
 //
 // Shapes: q, out [n_heads, HD]; k, v [capacity, n_kv_heads, HD]. Query head h = kvh·G + g
 // (G = n_heads / n_kv_heads ≤ MAX_G) attends to keys 0 ..= pos0, with pos0 read from the
-// device (the step's position: a replayed step attends to its own context length).
+// device (the step's position: a replayed step attends to its own context length); with
+// window > 0 only to the last `window` keys (from max(0, pos0 + 1 - window)): splits before
+// the window's start hold no key and are left out of the merge.
 //
 // v2 "split_kv" (v1 = attention.cu's flash kernel, which stages tiles in shared memory and
 // gives decode one warp per head: 68 µs for 512 keys of Llama-3-8B).
@@ -60,7 +62,7 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
                                         float* out, float* part, u32* count, const u32* pos0p,
                                         int n_heads, int n_kv_heads, float scale,
                                         int split_len, int n_splits, int capacity, i8* qs,
-                                        float2* ds) {
+                                        float2* ds, int window) {
     constexpr int DPL = HD / WARP;
     __shared__ float s_m[DEC_WARPS][MAX_G], s_l[DEC_WARPS][MAX_G];
     __shared__ float s_acc[DEC_WARPS][MAX_G][HD];
@@ -69,8 +71,10 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const size_t kv_dim = (size_t)n_kv_heads * HD;
     const int n_keys = min((int)*pos0p + 1, capacity);
-    const int k_begin = split * split_len, k_end = min(k_begin + split_len, n_keys);
-    const int n_active = (n_keys + split_len - 1) / split_len;
+    const int first = window > 0 ? max(0, n_keys - window) : 0;
+    const int k_begin = max(split * split_len, first), k_end = min(split * split_len + split_len, n_keys);
+    // The splits that hold keys: first_split .. n_active.
+    const int first_split = first / split_len, n_active = (n_keys + split_len - 1) / split_len;
 
     if (k_begin < k_end) {
         float qr[MAX_G][DPL], m[MAX_G], l[MAX_G], acc[MAX_G][DPL];
@@ -160,9 +164,9 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
         const float* p0 = part + ((size_t)kvh * n_splits * G + g) * (HD + 2);
         const size_t stride = (size_t)G * (HD + 2);  // one split further
         float mx = NEG_INF;
-        for (int s = 0; s < n_active; s++) mx = fmaxf(mx, ld_cg(p0 + s * stride));
+        for (int s = first_split; s < n_active; s++) mx = fmaxf(mx, ld_cg(p0 + s * stride));
         float den = 0.0f, num = 0.0f;
-        for (int s = 0; s < n_active; s++) {
+        for (int s = first_split; s < n_active; s++) {
             const float ms = ld_cg(p0 + s * stride);
             const float wt = ms == NEG_INF ? 0.0f : expf(ms - mx);
             den += ld_cg(p0 + s * stride + 1) * wt;
@@ -179,9 +183,9 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
     extern "C" __global__ void attn_decode_hd##HD(                                            \
         const float* q, const float* k, const float* v, float* out, float* part, u32* count,  \
         const u32* pos0p, int n_heads, int n_kv_heads, float scale, int split_len,            \
-        int n_splits, int capacity, i8* qs, float2* ds) {                                     \
+        int n_splits, int capacity, i8* qs, float2* ds, int window) {                         \
         attn_decode_impl<HD>(q, k, v, out, part, count, pos0p, n_heads, n_kv_heads, scale,   \
-                             split_len, n_splits, capacity, qs, ds);                          \
+                             split_len, n_splits, capacity, qs, ds, window);                  \
     }
 ATTN_DECODE(64)
 ATTN_DECODE(128)

@@ -4,7 +4,8 @@
 //
 // Shapes and rows as attention.cu: q, out [n_tokens, n_heads, HD]; k, v [capacity,
 // n_kv_heads, HD]; row ρ of KV head kvh is token ρ / G, head kvh·G + ρ % G; token i sits at
-// pos0 + i (pos0 read on the device) and sees keys 0 ..= pos0 + i.
+// pos0 + i (pos0 read on the device) and sees keys 0 ..= pos0 + i, or with window > 0 the
+// last `window` of them (the key loop then starts at the block's first row's first key).
 //
 // v1 (attention.cu) gives each lane one key and walks HD with two scalar shared-memory loads
 // per multiply-add: 464 µs for 512 tokens of Llama-3-8B (4.6 TFLOP/s, 7% of the H100's f32
@@ -30,7 +31,7 @@ template <int HD>
 static __device__ void attn_prefill_impl(const float* q, const float* k, const float* v,
                                          float* out, int n_tokens, const u32* pos0p,
                                          int n_heads, int n_kv_heads, float scale,
-                                         int capacity) {
+                                         int capacity, int window) {
     constexpr int HDP = HD + 4;
     constexpr int D4 = HD / 4;
     __shared__ __align__(16) float Qs[PT_ROWS][HDP];
@@ -54,14 +55,17 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
         *reinterpret_cast<float4*>(&Qs[lr][4 * d4]) = val;
     }
     const int lim[2] = {pos0 + (rho0 + r0) / G, pos0 + (rho0 + r1) / G};  // inclusive
+    const int first[2] = {window > 0 ? lim[0] + 1 - window : 0,
+                          window > 0 ? lim[1] + 1 - window : 0};
     const int last_rho = min(rho0 + PT_ROWS, n_rows) - 1;
     const int k_end = min(pos0 + last_rho / G + 1, capacity);
+    const int k_start = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) / PT_BK * PT_BK : 0;
 
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f}, acc[2][16];
 #pragma unroll
     for (int i = 0; i < 16; i++) { acc[0][i] = 0.0f; acc[1][i] = 0.0f; }
 
-    for (int kt = 0; kt < k_end; kt += PT_BK) {
+    for (int kt = k_start; kt < k_end; kt += PT_BK) {
         __syncthreads();  // Qs written / the previous V tile and Ps no longer read
         for (int i = tid; i < PT_BK * D4; i += blockDim.x) {
             const int j = i / D4, d4 = i % D4, key = kt + j;
@@ -93,7 +97,7 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 const int key = kt + kg + 8 * c;
-                if (key > lim[r] || key >= k_end) s[r][c] = NEG_INF;
+                if (key > lim[r] || key >= k_end || key < first[r]) s[r][c] = NEG_INF;
                 mx = fmaxf(mx, s[r][c]);
             }
 #pragma unroll
@@ -158,9 +162,10 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
     extern "C" __global__ void attn_prefill_hd##HD(const float* q, const float* k,           \
                                                    const float* v, float* out, int n_tokens,  \
                                                    const u32* pos0p, int n_heads,             \
-                                                   int n_kv_heads, float scale, int capacity) { \
+                                                   int n_kv_heads, float scale, int capacity, \
+                                                   int window) {                              \
         attn_prefill_impl<HD>(q, k, v, out, n_tokens, pos0p, n_heads, n_kv_heads, scale,      \
-                              capacity);                                                      \
+                              capacity, window);                                              \
     }
 ATTN_PREFILL(64)
 ATTN_PREFILL(128)

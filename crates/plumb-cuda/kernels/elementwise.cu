@@ -1,5 +1,6 @@
-// elementwise.cu: add (x += y), add_bias (x[r, :] += b), swiglu (out = silu(g) * u), the
-// KV-cache write of a step and the q8_1 quantization of a matvec's activations.
+// elementwise.cu: add (x += y), add_bias (x[r, :] += b), swiglu (out = silu(g) * u), geglu
+// (out = gelu_tanh(g) * u), gelu (the erf form), scale (x *= s), softcap (x = c tanh(x / c)),
+// the KV-cache write of a step and the q8_1 quantization of a matvec's activations.
 //
 // Launch: grid min(ceil(len / 256), 4096), block 256, grid-stride loop. These ops move 8-12 bytes per element and do almost no math:
 // any configuration that keeps enough loads in flight saturates bandwidth; 256 threads × up
@@ -8,7 +9,7 @@
 //
 // Launched from src/elementwise.rs.
 // Check: `plumb check --device cuda --op add` (add, add_bias and add_rms_norm's cases) and
-// `--op swiglu`; quantize_q8 runs in `--op matmul`'s decode cases (inputs no producer
+// `--op swiglu` (and `--op geglu`, `gelu`, `scale`, `softcap`); quantize_q8 runs in `--op matmul`'s decode cases (inputs no producer
 // quantized). kv_write_f32 has no op case: it runs where a step's KV writes do not merge into
 // rope.cu's rope_kv_f32, and is checked end to end by `plumb check --model M --device cuda`.
 // Time: `plumb bench-ops --device cuda` (its swiglu rows). Measured: no figure of its own.
@@ -38,6 +39,40 @@ extern "C" __global__ void swiglu_f32(const float* g, const float* u, float* out
         out[i] = o;
         if (qs != nullptr) q8_group(o, (int)(i / 32), (int)i, qs, ds);
     }
+}
+
+// gelu_tanh(g) = g/2 (1 + tanh(y)) = g / (1 + e^(-2y)), y = √(2/π) (g + 0.044715 g³): the
+// second form does not cancel for negative g. q8_1 copy of out as swiglu_f32.
+extern "C" __global__ void geglu_f32(const float* g, const float* u, float* out, u64 len,
+                                     i8* qs, float2* ds) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
+         i += (u64)gridDim.x * blockDim.x) {
+        const float gv = g[i];
+        const float y2 = 1.5957691f * (gv + 0.044715f * gv * gv * gv);  // 2√(2/π) · (...)
+        const float o = gv / (1.0f + expf(-y2)) * u[i];
+        out[i] = o;
+        if (qs != nullptr) q8_group(o, (int)(i / 32), (int)i, qs, ds);
+    }
+}
+
+// gelu(x) = x/2 (1 + erf(x / √2)) = x/2 · erfc(-x / √2): erfcf keeps the relative accuracy
+// of the negative tail, where 1 + erf cancels.
+extern "C" __global__ void gelu_f32(const float* x, float* out, u64 len) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
+         i += (u64)gridDim.x * blockDim.x)
+        out[i] = 0.5f * x[i] * erfcf(-x[i] * 0.70710678f);
+}
+
+extern "C" __global__ void scale_f32(float* x, float s, u64 len) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
+         i += (u64)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+extern "C" __global__ void softcap_f32(float* x, float cap, u64 len) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < len;
+         i += (u64)gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
 }
 
 // The KV-cache write of a step: cache[pos0 * kv_dim + i] = src[i] for i < len (= n * kv_dim),

@@ -1,7 +1,9 @@
-// norm.cu: RMS normalization, alone and fused with the residual add.
+// norm.cu: RMS normalization, alone and fused with the residual add, and LayerNorm.
 //
 //   rms_norm:      out[r, i] = x[r, i] / sqrt(mean_j x[r, j]^2 + eps) * w[i]
 //   add_rms_norm:  res[r, :] += x[r, :]; out[r, :] = rms_norm(res[r, :])
+//   layer_norm:    out[r, i] = (x[r, i] - μ) / sqrt(σ² + eps) * w[i] + b[i] (two block sums:
+//                  the mean, then the variance around it; no q8 copy)
 //
 // Launch: grid (rows), block min(1024, dim / 4 rounded up to a warp) (src/norm.rs). One block
 // per row: the sum of squares needs one block reduction (warp shuffles, then ≤ 32 partials in
@@ -17,7 +19,8 @@
 // The inverse norm is computed in double from the f32 sum, as the reference does in f64.
 //
 // Launched from src/norm.rs.
-// Check: `plumb check --device cuda --op rms_norm` (rms_norm and add_rms_norm's cases).
+// Check: `plumb check --device cuda --op rms_norm` (rms_norm and add_rms_norm's cases),
+// `--op layer_norm`.
 // Time: `plumb bench-ops --device cuda` (its rms_norm rows). Measured (H100, NOTES.md): v2
 // 13 µs per synchronized 1×4096 call, ~10 µs of which is the launch and the sync.
 
@@ -62,4 +65,22 @@ extern "C" __global__ void add_rms_norm_f32(float* res, const float* x, const fl
     ss = block_sum(ss, scratch);
     const double inv = 1.0 / sqrt((double)ss / dim + (double)eps);
     norm_out(res, w, out, qs, ds, base, dim, inv);
+}
+
+extern "C" __global__ void layer_norm_f32(const float* x, const float* w, const float* b,
+                                          float* out, int dim, float eps) {
+    __shared__ float scratch[32];
+    const size_t base = (size_t)blockIdx.x * dim;
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += x[base + i];
+    const float mean = block_sum(sum, scratch) / dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float d = x[base + i] - mean;
+        ss += d * d;
+    }
+    ss = block_sum(ss, scratch);
+    const float inv = (float)(1.0 / sqrt((double)ss / dim + (double)eps));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[base + i] = (x[base + i] - mean) * inv * w[i] + b[i];
 }

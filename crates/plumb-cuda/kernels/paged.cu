@@ -23,12 +23,13 @@
 // items of PG_ITEM words (q_row, n_tokens, pos0, table offset into meta, rho0), then the block
 // tables. An item is ROWS rows (token, query head of KV head kvh) of one sequence, as
 // attn_fwd's tiles; decode rows (n_tokens 1) and prefill rows mix freely.
-// Launch: grid (n_items, n_kv_heads), block 128. Same tile walk as attn_fwd (no key splits).
+// Launch: grid (n_items, n_kv_heads), block 128. Same tile walk as attn_fwd (no key splits),
+// and the same sliding window (window > 0: a row sees its last `window` positions).
 #define PG_ITEM 5
 template <int HD>
 static __device__ void attn_paged_impl(const float* q, const float* k, const float* v, float* out,
                                        const u32* meta, int n_heads, int n_kv_heads, float scale,
-                                       int block_size) {
+                                       int block_size, int window) {
     constexpr int DPL = HD / WARP;
     __shared__ float Qs[ROWS][HD];
     __shared__ float Ks[BK][HD + 1];
@@ -53,6 +54,7 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
     }
     const int last_rho = min(rho0 + ROWS, n_rows) - 1;
     const int k_end = pos0 + last_rho / G + 1;
+    const int k_start = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) / BK * BK : 0;
 
     float m[4], l[4], acc[4][DPL];
 #pragma unroll
@@ -62,7 +64,7 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
         for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
     }
 
-    for (int kt = 0; kt < k_end; kt += BK) {
+    for (int kt = k_start; kt < k_end; kt += BK) {
         __syncthreads();
         for (int i = threadIdx.x; i < BK * HD / 4; i += blockDim.x) {
             const int j = i / (HD / 4), d = 4 * (i % (HD / 4)), key = kt + j;
@@ -82,8 +84,9 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
             const int lr = warp + 4 * r, rho = rho0 + lr;
             if (lr >= ROWS || rho >= n_rows) continue;  // uniform over the warp
             const int limit = pos0 + rho / G;
+            const int first = window > 0 ? limit + 1 - window : 0;
             const int key = kt + lane;
-            const bool valid = key < k_end && key <= limit;
+            const bool valid = key < k_end && key <= limit && key >= first;
             float s = NEG_INF;
             if (valid) {
                 s = 0.0f;
@@ -122,8 +125,10 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
 #define ATTN_PAGED(HD)                                                                         \
     extern "C" __global__ void attn_paged_hd##HD(const float* q, const float* k, const float* v,\
                                                  float* out, const u32* meta, int n_heads,     \
-                                                 int n_kv_heads, float scale, int block_size) { \
-        attn_paged_impl<HD>(q, k, v, out, meta, n_heads, n_kv_heads, scale, block_size);       \
+                                                 int n_kv_heads, float scale, int block_size,  \
+                                                 int window) {                                 \
+        attn_paged_impl<HD>(q, k, v, out, meta, n_heads, n_kv_heads, scale, block_size,        \
+                            window);                                                           \
     }
 ATTN_PAGED(64)
 ATTN_PAGED(128)

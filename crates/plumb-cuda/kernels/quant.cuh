@@ -12,7 +12,8 @@
 // __fmul_rn / __fadd_rn / __fsub_rn so that the compiler cannot contract `d*q - m` into an
 // FMA: the embedding check demands bit-exact values.
 //
-// Type codes are GGUF's ggml_type ids.
+// Type codes are GGUF's ggml_type ids, and for the MLX affine formats plumb's own
+// (0x1000 | bits << 8 | group, as plumb-core's GgmlType).
 //
 // Repacked layouts. Four formats are stored on the device in a layout of their own (written by
 // src/weight.rs at upload), because their blocks (18, 20, 34 and 210 bytes) leave the quants
@@ -24,6 +25,12 @@
 //   Q6_K: [nb × (ql[128] qh[64])] [nb × scales[16]] [nb × d(f16)]   nb = cols / 256
 // Q4_0 row of 4096 columns: 128 × 16 = 2048 bytes of quants, then 256 bytes of scales: block
 // 5's quants at bytes 80..96 and its d at 2048 + 10. The other formats keep GGUF's layout.
+//
+// MLX affine (plumb-core quant::affine): a block is one group of G = 32, 64 or 128 elements,
+// scale (f32) @0, bias (f32) @4, then the group's G·bits/8 bytes of the row's little-endian
+// code stream (code i at stream bits i·bits ..). Blocks are 8 + 4·bits·(G/32) bytes, so every
+// block and every chunk's codes start 4-byte aligned. Chunk c of a 4-bit, group-64 row: block
+// c/2 (40 bytes each), its codes at 8 + 16·(c%2): 16 bytes = 4 words, code j at bits 4j.
 
 #define T_F32 0
 #define T_F16 1
@@ -40,6 +47,25 @@
 #define T_Q6_K 14
 #define T_Q8_K 15
 #define T_BF16 30
+#define MLX_T(bits, group) (0x1000 | ((bits) << 8) | (group))
+#define T_MLX2_G32 MLX_T(2, 32)
+#define T_MLX2_G64 MLX_T(2, 64)
+#define T_MLX2_G128 MLX_T(2, 128)
+#define T_MLX3_G32 MLX_T(3, 32)
+#define T_MLX3_G64 MLX_T(3, 64)
+#define T_MLX3_G128 MLX_T(3, 128)
+#define T_MLX4_G32 MLX_T(4, 32)
+#define T_MLX4_G64 MLX_T(4, 64)
+#define T_MLX4_G128 MLX_T(4, 128)
+#define T_MLX5_G32 MLX_T(5, 32)
+#define T_MLX5_G64 MLX_T(5, 64)
+#define T_MLX5_G128 MLX_T(5, 128)
+#define T_MLX6_G32 MLX_T(6, 32)
+#define T_MLX6_G64 MLX_T(6, 64)
+#define T_MLX6_G128 MLX_T(6, 128)
+#define T_MLX8_G32 MLX_T(8, 32)
+#define T_MLX8_G64 MLX_T(8, 64)
+#define T_MLX8_G128 MLX_T(8, 128)
 
 template <int T> struct Fmt;
 #define FMT(T, QK, BYTES, ALIGN) \
@@ -100,10 +126,29 @@ static __device__ __forceinline__ void scale_min_k4(int j, const u8* s, u32& sc,
     }
 }
 
-// Dequantizes chunk c of `row` (a row of `cols` elements in format T) into out[0..32].
-// Elements past `cols` (float formats only) read as 0.
+// Chunk c of an MLX affine row (layout above): w = s·q + b, the product rounded first.
 template <int T>
-static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, float* out) {
+static __device__ __forceinline__ void dq32_affine(const u8* row, int c, float* out) {
+    constexpr int BITS = (T >> 8) & 15, G = T & 255, BB = 8 + G * BITS / 8;
+    const u8* b = row + (size_t)(c * 32 / G) * BB;
+    const float s = reinterpret_cast<const float*>(b)[0];
+    const float bias = reinterpret_cast<const float*>(b)[1];
+    const u32* q = reinterpret_cast<const u32*>(b + 8 + 4 * BITS * ((c * 32 % G) / 32));
+    u32 w[BITS];
+#pragma unroll
+    for (int i = 0; i < BITS; i++) w[i] = q[i];
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int bit = j * BITS, word = bit / 32, sh = bit % 32;
+        u32 v = w[word] >> sh;
+        if (sh + BITS > 32) v |= w[word + 1] << (32 - sh);  // a code across two words
+        out[j] = fadd(fmul(s, (float)(v & ((1u << BITS) - 1))), bias);
+    }
+}
+
+// Chunk c of a row in GGUF format T (see dq32).
+template <int T>
+static __device__ __forceinline__ void dq32_ggml(const u8* row, int c, int cols, float* out) {
     constexpr int QK = Fmt<T>::qk, BB = Fmt<T>::bytes, A = Fmt<T>::align;
     if constexpr (T == T_F32 || T == T_F16 || T == T_BF16) {
         const int e0 = c * 32;
@@ -249,6 +294,17 @@ static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, floa
     }
 }
 
+// Dequantizes chunk c of `row` (a row of `cols` elements in format T) into out[0..32].
+// Elements past `cols` (float formats only) read as 0.
+template <int T>
+static __device__ __forceinline__ void dq32(const u8* row, int c, int cols, float* out) {
+    if constexpr ((T & 0x1000) != 0) {
+        dq32_affine<T>(row, c, out);
+    } else {
+        dq32_ggml<T>(row, c, cols, out);
+    }
+}
+
 // Chunks in a row of `cols` elements.
 static __device__ __forceinline__ int n_chunks(int cols) { return (cols + 31) / 32; }
 
@@ -262,5 +318,11 @@ static __device__ __forceinline__ int n_chunks(int cols) { return (cols + 31) / 
     MACRO(T_F32, f32) MACRO(T_F16, f16) MACRO(T_BF16, bf16) \
     MACRO(T_Q4_0, q4_0) MACRO(T_Q4_1, q4_1) MACRO(T_Q5_0, q5_0) MACRO(T_Q5_1, q5_1) \
     MACRO(T_Q8_0, q8_0) MACRO(T_Q8_1, q8_1) MACRO(T_Q2_K, q2_k) MACRO(T_Q3_K, q3_k) \
-    MACRO(T_Q4_K, q4_k) MACRO(T_Q5_K, q5_k) MACRO(T_Q6_K, q6_k) MACRO(T_Q8_K, q8_k)
+    MACRO(T_Q4_K, q4_k) MACRO(T_Q5_K, q5_k) MACRO(T_Q6_K, q6_k) MACRO(T_Q8_K, q8_k) \
+    MACRO(T_MLX2_G32, mlx2_g32) MACRO(T_MLX2_G64, mlx2_g64) MACRO(T_MLX2_G128, mlx2_g128) \
+    MACRO(T_MLX3_G32, mlx3_g32) MACRO(T_MLX3_G64, mlx3_g64) MACRO(T_MLX3_G128, mlx3_g128) \
+    MACRO(T_MLX4_G32, mlx4_g32) MACRO(T_MLX4_G64, mlx4_g64) MACRO(T_MLX4_G128, mlx4_g128) \
+    MACRO(T_MLX5_G32, mlx5_g32) MACRO(T_MLX5_G64, mlx5_g64) MACRO(T_MLX5_G128, mlx5_g128) \
+    MACRO(T_MLX6_G32, mlx6_g32) MACRO(T_MLX6_G64, mlx6_g64) MACRO(T_MLX6_G128, mlx6_g128) \
+    MACRO(T_MLX8_G32, mlx8_g32) MACRO(T_MLX8_G64, mlx8_g64) MACRO(T_MLX8_G128, mlx8_g128)
 #endif

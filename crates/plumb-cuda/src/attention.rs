@@ -4,7 +4,7 @@
 //! over the keys (with a combine pass) when there are too few (token, KV head) tiles to fill the
 //! GPU. pos0 is read on the device (the step's position inside a step, src/step.rs); a
 //! one-token call plans its splits on the cache capacity, so a recorded decode step stays
-//! valid as the context grows.
+//! valid as the context grows. Every kernel takes the sliding window (0: none).
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use plumb_ops::shapes;
@@ -12,7 +12,9 @@ use plumb_ops::{AttnParams, OpError, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{grid1, int, poisoned, shape, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS};
+use crate::launch::{
+    grid1, int, poisoned, shape, window_arg, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS,
+};
 
 /// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
 const ROWS: usize = 16;
@@ -101,6 +103,7 @@ impl CudaBackend {
             n_kv_heads,
             head_dim: hd,
             scale,
+            window,
         } = p;
         let (group, n_keys) = (n_heads / n_kv_heads, pos0 + n_tokens);
         let row_tiles = (n_tokens * group).div_ceil(ROWS);
@@ -115,6 +118,7 @@ impl CudaBackend {
             int(n_kv_heads, "attention", "KV heads")?,
         ];
         let capacity_i = int(capacity, "attention", "capacity")?;
+        let window_i = window_arg(window, "attention")?;
         let (split_len_i, n_splits_i) = (split_len as i32, n_splits as i32);
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
         let part_len = if n_splits > 1 {
@@ -138,7 +142,8 @@ impl CudaBackend {
         b.arg(&scale)
             .arg(&split_len_i)
             .arg(&n_splits_i)
-            .arg(&capacity_i);
+            .arg(&capacity_i)
+            .arg(&window_i);
         // SAFETY: q/out hold n_tokens*n_heads*hd floats, k/v (pos0+n_tokens)*kv_dim (checked;
         // the kernel also stops at `capacity` for a device pos0); pos0_ptr points at one u32;
         // part holds n_splits*n_rows*(hd+2) floats when n_splits > 1 (the only case the

@@ -7,7 +7,7 @@ use plumb_ops::{AttnParams, OpError, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{int, poisoned};
+use crate::launch::{int, poisoned, window_arg};
 
 /// Decode kernel: keys per split at least DEC_SPLIT, and at most DEC_MAX_SPLITS splits.
 const DEC_SPLIT: usize = 32;
@@ -52,6 +52,7 @@ impl CudaBackend {
         ];
         let (split_len_i, n_splits_i) = (split_len as i32, n_splits as i32);
         let capacity_i = int(capacity, "attention", "capacity")?;
+        let window_i = window_arg(p.window, "attention")?;
         let cfg = LaunchConfig {
             grid_dim: (p.n_kv_heads as u32, n_splits as u32, 1),
             block_dim: (128, 1, 1),
@@ -75,7 +76,8 @@ impl CudaBackend {
             .arg(&n_splits_i)
             .arg(&capacity_i)
             .arg(&qs)
-            .arg(&ds);
+            .arg(&ds)
+            .arg(&window_i);
         // SAFETY: q/out hold n_heads*hd floats and k/v capacity*kv_dim (checked by
         // attention_impl), G ≤ MAX_G, hd ∈ {64, 128}; part holds n_kv_heads*n_splits*G*(hd+2)
         // floats when n_splits > 1 (the only case the kernel touches it) and count one zeroed

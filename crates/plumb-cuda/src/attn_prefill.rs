@@ -6,7 +6,7 @@ use plumb_ops::{AttnParams, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{int, PT_ROWS};
+use crate::launch::{int, window_arg, PT_ROWS};
 
 impl CudaBackend {
     /// Several tokens: attn_prefill.cu, one block per 32 rows of a KV head.
@@ -27,6 +27,7 @@ impl CudaBackend {
             int(p.n_heads, "attention", "heads")?,
             int(p.n_kv_heads, "attention", "KV heads")?,
             int(capacity, "attention", "capacity")?,
+            window_arg(p.window, "attention")?,
         ];
         let cfg = LaunchConfig {
             grid_dim: (
@@ -44,7 +45,11 @@ impl CudaBackend {
         )?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(q).arg(k).arg(v).arg(out).arg(&ints[0]).arg(&pos0_ptr);
-        b.arg(&ints[1]).arg(&ints[2]).arg(&p.scale).arg(&ints[3]);
+        b.arg(&ints[1])
+            .arg(&ints[2])
+            .arg(&p.scale)
+            .arg(&ints[3])
+            .arg(&ints[4]);
         // SAFETY: q/out hold n_tokens*n_heads*hd floats and k/v capacity*kv_dim (checked by
         // attention_impl), hd ∈ {64, 128}; the kernel reads keys below min(pos0 + n_tokens,
         // capacity) only and writes the rows below n_tokens*G; pos0_ptr points at one u32.

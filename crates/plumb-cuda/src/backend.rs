@@ -200,7 +200,47 @@ impl Backend for CudaBackend {
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
         self.plain_op(&[out])?;
-        self.swiglu_impl(gate, up, len, out)
+        self.gated_impl("swiglu", gate, up, len, out)
+    }
+
+    fn geglu(
+        &self,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        len: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.plain_op(&[out])?;
+        self.gated_impl("geglu", gate, up, len, out)
+    }
+
+    fn gelu(&self, x: &CudaSlice<f32>, len: usize, out: &mut CudaSlice<f32>) -> Result<()> {
+        self.plain_op(&[out])?;
+        self.gelu_impl(x, len, out)
+    }
+
+    fn scale(&self, x: &mut CudaSlice<f32>, s: f32, len: usize) -> Result<()> {
+        self.plain_op(&[x])?;
+        self.scalar_op_impl("scale", x, s, len)
+    }
+
+    fn softcap(&self, x: &mut CudaSlice<f32>, cap: f32, len: usize) -> Result<()> {
+        self.plain_op(&[x])?;
+        self.scalar_op_impl("softcap", x, cap, len)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.plain_op(&[out])?;
+        self.layer_norm_impl(x, w, b, eps, rows, dim, out)
     }
 
     fn add(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>, len: usize) -> Result<()> {

@@ -6,8 +6,8 @@
 //! headers are part of what is hashed.
 //!
 //! The three weight-format files (embedding, matvec_q, matmul) instantiate every kernel for
-//! 15 formats, which takes NVRTC ~15 s for matvec_q alone. At run time they are compiled one
-//! format at a time (a [`Unit`] with `format: Some("q4_k")` defines `PLUMB_ONE_FORMAT`, which
+//! 33 formats (15 GGUF, 18 MLX affine); the 15 GGUF ones took NVRTC ~15 s for matvec_q
+//! alone. At run time they are compiled one format at a time (a [`Unit`] with `format: Some("q4_k")` defines `PLUMB_ONE_FORMAT`, which
 //! narrows quant.cuh's `FOR_EACH_FORMAT`), so a first launch pays ~1 s for the formats a
 //! model uses. [`compile_all`] compiles the whole files, every format at once.
 //!
@@ -107,6 +107,24 @@ pub const FORMATS: &[(GgmlType, &str)] = &[
     (GgmlType::Q5K, "q5_k"),
     (GgmlType::Q6K, "q6_k"),
     (GgmlType::Q8K, "q8_k"),
+    (GgmlType::Mlx2G32, "mlx2_g32"),
+    (GgmlType::Mlx2G64, "mlx2_g64"),
+    (GgmlType::Mlx2G128, "mlx2_g128"),
+    (GgmlType::Mlx3G32, "mlx3_g32"),
+    (GgmlType::Mlx3G64, "mlx3_g64"),
+    (GgmlType::Mlx3G128, "mlx3_g128"),
+    (GgmlType::Mlx4G32, "mlx4_g32"),
+    (GgmlType::Mlx4G64, "mlx4_g64"),
+    (GgmlType::Mlx4G128, "mlx4_g128"),
+    (GgmlType::Mlx5G32, "mlx5_g32"),
+    (GgmlType::Mlx5G64, "mlx5_g64"),
+    (GgmlType::Mlx5G128, "mlx5_g128"),
+    (GgmlType::Mlx6G32, "mlx6_g32"),
+    (GgmlType::Mlx6G64, "mlx6_g64"),
+    (GgmlType::Mlx6G128, "mlx6_g128"),
+    (GgmlType::Mlx8G32, "mlx8_g32"),
+    (GgmlType::Mlx8G64, "mlx8_g64"),
+    (GgmlType::Mlx8G128, "mlx8_g128"),
 ];
 
 /// The formats matvec_q8.cu has dp4a kernels for (its PLUMB_Q8_FORMATS); a one-format unit of
@@ -129,12 +147,16 @@ pub fn entry_points(file: &str) -> Vec<String> {
     };
     let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect();
     match file {
-        "norm.cu" => fixed(&["rms_norm_f32", "add_rms_norm_f32"]),
+        "norm.cu" => fixed(&["rms_norm_f32", "add_rms_norm_f32", "layer_norm_f32"]),
         "rope.cu" => fixed(&["rope_f32", "rope_kv_f32"]),
         "elementwise.cu" => fixed(&[
             "add_f32",
             "add_bias_f32",
             "swiglu_f32",
+            "geglu_f32",
+            "gelu_f32",
+            "scale_f32",
+            "softcap_f32",
             "kv_write_f32",
             "quantize_q8",
         ]),

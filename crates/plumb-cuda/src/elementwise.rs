@@ -1,5 +1,5 @@
-//! Launcher of kernels/elementwise.cu: `add`, `add_bias`, `swiglu` (which also writes the q8_1
-//! copy of its output), the KV-cache write of a step (held back inside a step, src/defer.rs)
+//! Launcher of kernels/elementwise.cu: `add`, `add_bias`, `swiglu` and `geglu` (which also
+//! write the q8_1 copy of their output), `gelu`, `scale`, `softcap`, the KV-cache write of a step (held back inside a step, src/defer.rs)
 //! and the q8_1 quantization of a matvec's input.
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
@@ -72,14 +72,16 @@ impl CudaBackend {
         Ok(())
     }
 
-    pub(crate) fn swiglu_impl(
+    /// `swiglu` or `geglu` (`op`): `out = act(gate) * up`.
+    pub(crate) fn gated_impl(
         &self,
+        op: &'static str,
         gate: &CudaSlice<f32>,
         up: &CudaSlice<f32>,
         len: usize,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        shapes::swiglu(gate.len(), up.len(), len, out.len())?;
+        shapes::gated(op, gate.len(), up.len(), len, out.len())?;
         if len == 0 {
             return Ok(());
         }
@@ -89,12 +91,53 @@ impl CudaBackend {
         let out_ptr = out.device_ptr(&self.stream).0;
         let q8 = self.q8_produce(out_ptr, 1, len);
         let (qs, ds) = q8.map(|p| (p.qs, p.ds)).unwrap_or((0, 0));
-        let f = self.func("elementwise.cu", None, "swiglu_f32")?;
+        let f = self.func("elementwise.cu", None, &format!("{op}_f32"))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(gate).arg(up).arg(out).arg(&len64).arg(&qs).arg(&ds);
         // SAFETY: the three buffers hold len floats (checked); qs/ds are null or a q8 slot of
         // len values with len % 32 == 0 (q8_produce).
-        unsafe { b.launch(grid1(stride_blocks(len), 256, 0)) }.ctx(|| "launching swiglu".into())?;
+        unsafe { b.launch(grid1(stride_blocks(len), 256, 0)) }.ctx(|| format!("launching {op}"))?;
+        Ok(())
+    }
+
+    /// `gelu`: `out = gelu(x)` over `len` elements.
+    pub(crate) fn gelu_impl(
+        &self,
+        x: &CudaSlice<f32>,
+        len: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        shapes::unary("gelu", x.len(), len, out.len())?;
+        if len == 0 {
+            return Ok(());
+        }
+        let len64 = len as u64;
+        let f = self.func("elementwise.cu", None, "gelu_f32")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(out).arg(&len64);
+        // SAFETY: x and out hold len floats (checked); grid-stride loop.
+        unsafe { b.launch(grid1(stride_blocks(len), 256, 0)) }.ctx(|| "launching gelu".into())?;
+        Ok(())
+    }
+
+    /// `scale` (x *= c) or `softcap` (x = c tanh(x / c)) in place over `len` elements.
+    pub(crate) fn scalar_op_impl(
+        &self,
+        op: &'static str,
+        x: &mut CudaSlice<f32>,
+        c: f32,
+        len: usize,
+    ) -> Result<()> {
+        shapes::unary(op, x.len(), len, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let len64 = len as u64;
+        let f = self.func("elementwise.cu", None, &format!("{op}_f32"))?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(&c).arg(&len64);
+        // SAFETY: x holds len floats (checked); grid-stride loop.
+        unsafe { b.launch(grid1(stride_blocks(len), 256, 0)) }.ctx(|| format!("launching {op}"))?;
         Ok(())
     }
 

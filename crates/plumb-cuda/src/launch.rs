@@ -36,6 +36,11 @@ pub(crate) fn shape(op: &'static str, msg: String) -> OpError {
 }
 
 /// `v` as a kernel's `int`, or a shape error naming what overflowed.
+/// An attention kernel's `window` argument: the window's length, 0 for none.
+pub(crate) fn window_arg(window: Option<usize>, op: &'static str) -> Result<i32> {
+    int(window.unwrap_or(0), op, "window")
+}
+
 pub(crate) fn int(v: usize, op: &'static str, what: &str) -> Result<i32> {
     i32::try_from(v).map_err(|_| {
         shape(

@@ -1,5 +1,5 @@
 //! Launcher of kernels/norm.cu: `rms_norm` and `add_rms_norm`, which also write the q8_1 copy
-//! of their output for the matvec that follows (src/q8.rs).
+//! of their output for the matvec that follows (src/q8.rs), and `layer_norm`.
 
 use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
 use plumb_ops::shapes;
@@ -70,6 +70,31 @@ impl CudaBackend {
                 unsafe { b.launch(cfg) }.ctx(|| "launching add_rms_norm".into())?;
             }
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn layer_norm_impl(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        shapes::layer_norm(x.len(), w.len(), bias.len(), rows, dim, out.len())?;
+        if rows == 0 || dim == 0 {
+            return Ok(());
+        }
+        let d = int(dim, "layer_norm", "dim")?;
+        let threads = (dim.div_ceil(4).div_ceil(32) * 32).clamp(32, 1024) as u32;
+        let f = self.func("norm.cu", None, "layer_norm_f32")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(x).arg(w).arg(bias).arg(out).arg(&d).arg(&eps);
+        // SAFETY: x and out hold rows*dim floats, w and bias dim (checked); one block per row.
+        unsafe { b.launch(grid1(rows, threads, 0)) }.ctx(|| "launching layer_norm".into())?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{grid1, int, poisoned};
+use crate::launch::{grid1, int, poisoned, window_arg};
 
 /// Rows (token, query head) per work item: ROWS in paged.cu.
 const ROWS: usize = 16;
@@ -145,6 +145,7 @@ impl CudaBackend {
             head_dim: hd,
             scale,
             block_size,
+            window,
         } = p;
         shapes::attention_paged(q.len(), k_pool.len(), v_pool.len(), seqs, &p, out.len())?;
         if hd != 64 && hd != 128 {
@@ -166,6 +167,7 @@ impl CudaBackend {
             int(n_heads, "attention_paged", "heads")?,
             int(n_kv_heads, "attention_paged", "KV heads")?,
             int(block_size, "attention_paged", "block size")?,
+            window_arg(window, "attention_paged")?,
         ];
         let cfg = LaunchConfig {
             grid_dim: (n_items as u32, n_kv_heads as u32, 1),
@@ -175,7 +177,11 @@ impl CudaBackend {
         let f = self.func("paged.cu", None, &format!("attn_paged_hd{hd}"))?;
         let mut b = self.stream.launch_builder(&f);
         b.arg(q).arg(k_pool).arg(v_pool).arg(&*out).arg(&meta_ptr);
-        b.arg(&ints[0]).arg(&ints[1]).arg(&scale).arg(&ints[2]);
+        b.arg(&ints[0])
+            .arg(&ints[1])
+            .arg(&scale)
+            .arg(&ints[2])
+            .arg(&ints[3]);
         // SAFETY: every sequence's q/out rows are in bounds and every slot it reads (positions
         // below pos0 + n_tokens through its first blocks) is inside both pools (checked
         // above); meta holds n_items items and the tables they point at (copied above, in

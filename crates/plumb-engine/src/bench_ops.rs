@@ -176,7 +176,7 @@ impl<B: Backend> OpBench<'_, B> {
     fn rope_and_attention(&mut self, n: usize, ctx: usize) -> Result<()> {
         let (b, cfg, reps) = (self.b, &self.cfg, self.reps);
         let rope = RopeParams {
-            style: cfg.arch.rope_style(),
+            style: cfg.rope_style,
             theta: cfg.rope_theta,
             n_rot: cfg.n_rot,
         };
@@ -205,6 +205,7 @@ impl<B: Backend> OpBench<'_, B> {
                 n_kv_heads: cfg.n_kv_heads,
                 head_dim: cfg.head_dim,
                 scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+                window: None,
             };
             let kv_read = (pos0 + nt) * cfg.kv_dim() * 8;
             let s = time(b, reps, || Ok(b.attention(&q, &k, &v, p, &mut ao)?))?;

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use plumb_gguf::GgufFile;
-use plumb_model::{KvCache, Logits, Model};
+use plumb_model::quantize::{Recipe, Requantized};
+use plumb_model::{Checkpoint, KvCache, Logits, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 
@@ -66,6 +66,22 @@ pub struct Generation {
     pub decode_time: Duration,
 }
 
+/// The tokenizer and chat template of a checkpoint: from GGUF metadata, or from a model
+/// directory's `tokenizer.json` and `tokenizer_config.json`.
+pub fn text_side(ck: &Checkpoint) -> Result<(Tokenizer, ChatTemplate)> {
+    match ck {
+        Checkpoint::Gguf(file) => Ok((
+            Tokenizer::from_gguf(file)?,
+            ChatTemplate::from_gguf_metadata(|k| file.get(k))?,
+        )),
+        Checkpoint::Dir(d) => {
+            let tok = Tokenizer::from_model_dir(&d.dir)?;
+            let template = tok.chat_template()?;
+            Ok((tok, template))
+        }
+    }
+}
+
 /// A model ready to generate: weights on a backend, tokenizer, chat template and KV cache.
 pub struct Session<B: Backend> {
     pub model: Model<B>,
@@ -77,13 +93,41 @@ pub struct Session<B: Backend> {
 }
 
 impl<B: Backend> Session<B> {
-    /// Loads a GGUF model onto `backend` with a context of `ctx` tokens (0 = the model's
-    /// trained context, capped at 4096).
+    /// Loads a model (a GGUF file, a Hugging Face or MLX directory) onto `backend` with a
+    /// context of `ctx` tokens (0 = the model's trained context, capped at 4096).
     pub fn load(path: &Path, backend: B, ctx: usize) -> Result<Session<B>> {
-        let file = GgufFile::open(path).map_err(plumb_model::ModelError::from)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        let chat_template = ChatTemplate::from_gguf_metadata(|k| file.get(k))?;
-        let model = Model::load(&file, backend)?;
+        Self::load_quantized(path, backend, ctx, None)
+    }
+
+    /// [`Session::load`], with the matrices re-encoded by `quantize` as they are read
+    /// (in-situ quantization: an f16 checkpoint runs as Q4_K without writing a file).
+    pub fn load_quantized(
+        path: &Path,
+        backend: B,
+        ctx: usize,
+        quantize: Option<Recipe>,
+    ) -> Result<Session<B>> {
+        let ck = Checkpoint::open(path)?;
+        let (tokenizer, chat_template) = text_side(&ck)?;
+        let model = match quantize {
+            None => Model::load_checkpoint(&ck, backend)?,
+            Some(r) => {
+                let config = ck.config()?;
+                let source = Requantized::new(ck.tensors(), r, &config)?;
+                let weights = plumb_model::Weights::load(&source, &config, &backend)?;
+                Model::new(config, backend, weights)
+            }
+        };
+        Self::from_parts(model, tokenizer, chat_template, ctx)
+    }
+
+    /// A session over a loaded model and a tokenizer (`ctx` as in [`Session::load`]).
+    pub fn from_parts(
+        model: Model<B>,
+        tokenizer: Tokenizer,
+        chat_template: ChatTemplate,
+        ctx: usize,
+    ) -> Result<Session<B>> {
         let ctx = if ctx == 0 {
             model.config.n_ctx_train.clamp(1, 4096)
         } else {

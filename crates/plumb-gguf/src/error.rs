@@ -120,6 +120,9 @@ pub enum GgufError {
     #[error("duplicate tensor name {0:?}")]
     DuplicateTensor(String),
 
+    #[error("tensor {name:?}: {ty} is not a GGUF type")]
+    NotGgufType { name: String, ty: &'static str },
+
     #[error("metadata key {0:?} is missing")]
     MissingKey(String),
 

@@ -62,6 +62,12 @@ impl GgufWriter {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(GgufError::DuplicateTensor(name.to_string()));
         }
+        if ty.affine().is_some() {
+            return Err(GgufError::NotGgufType {
+                name: name.to_string(),
+                ty: ty.name(),
+            });
+        }
         Ok(tensor_size(name, ty, dims)?.1)
     }
 

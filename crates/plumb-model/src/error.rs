@@ -13,6 +13,11 @@ pub enum ModelError {
     Unsupported(String),
     #[error("bad model configuration: {0}")]
     Config(String),
+    #[error("{}: {msg}", path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("tensor {name}: {msg}")]
     Tensor { name: String, msg: String },
     #[error("context full: {needed} positions needed, the KV cache holds {capacity} (raise --ctx or shorten the prompt)")]

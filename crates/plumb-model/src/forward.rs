@@ -3,21 +3,23 @@
 //!
 //! Per layer, for `n` tokens at positions `pos0 .. pos0+n`:
 //! ```text
+//! x = embedding (· √d_model)               (gemma3)
 //! xn = rms_norm(x)                         (fused with the residual add of the previous block)
 //! q, k, v = Wq·xn (+bq), Wk·xn (+bk), Wv·xn (+bv)
-//! q, k = head_norm(q, k)                   (qwen3)
-//! q, k = rope(q, k)
+//! q, k = head_norm(q, k)                   (qwen3, gemma3)
+//! q, k = rope(q, k)                        (the layer's base: gemma3's local layers have their own)
 //! cache[pos0 .. pos0+n] = k, v
-//! x += Wo · attention(q, cache)
+//! x += post_norm(Wo · attention(q, cache)) (the layer's window; post_norm: gemma3)
 //! xn = rms_norm(x)
-//! x += Wdown · (silu(Wgate·xn) * (Wup·xn))
+//! x += post_norm(Wdown · (act(Wgate·xn) * (Wup·xn)))   (act: silu, or gelu_tanh for gemma3)
+//! logits = Wout · rms_norm(x)  (→ c·tanh(logits / c) with a final softcap)
 //! ```
 
 use std::sync::Mutex;
 
 use plumb_ops::{Backend, RopeParams};
 
-use crate::config::ModelConfig;
+use crate::config::{FfnAct, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::route::KvRoute;
@@ -54,15 +56,18 @@ pub(crate) struct Workspace<B: Backend> {
 impl<B: Backend> Workspace<B> {
     pub(crate) fn new(b: &B, cfg: &ModelConfig, cap: usize, logit_rows: usize) -> Result<Self> {
         let (d, q, kv, ff) = (cfg.d_model, cfg.q_dim(), cfg.kv_dim(), cfg.d_ff);
+        // q, k and tmp trade places (the per-head norms swap their output in), so each is
+        // large enough to be any of them.
+        let qkt = cap * q.max(kv).max(d);
         Ok(Workspace {
             cap,
             logit_rows,
             x: b.alloc(cap * d)?,
             xn: b.alloc(cap * d)?,
-            q: b.alloc(cap * q)?,
-            k: b.alloc(cap * kv)?,
+            q: b.alloc(qkt)?,
+            k: b.alloc(qkt)?,
             v: b.alloc(cap * kv)?,
-            tmp: b.alloc(cap * q.max(kv).max(d))?,
+            tmp: b.alloc(qkt)?,
             attn: b.alloc(cap * q)?,
             proj: b.alloc(cap * d.max(q))?,
             gate: b.alloc(cap * ff)?,
@@ -253,6 +258,9 @@ impl<B: Backend> Model<B> {
         let n = tokens.len();
         debug_assert!(n <= ws.cap);
         b.embedding(&w.tok_embd, tokens, &mut ws.x)?;
+        if let Some(s) = cfg.embed_scale {
+            b.scale(&mut ws.x, s, n * cfg.d_model)?;
+        }
         let first_norm = &w.layers[0].attn_norm;
         b.rms_norm(&ws.x, first_norm, cfg.rms_eps, n, cfg.d_model, &mut ws.xn)?;
         for (li, lw) in w.layers.iter().enumerate() {
@@ -300,8 +308,8 @@ impl<B: Backend> Model<B> {
             std::mem::swap(&mut ws.k, &mut ws.tmp);
         }
         let rope = RopeParams {
-            style: cfg.arch.rope_style(),
-            theta: cfg.rope_theta,
+            style: cfg.rope_style,
+            theta: cfg.layer_rope_theta(li),
             n_rot: cfg.n_rot,
         };
         let ff = self.weights.rope_freqs.as_ref();
@@ -310,9 +318,16 @@ impl<B: Backend> Model<B> {
         kv.write_kv(b, cfg, li, &ws.k, &ws.v)?;
         kv.attend(b, cfg, li, &ws.q, &mut ws.attn)?;
         b.matmul(&lw.wo, &ws.attn, n, &mut ws.proj)?;
+        let delta = match &lw.post_attn_norm {
+            Some(pn) => {
+                b.rms_norm(&ws.proj, pn, cfg.rms_eps, n, cfg.d_model, &mut ws.tmp)?;
+                &ws.tmp
+            }
+            None => &ws.proj,
+        };
         b.add_rms_norm(
             &mut ws.x,
-            &ws.proj,
+            delta,
             &lw.ffn_norm,
             cfg.rms_eps,
             n,
@@ -322,8 +337,9 @@ impl<B: Backend> Model<B> {
         Ok(())
     }
 
-    /// `x += Wdown · (silu(Wgate·xn) * (Wup·xn))` over `n` rows, then `xn = rms_norm(x)`
-    /// with `next_norm` (the next layer's attention norm, or the output norm).
+    /// `x += post_norm(Wdown · (act(Wgate·xn) * (Wup·xn)))` over `n` rows, then
+    /// `xn = rms_norm(x)` with `next_norm` (the next layer's attention norm, or the output
+    /// norm).
     fn ffn_block(
         &self,
         lw: &LayerWeights<B>,
@@ -337,11 +353,21 @@ impl<B: Backend> Model<B> {
             n,
             &mut [(&lw.w_gate, &mut ws.gate), (&lw.w_up, &mut ws.up)],
         )?;
-        b.swiglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?;
+        match cfg.arch.ffn_act() {
+            FfnAct::Silu => b.swiglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?,
+            FfnAct::GeluTanh => b.geglu(&ws.gate, &ws.up, n * cfg.d_ff, &mut ws.act)?,
+        }
         b.matmul(&lw.w_down, &ws.act, n, &mut ws.proj)?;
+        let delta = match &lw.post_ffn_norm {
+            Some(pn) => {
+                b.rms_norm(&ws.proj, pn, cfg.rms_eps, n, cfg.d_model, &mut ws.tmp)?;
+                &ws.tmp
+            }
+            None => &ws.proj,
+        };
         b.add_rms_norm(
             &mut ws.x,
-            &ws.proj,
+            delta,
             next_norm,
             cfg.rms_eps,
             n,
@@ -360,29 +386,34 @@ impl<B: Backend> Model<B> {
         ws: &mut Workspace<B>,
         want: Logits,
     ) -> Result<usize> {
-        let (b, w, d) = (&self.backend, &self.weights, self.config.d_model);
+        let (b, w, cfg) = (&self.backend, &self.weights, &self.config);
+        let (d, vocab) = (cfg.d_model, cfg.vocab_size);
         let head = w.output.as_ref().unwrap_or(&w.tok_embd);
-        match want {
+        let rows = match want {
             // No row wants logits (prompt chunks that do not end their prompt).
-            Logits::Last if last_rows.is_empty() => Ok(0),
+            Logits::Last if last_rows.is_empty() => 0,
             Logits::All => {
                 b.matmul(head, &ws.xn, n, &mut ws.logits)?;
-                Ok(n)
+                n
             }
             // Every row is a last row (a decode step of many sequences): no gather.
             Logits::Last
                 if last_rows.len() == n && last_rows.iter().enumerate().all(|(i, &r)| i == r) =>
             {
                 b.matmul(head, &ws.xn, n, &mut ws.logits)?;
-                Ok(n)
+                n
             }
             Logits::Last => {
                 for (i, &row) in last_rows.iter().enumerate() {
                     b.copy(&ws.xn, row * d, &mut ws.proj, i * d, d)?;
                 }
                 b.matmul(head, &ws.proj, last_rows.len(), &mut ws.logits)?;
-                Ok(last_rows.len())
+                last_rows.len()
             }
+        };
+        if let Some(cap) = cfg.final_softcap {
+            b.softcap(&mut ws.logits, cap, rows * vocab)?;
         }
+        Ok(rows)
     }
 }

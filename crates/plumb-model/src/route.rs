@@ -55,7 +55,8 @@ impl<B: Backend> KvRoute<'_, B> {
     }
 
     /// Layer `li`'s causal attention of the query rows `q` (`[n, n_heads, head_dim]`) over
-    /// the keys and values the route holds, the rows just written included, into `out`.
+    /// the keys and values the route holds, the rows just written included (only the last
+    /// `window` positions on a sliding-window layer), into `out`.
     pub(crate) fn attend(
         &self,
         b: &B,
@@ -64,7 +65,7 @@ impl<B: Backend> KvRoute<'_, B> {
         q: &B::Buf,
         out: &mut B::Buf,
     ) -> Result<()> {
-        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let (scale, window) = (cfg.attn_scale, cfg.layer_window(li));
         match self {
             KvRoute::Contiguous { cache, n } => {
                 let p = AttnParams {
@@ -74,6 +75,7 @@ impl<B: Backend> KvRoute<'_, B> {
                     n_kv_heads: cfg.n_kv_heads,
                     head_dim: cfg.head_dim,
                     scale,
+                    window,
                 };
                 b.attention(q, &cache.k[li], &cache.v[li], p, out)?;
             }
@@ -90,6 +92,7 @@ impl<B: Backend> KvRoute<'_, B> {
                     head_dim: cfg.head_dim,
                     scale,
                     block_size: *block_size,
+                    window,
                 };
                 b.attention_paged(q, &k[li], &v[li], seqs, p, out)?;
             }

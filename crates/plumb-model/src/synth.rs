@@ -12,6 +12,7 @@ use plumb_core::GgmlType;
 use plumb_gguf::{GgufWriter, Value, ValueType};
 use rayon::prelude::*;
 
+use crate::quantize::Recipe;
 use crate::Result;
 
 /// The shape of a model family member.
@@ -125,19 +126,31 @@ pub fn write_synthetic(
     out: &Path,
     progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
 ) -> Result<()> {
+    write_synthetic_recipe(shape, Recipe::Uniform(quant), seed, out, progress)
+}
+
+/// [`write_synthetic`] with the matrices in `recipe`'s per-tensor formats (`Q4_K_M`:
+/// llama.cpp's mix). A uniform recipe stores a matrix whose rows are not whole blocks in
+/// Q8_0; a mix falls back as llama.cpp does.
+pub fn write_synthetic_recipe(
+    shape: &SynthShape,
+    recipe: Recipe,
+    seed: u64,
+    out: &Path,
+    progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
+) -> Result<()> {
     let mut w = GgufWriter::new();
-    add_hyperparameters(&mut w, shape, quant);
+    add_hyperparameters(&mut w, shape, &recipe.name());
     add_placeholder_vocab(&mut w, shape);
     let specs = tensor_specs(shape);
     let total = specs.len();
     let done = Arc::new(AtomicUsize::new(0));
     for (i, (name, rows, cols, vector)) in specs.into_iter().enumerate() {
-        let ty = if vector {
-            GgmlType::F32
-        } else if cols % quant.block_size() == 0 {
-            quant
-        } else {
-            GgmlType::Q8_0
+        let ty = match recipe {
+            _ if vector => GgmlType::F32,
+            Recipe::Uniform(quant) if cols % quant.block_size() == 0 => quant,
+            Recipe::Uniform(_) => GgmlType::Q8_0,
+            mix => mix.type_for(&name, cols, shape.n_layers, shape.tied),
         };
         let dims: Vec<u64> = if vector {
             vec![cols as u64]
@@ -163,12 +176,12 @@ pub fn write_synthetic(
 }
 
 /// The architecture, name and hyperparameter keys of `s`.
-fn add_hyperparameters(w: &mut GgufWriter, s: &SynthShape, quant: GgmlType) {
+fn add_hyperparameters(w: &mut GgufWriter, s: &SynthShape, quant: &str) {
     let a = |k: &str| format!("{}.{k}", s.arch);
     w.add_metadata("general.architecture", Value::String(s.arch.into()));
     w.add_metadata(
         "general.name",
-        Value::String(format!("synthetic {} {}", s.name, quant.name())),
+        Value::String(format!("synthetic {} {quant}", s.name)),
     );
     w.add_metadata(a("block_count"), Value::U32(s.n_layers as u32));
     w.add_metadata(a("context_length"), Value::U32(s.ctx as u32));

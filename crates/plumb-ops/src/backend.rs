@@ -6,8 +6,8 @@
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::error::Result;
-use crate::shapes;
+use crate::error::{OpError, Result};
+use crate::{ops, shapes};
 
 /// Index of the first largest of `x` (NaN never wins; 0 when nothing exceeds `-inf`): the
 /// host scan behind [`Backend::argmax`]'s default and greedy sampling.
@@ -54,11 +54,31 @@ pub struct RopeParams {
 ///
 /// `q: [n_tokens, n_heads, head_dim]`, caches `[capacity, n_kv_heads, head_dim]`,
 /// `out: [n_tokens, n_heads, head_dim]`. Token `i` of the batch sits at position `pos0 + i`
-/// and attends to cache positions `0 ..= pos0 + i` (causal).
+/// and attends to cache positions `0 ..= pos0 + i` (causal), or with a `window` of `w` to the
+/// last `w` of them: `max(0, pos0 + i + 1 - w) ..= pos0 + i` (sliding-window layers).
 #[derive(Debug, Clone, Copy)]
 pub struct AttnParams {
     pub n_tokens: usize,
     pub pos0: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub window: Option<usize>,
+}
+
+/// The first position a query at `pos` attends to under `window` (see [`AttnParams`]):
+/// window 512 at position 600 → 89; no window, or a window past the start → 0.
+pub fn window_start(pos: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))
+}
+
+/// Shapes of a bidirectional (non-causal) attention call: every one of the `n_tokens` query
+/// rows attends to all `n_tokens` keys and values (an encoder's self-attention).
+/// `q, k, v, out: [n_tokens, heads, head_dim]` with `n_kv_heads` heads in `k` and `v`.
+#[derive(Debug, Clone, Copy)]
+pub struct FullAttnParams {
+    pub n_tokens: usize,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -77,7 +97,8 @@ pub struct PagedSeq<'a> {
     pub blocks: &'a [u32],
 }
 
-/// Shapes of a paged attention call. Pools are `[n_blocks * block_size, n_kv_heads, head_dim]`.
+/// Shapes of a paged attention call. Pools are `[n_blocks * block_size, n_kv_heads, head_dim]`;
+/// `window` as in [`AttnParams`].
 #[derive(Debug, Clone, Copy)]
 pub struct PagedParams {
     pub n_heads: usize,
@@ -85,6 +106,20 @@ pub struct PagedParams {
     pub head_dim: usize,
     pub scale: f32,
     pub block_size: usize,
+    pub window: Option<usize>,
+}
+
+/// The first `len` values of `buf`, on the host (the host defaults' input).
+fn host_copy<B: Backend + ?Sized>(b: &B, buf: &B::Buf, len: usize) -> Result<Vec<f32>> {
+    let mut v = vec![0f32; len];
+    b.download(buf, &mut v)?;
+    Ok(v)
+}
+
+/// `dst[..vals.len()] = vals`, through an uploaded copy (the host defaults' output).
+fn host_store<B: Backend + ?Sized>(b: &B, vals: &[f32], dst: &mut B::Buf) -> Result<()> {
+    let tmp = b.upload(vals)?;
+    b.copy(&tmp, 0, dst, 0, vals.len())
 }
 
 /// Most `top_logprobs` alternatives a row may ask for.
@@ -268,6 +303,103 @@ pub trait Backend: Send + Sync {
     /// `x += y` over `len` elements.
     fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()>;
 
+    // --- ops with a host default (spec and reference in `crate::ops`): a backend without a
+    // kernel of its own runs them on host copies of its buffers, correct and slow ---
+
+    /// `out = gelu_tanh(gate) * up` over `len` elements (Gemma's gated FFN).
+    fn geglu(
+        &self,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        len: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let (g, u) = (host_copy(self, gate, len)?, host_copy(self, up, len)?);
+        let mut o = vec![0f32; len];
+        ops::elementwise::geglu(&g, &u, len, &mut o)?;
+        host_store(self, &o, out)
+    }
+
+    /// `out = gelu(x)` (the exact, erf form) over `len` elements (BERT's FFN).
+    fn gelu(&self, x: &Self::Buf, len: usize, out: &mut Self::Buf) -> Result<()> {
+        let xs = host_copy(self, x, len)?;
+        let mut o = vec![0f32; len];
+        ops::elementwise::gelu(&xs, len, &mut o)?;
+        host_store(self, &o, out)
+    }
+
+    /// `x *= s` over `len` elements (Gemma's embedding scale).
+    fn scale(&self, x: &mut Self::Buf, s: f32, len: usize) -> Result<()> {
+        let mut xs = host_copy(self, x, len)?;
+        ops::elementwise::scale(&mut xs, s, len)?;
+        host_store(self, &xs, x)
+    }
+
+    /// `x = cap · tanh(x / cap)` over `len` elements (final-logit softcapping).
+    fn softcap(&self, x: &mut Self::Buf, cap: f32, len: usize) -> Result<()> {
+        let mut xs = host_copy(self, x, len)?;
+        ops::elementwise::softcap(&mut xs, cap, len)?;
+        host_store(self, &xs, x)
+    }
+
+    /// `out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w + b` for `rows` rows of `dim`
+    /// (BERT's LayerNorm; the variance is the population one).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let n = rows.checked_mul(dim).ok_or_else(|| OpError::Shape {
+            op: "layer_norm",
+            msg: format!("{rows} rows × {dim} overflows"),
+        })?;
+        let xs = host_copy(self, x, n)?;
+        let (ws, bs) = (host_copy(self, w, dim)?, host_copy(self, b, dim)?);
+        let mut o = vec![0f32; n];
+        ops::layer_norm::reference(&xs, &ws, &bs, eps, rows, dim, &mut o)?;
+        host_store(self, &o, out)
+    }
+
+    /// Bidirectional attention of `n_tokens` rows over the same `n_tokens` keys (spec and
+    /// reference: `crate::ops::attention::full`). The default runs each query row as a
+    /// one-token [`Backend::attention`] at the last position, which sees every key.
+    fn attention_full(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        p: FullAttnParams,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        let Some(last) = p.n_tokens.checked_sub(1) else {
+            return Ok(());
+        };
+        let q_dim = p.n_heads * p.head_dim;
+        let ap = AttnParams {
+            n_tokens: 1,
+            pos0: last,
+            n_heads: p.n_heads,
+            n_kv_heads: p.n_kv_heads,
+            head_dim: p.head_dim,
+            scale: p.scale,
+            window: None,
+        };
+        let mut qs = self.alloc(q_dim)?;
+        let mut os = self.alloc(q_dim)?;
+        for t in 0..p.n_tokens {
+            self.copy(q, t * q_dim, &mut qs, 0, q_dim)?;
+            self.attention(&qs, k, v, ap, &mut os)?;
+            self.copy(&os, 0, out, t * q_dim, q_dim)?;
+        }
+        Ok(())
+    }
+
     /// Index of the largest of the first `len` values (the first on ties), so that greedy
     /// decoding moves only a token id to the host.
     fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
@@ -364,6 +496,7 @@ pub trait Backend: Send + Sync {
                 n_kv_heads: p.n_kv_heads,
                 head_dim: p.head_dim,
                 scale: p.scale,
+                window: p.window,
             };
             self.attention(&qs, &k, &v, ap, &mut os)?;
             self.copy(&os, 0, out, s.q_row * q_dim, s.n_tokens * q_dim)?;

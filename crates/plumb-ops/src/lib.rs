@@ -17,8 +17,8 @@ pub mod reference;
 pub mod shapes;
 
 pub use backend::{
-    AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, RopeStyle, SampleParams,
-    SampleRow, Sampled, MAX_TOP_LOGPROBS,
+    window_start, AttnParams, Backend, FullAttnParams, PagedParams, PagedSeq, Precision,
+    RopeParams, RopeStyle, SampleParams, SampleRow, Sampled, MAX_TOP_LOGPROBS,
 };
 pub use cpu::CpuBackend;
 pub use error::{OpError, Result};

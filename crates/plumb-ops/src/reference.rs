@@ -3,7 +3,7 @@
 
 use plumb_core::HostWeight;
 
-use crate::backend::{AttnParams, Backend, PagedParams, PagedSeq, RopeParams};
+use crate::backend::{AttnParams, Backend, FullAttnParams, PagedParams, PagedSeq, RopeParams};
 use crate::error::Result;
 use crate::host::host_buffers;
 use crate::ops;
@@ -108,6 +108,46 @@ impl Backend for ReferenceBackend {
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
         ops::elementwise::add(x, y, len)
+    }
+
+    fn geglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        ops::elementwise::geglu(gate, up, len, out)
+    }
+
+    fn gelu(&self, x: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        ops::elementwise::gelu(x, len, out)
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32, len: usize) -> Result<()> {
+        ops::elementwise::scale(x, s, len)
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, cap: f32, len: usize) -> Result<()> {
+        ops::elementwise::softcap(x, cap, len)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::layer_norm::reference(x, w, b, eps, rows, dim, out)
+    }
+
+    fn attention_full(
+        &self,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        p: FullAttnParams,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        ops::attention::full(q, k, v, p, out)
     }
 
     fn kv_write_slots(

@@ -9,7 +9,9 @@
 //! errors, never panics. An op that passes its check may index every element it is specified
 //! to read or write.
 
-use crate::backend::{AttnParams, PagedParams, PagedSeq, SampleRow, MAX_TOP_LOGPROBS};
+use crate::backend::{
+    AttnParams, FullAttnParams, PagedParams, PagedSeq, SampleRow, MAX_TOP_LOGPROBS,
+};
 use crate::error::{ensure, OpError, Result};
 
 /// The product of `dims`, or a shape error of `op` when it overflows.
@@ -123,8 +125,29 @@ pub fn add_bias(x: usize, bias: usize, rows: usize, dim: usize) -> Result<()> {
 
 /// `swiglu`: `gate`, `up` and `out` of at least `len`.
 pub fn swiglu(gate: usize, up: usize, len: usize, out: usize) -> Result<()> {
-    ensure(gate >= len && up >= len && out >= len, "swiglu", || {
+    gated("swiglu", gate, up, len, out)
+}
+
+/// A gated activation `op` (`swiglu`, `geglu`): `gate`, `up` and `out` of at least `len`.
+pub fn gated(op: &'static str, gate: usize, up: usize, len: usize, out: usize) -> Result<()> {
+    ensure(gate >= len && up >= len && out >= len, op, || {
         format!("len {len} exceeds gate ({gate}), up ({up}) or out ({out})")
+    })
+}
+
+/// An elementwise `op` of one input (`gelu`; `scale` and `softcap` in place, with `out` = `x`):
+/// `x` and `out` of at least `len`.
+pub fn unary(op: &'static str, x: usize, len: usize, out: usize) -> Result<()> {
+    ensure(x >= len && out >= len, op, || {
+        format!("len {len} exceeds x ({x}) or out ({out})")
+    })
+}
+
+/// `layer_norm`: as [`rms_norm`], and a bias of `dim`.
+pub fn layer_norm(x: usize, w: usize, b: usize, rows: usize, dim: usize, out: usize) -> Result<()> {
+    norm("layer_norm", x, w, rows, dim, out)?;
+    ensure(b >= dim, "layer_norm", || {
+        format!("the bias holds {b} values, need dim {dim}")
     })
 }
 
@@ -170,6 +193,7 @@ fn heads(op: &'static str, n_heads: usize, n_kv_heads: usize) -> Result<()> {
 pub fn attention(q: usize, k: usize, v: usize, p: &AttnParams, out: usize) -> Result<()> {
     const OP: &str = "attention";
     heads(OP, p.n_heads, p.n_kv_heads)?;
+    window(OP, p.window)?;
     let n_kv = sum(OP, p.pos0, p.n_tokens)?;
     let kv_dim = size(OP, &[p.n_kv_heads, p.head_dim])?;
     let cache = size(OP, &[n_kv, kv_dim])?;
@@ -186,9 +210,33 @@ pub fn attention(q: usize, k: usize, v: usize, p: &AttnParams, out: usize) -> Re
     })
 }
 
-/// The parameters of `attention_paged`: GQA heads and a positive block size.
+/// A window, when there is one, holds at least the query's own position.
+fn window(op: &'static str, window: Option<usize>) -> Result<()> {
+    ensure(window != Some(0), op, || "a window of 0 positions".into())
+}
+
+/// `attention_full`: `q`, `out`, `k` and `v` of `n_tokens` rows (`n_heads × head_dim` for
+/// `q` and `out`, `n_kv_heads × head_dim` for `k` and `v`), `n_heads` a multiple of
+/// `n_kv_heads`.
+pub fn attention_full(q: usize, k: usize, v: usize, p: &FullAttnParams, out: usize) -> Result<()> {
+    const OP: &str = "attention_full";
+    heads(OP, p.n_heads, p.n_kv_heads)?;
+    let kv = size(OP, &[p.n_tokens, p.n_kv_heads, p.head_dim])?;
+    let rows = size(OP, &[p.n_tokens, p.n_heads, p.head_dim])?;
+    ensure(q >= rows && out >= rows && k >= kv && v >= kv, OP, || {
+        format!(
+            "{} tokens need q and out of {rows} values (have {q}, {out}), k and v of {kv} \
+             (have {k}, {v})",
+            p.n_tokens
+        )
+    })
+}
+
+/// The parameters of `attention_paged`: GQA heads, a positive block size, a window of at
+/// least one position.
 pub fn paged_params(p: &PagedParams) -> Result<()> {
     heads("attention_paged", p.n_heads, p.n_kv_heads)?;
+    window("attention_paged", p.window)?;
     ensure(p.block_size > 0, "attention_paged", || {
         "the block size must be positive".into()
     })
@@ -379,6 +427,7 @@ mod tests {
             n_kv_heads,
             head_dim: 8,
             scale: 1.0,
+            window: None,
         }
     }
 
@@ -389,6 +438,7 @@ mod tests {
             head_dim: 4,
             scale: 1.0,
             block_size,
+            window: None,
         }
     }
 

@@ -44,14 +44,17 @@ enum Applies {
 
 /// Where each fault can change an output: a wrong element, a stale region and an unsupported
 /// op in every case (argmax and sample return ids, so they have no region to leave stale); a
-/// wrong row and a transposition in the cases with several rows (not in the flat swiglu and
-/// add; argmax and sample have rows of ids but nothing to transpose).
+/// wrong row and a transposition in the cases with several rows (not in the flat elementwise
+/// ops; argmax and sample have rows of ids but nothing to transpose).
 fn applies(fault: Fault, op: &str) -> Applies {
     match (fault, op) {
         (Fault::WrongElement | Fault::Unsupported, _) => Applies::EveryCase,
         (Fault::Stale | Fault::Transposed, "argmax" | "sample") => Applies::Never,
         (Fault::Stale, _) => Applies::EveryCase,
-        (Fault::WrongRow | Fault::Transposed, "swiglu" | "add") => Applies::Never,
+        (
+            Fault::WrongRow | Fault::Transposed,
+            "swiglu" | "add" | "geglu" | "gelu" | "scale" | "softcap",
+        ) => Applies::Never,
         (Fault::WrongRow | Fault::Transposed, _) => Applies::SomeCases,
     }
 }

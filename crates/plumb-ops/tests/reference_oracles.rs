@@ -13,6 +13,7 @@ fn attention_with_unit_values_returns_ones_and_single_key_copies_v() {
         n_kv_heads: 2,
         head_dim: 4,
         scale: 0.5,
+        window: None,
     };
     let kv = 5 * 2 * 4;
     let q: Vec<f32> = (0..3 * 6 * 4).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -28,6 +29,7 @@ fn attention_with_unit_values_returns_ones_and_single_key_copies_v() {
         n_kv_heads: 1,
         head_dim: 2,
         scale: 1.0,
+        window: None,
     };
     let mut o = vec![0f32; 4];
     ops::attention::reference(
@@ -52,6 +54,7 @@ fn attention_over_two_keys_is_the_hand_computed_softmax() {
         n_kv_heads: 1,
         head_dim: 1,
         scale: 1.0,
+        window: None,
     };
     let mut o = [0f32];
     ops::attention::reference(&[1.0], &[0.0, l3], &[4.0, 8.0], p, &mut o).unwrap();

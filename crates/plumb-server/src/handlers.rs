@@ -267,7 +267,14 @@ fn model_object(s: &AppState) -> serde_json::Value {
 
 pub async fn models(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
-    Ok(Json(json!({"object": "list", "data": [model_object(&s)]})).into_response())
+    let mut data = vec![model_object(&s)];
+    data.extend(
+        s.inner
+            .embed
+            .as_ref()
+            .map(|e| e.model_object(s.inner.created)),
+    );
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
 }
 
 pub async fn model(
@@ -276,6 +283,9 @@ pub async fn model(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     s.authorize(&headers)?;
+    if let Some(e) = s.inner.embed.as_ref().filter(|e| e.id == id) {
+        return Ok(Json(e.model_object(s.inner.created)).into_response());
+    }
     s.check_model(&id)?;
     Ok(Json(model_object(&s)).into_response())
 }

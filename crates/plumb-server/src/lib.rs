@@ -2,7 +2,8 @@
 //! wire types.
 //!
 //! - `POST /v1/chat/completions`, `POST /v1/completions` (streaming as server-sent events),
-//!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
+//!   `POST /v1/embeddings` (with an embedding model, [`EmbedModel`]), `GET /v1/models`,
+//!   `GET /health`, `GET /metrics` (Prometheus text).
 //! - `POST /v1/messages`, `POST /v1/messages/count_tokens` (Anthropic's Messages API) and
 //!   `POST /v1/responses` (OpenAI's Responses API, stateless): translated into chat requests.
 //! - `POST /tokenize`, `POST /detokenize` (llama-server's shape).
@@ -15,6 +16,7 @@
 
 mod anthropic;
 pub mod bench_serve;
+mod embeddings;
 mod error;
 mod handlers;
 mod prepare;
@@ -40,11 +42,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use plumb_engine::constrain::{Constrainer, ConstraintError};
 use plumb_engine::serve::{EngineConfig, EngineHandle};
-use plumb_gguf::GgufFile;
-use plumb_model::Model;
+use plumb_model::{Checkpoint, Model};
 use plumb_ops::Backend;
 use plumb_tokenizer::{ChatTemplate, Tokenizer};
 
+pub use embeddings::EmbedModel;
 pub use error::ApiError;
 pub use run::{run, Log, ServeConfig};
 
@@ -84,11 +86,10 @@ pub fn load_with_kv<B: Backend + 'static>(
     config: EngineConfig,
     kv: plumb_engine::serve::KvBudget,
 ) -> anyhow::Result<Loaded> {
-    let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
-    let chat_template =
-        ChatTemplate::from_gguf_metadata(|k| file.get(k)).context("compiling the chat template")?;
-    let model = Model::load(&file, backend).context("loading the weights")?;
+    let ck = Checkpoint::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (tokenizer, chat_template) =
+        plumb_engine::text_side(&ck).context("building the tokenizer and chat template")?;
+    let model = Model::load_checkpoint(&ck, backend).context("loading the weights")?;
     let tokenizer = Arc::new(tokenizer);
     let constrainer = Constrainer::new(tokenizer.clone()).map(Arc::new);
     let engine = EngineHandle::start_with_kv(model, tokenizer.clone(), config, kv)?;
@@ -121,11 +122,22 @@ struct Inner {
     api_key: Option<String>,
     max_body_bytes: usize,
     created: u64,
+    embed: Option<EmbedModel>,
 }
 
 impl AppState {
     /// With `api_key`, every `/v1` route wants `Authorization: Bearer <api_key>`.
     pub fn new(loaded: &Loaded, api_key: Option<String>, max_body_bytes: usize) -> AppState {
+        Self::with_embeddings(loaded, api_key, max_body_bytes, None)
+    }
+
+    /// [`AppState::new`], with `embed` answering `/v1/embeddings`.
+    pub fn with_embeddings(
+        loaded: &Loaded,
+        api_key: Option<String>,
+        max_body_bytes: usize,
+        embed: Option<EmbedModel>,
+    ) -> AppState {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -143,6 +155,7 @@ impl AppState {
                 api_key: api_key.filter(|k| !k.is_empty()),
                 max_body_bytes,
                 created,
+                embed,
             }),
         }
     }
@@ -159,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/tokenize", post(tokenize::tokenize))
         .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{id}", get(handlers::model))
         .route("/health", get(handlers::health))

@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub kv: KvBudget,
     /// Largest request body accepted, in bytes (larger ones are answered 413).
     pub max_body_bytes: usize,
+    /// A sentence encoder's directory for `/v1/embeddings` (run on the CPU backend).
+    pub embedding_model: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -41,6 +43,7 @@ impl Default for ServeConfig {
             engine: EngineConfig::default(),
             kv: KvBudget::Default,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            embedding_model: None,
         }
     }
 }
@@ -61,7 +64,25 @@ pub fn run<B: Backend + 'static>(
         model.display(),
         t0.elapsed().as_secs_f64()
     ));
-    let state = AppState::new(&loaded, config.api_key.clone(), config.max_body_bytes);
+    let embed = match &config.embedding_model {
+        Some(dir) => {
+            let e = plumb_engine::Embedder::load(dir, plumb_ops::CpuBackend::new())
+                .with_context(|| format!("loading the embedding model {}", dir.display()))?;
+            log(&format!(
+                "embedding model {} ({} dimensions)",
+                e.name,
+                e.dim()
+            ));
+            Some(crate::EmbedModel::new(e))
+        }
+        None => None,
+    };
+    let state = AppState::with_embeddings(
+        &loaded,
+        config.api_key.clone(),
+        config.max_body_bytes,
+        embed,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -55,6 +55,31 @@ impl ChatTemplate {
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\
 {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+    /// Gemma's turn format, used for a model with `<start_of_turn>` in its vocabulary and no
+    /// template of its own: BOS, then per turn `<start_of_turn>ROLE\n` (`model` for the
+    /// assistant), the trimmed content, `<end_of_turn>\n`; a system message becomes the
+    /// first user turn's opening paragraph; turns must alternate, starting with the user.
+    pub const GEMMA: &'static str = "{{ bos_token }}\
+{% set has_system = messages and messages[0]['role'] == 'system' %}\
+{% set system = messages[0]['content'] | trim + '\n\n' if has_system else '' %}\
+{% for m in (messages[1:] if has_system else messages) %}\
+{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}\
+{{ raise_exception('Gemma conversations alternate user and assistant turns, starting with the user') }}\
+{% endif %}\
+{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\n' }}\
+{{ (system if loop.first else '') + m['content'] | trim + '<end_of_turn>\n' }}\
+{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+    /// The template of a model without one of its own: [`Self::GEMMA`] when its vocabulary
+    /// has Gemma's turn marker, else [`Self::CHATML`].
+    pub fn default_source<'t>(mut tokens: impl Iterator<Item = &'t str>) -> &'static str {
+        if tokens.any(|t| t == "<start_of_turn>") {
+            Self::GEMMA
+        } else {
+            Self::CHATML
+        }
+    }
+
     /// Compiles `source`; `bos_token` / `eos_token` are the texts the template sees.
     pub fn new(source: impl Into<String>, bos_token: &str, eos_token: &str) -> Result<Self> {
         let source = source.into();
@@ -85,7 +110,8 @@ impl ChatTemplate {
         }
     }
 
-    /// `tokenizer.chat_template` (ChatML when absent) with BOS/EOS text from the vocabulary.
+    /// `tokenizer.chat_template` ([`Self::default_source`] when absent) with BOS/EOS text
+    /// from the vocabulary.
     pub fn from_gguf_metadata<'a>(get: impl Fn(&str) -> Option<&'a Value>) -> Result<Self> {
         let m = Meta(&get);
         let tokens = get(KEY_TOKENS)
@@ -99,7 +125,10 @@ impl ChatTemplate {
                 .unwrap_or("")
                 .to_string())
         };
-        let source = m.str(KEY_CHAT_TEMPLATE)?.unwrap_or(Self::CHATML);
+        let source = match m.str(KEY_CHAT_TEMPLATE)? {
+            Some(s) => s,
+            None => Self::default_source(tokens.iter().filter_map(Value::as_str)),
+        };
         Self::new(source, &text(KEY_BOS)?, &text(KEY_EOS)?)
     }
 

@@ -153,6 +153,20 @@ fn generation_stops(gen_config: Option<&Json>) -> Vec<u32> {
 }
 
 impl Tokenizer {
+    /// The tokenizer of a Hugging Face or MLX model directory: its `tokenizer.json`, with
+    /// `tokenizer_config.json` (chat template, special tokens, `add_bos_token`) and
+    /// `generation_config.json` (stop ids) beside it.
+    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let path = dir.as_ref().join("tokenizer.json");
+        if !path.is_file() {
+            return Err(TokenizerError::TokenizerJson {
+                path,
+                msg: "missing: a model directory needs its tokenizer.json".into(),
+            });
+        }
+        Self::from_tokenizer_json(path)
+    }
+
     /// Loads a Hugging Face `tokenizer.json`. BOS/EOS, `add_bos_token` and the chat template
     /// come from a sibling `tokenizer_config.json` (or `chat_template.jinja`) when present;
     /// extra stop ids from `generation_config.json`. Without `add_bos_token`, BOS is added
@@ -172,6 +186,10 @@ impl Tokenizer {
         })?;
         // Special added tokens are found by our own matcher (so that `parse_special` works).
         hf.set_encode_special_tokens(true);
+        // Inputs are never padded, and cut only where the caller says (`encode_sequence`).
+        hf.with_padding(None);
+        hf.with_truncation(None)
+            .map_err(|e| err(format!("cannot turn truncation off: {e}")))?;
 
         let dir = path.parent().unwrap_or(Path::new("."));
         let sibling = |name: &str| -> Option<PathBuf> {

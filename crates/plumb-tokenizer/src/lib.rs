@@ -5,6 +5,7 @@
 //!   pre-tokenizer regexes llama.cpp uses, see [`PreTokenizerInfo`]) or SentencePiece
 //!   (`llama`, hand-written merge-by-score); or from a Hugging Face `tokenizer.json`
 //!   ([`Tokenizer::from_tokenizer_json`]).
+//! * [`Tokenizer::encode_sequence`] — one encoder input (`[CLS] … [SEP]`), truncated.
 //! * [`StreamDecoder`] — incremental decoding of ids that only emits complete UTF-8, over
 //!   [`Utf8Decoder`] (the same for raw bytes).
 //! * [`ChatTemplate`] — Jinja chat templates rendered like Hugging Face does.
@@ -14,6 +15,7 @@ pub mod chat;
 mod error;
 mod gguf;
 mod hf;
+mod sequence;
 mod spm;
 mod stream;
 mod tokenizer;

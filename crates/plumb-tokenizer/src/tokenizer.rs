@@ -61,7 +61,7 @@ pub(crate) struct Parts {
 /// `tokenizer.json` ([`Tokenizer::from_tokenizer_json`]). `Send + Sync`; encoding is `&self`.
 pub struct Tokenizer {
     model: TokenizerModel,
-    backend: Backend,
+    pub(crate) backend: Backend,
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     pieces: Vec<Vec<u8>>,
@@ -337,14 +337,14 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
-    /// The model's chat template (or [`ChatTemplate::CHATML`] when it has none), with the
-    /// model's BOS/EOS text.
+    /// The model's chat template (or [`ChatTemplate::default_source`] when it has none), with
+    /// the model's BOS/EOS text.
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         let text = |id: Option<u32>| id.and_then(|i| self.token_str(i)).unwrap_or("");
-        let source = self
-            .chat_template
-            .as_deref()
-            .unwrap_or(ChatTemplate::CHATML);
+        let source = match self.chat_template.as_deref() {
+            Some(s) => s,
+            None => ChatTemplate::default_source(self.tokens.iter().map(String::as_str)),
+        };
         ChatTemplate::new(source, text(self.bos), text(self.eos))
     }
 }

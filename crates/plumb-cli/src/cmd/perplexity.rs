@@ -27,7 +27,8 @@ pub fn main(a: Args) -> Result<()> {
         .with_context(|| format!("reading {}", a.file.display()))?;
     let ctx = a.chunk;
     with_session!(a.model, ctx, |s| {
-        let ids = s.tokenizer.encode(&text, false, false)?;
+        // With BOS when the model wants it, as llama.cpp tokenizes the text it scores.
+        let ids = s.tokenizer.encode(&text, true, false)?;
         eprintln!(
             "plumb: {} tokens, {} chunks of {}",
             ids.len(),

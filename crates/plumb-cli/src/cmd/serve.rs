@@ -13,8 +13,8 @@ use crate::common::DeviceArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Endpoints: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, \
-GET /health, GET /metrics.\nExample: plumb serve --port 8080 --max-batch 16, then point any OpenAI \
+    after_help = "Endpoints: POST /v1/chat/completions, POST /v1/completions, POST /v1/embeddings \
+(with --embedding-model), GET /v1/models, GET /health, GET /metrics.\nExample: plumb serve --port 8080 --max-batch 16, then point any OpenAI \
 client at http://127.0.0.1:8080/v1"
 )]
 pub struct Args {
@@ -49,6 +49,10 @@ pub struct Args {
     /// Largest request body accepted, in bytes (larger ones are answered 413).
     #[arg(long, default_value_t = ServeConfig::default().max_body_bytes, value_name = "BYTES")]
     max_body_bytes: usize,
+    /// Serve POST /v1/embeddings with this sentence encoder (a Hugging Face directory, or
+    /// `all-minilm-l6-v2`, fetched on first use); it runs on the CPU.
+    #[arg(long, value_name = "DIR|NAME")]
+    embedding_model: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -66,7 +70,13 @@ fn serve_on<B: Backend + 'static>(a: &Args, backend: B) -> Result<()> {
         );
     }
     let path = crate::common::model_path(a.model.as_deref())?;
-    let config = a.config()?;
+    let mut config = a.config()?;
+    if let Some(m) = &a.embedding_model {
+        let dir = plumb_engine::store::resolve_embedding_model(Some(m), &mut |msg| {
+            eprintln!("plumb: {msg}")
+        })?;
+        config.embedding_model = Some(dir);
+    }
     plumb_server::run(
         &path,
         &config,
@@ -92,6 +102,7 @@ impl Args {
             },
             kv: self.kv_tokens.map_or(KvBudget::Default, KvBudget::Tokens),
             max_body_bytes: self.max_body_bytes,
+            embedding_model: None,
         })
     }
 }

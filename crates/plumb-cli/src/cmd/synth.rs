@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use plumb_core::GgmlType;
+use plumb_model::quantize::Recipe;
 use plumb_model::synth;
 
 #[derive(Debug, clap::Args)]
@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long)]
     shape: String,
     /// Storage format of the weight matrices (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-    /// Q2_K .. Q6_K).
+    /// Q2_K .. Q6_K), or llama.cpp's per-tensor mixes Q4_K_M and Q5_K_M.
     #[arg(long, default_value = "q4_0")]
     quant: String,
     /// Output file.
@@ -38,14 +38,12 @@ pub fn main(a: Args) -> Result<()> {
             names.join(", ")
         )
     })?;
-    let quant = GgmlType::parse(&a.quant)
-        .filter(|t| *t != GgmlType::Q8K && *t != GgmlType::Q8_1)
-        .ok_or_else(|| anyhow!("unknown or unsupported weight format {:?}", a.quant))?;
+    let quant = Recipe::parse(&a.quant)?;
     let t0 = std::time::Instant::now();
     eprintln!(
         "plumb: writing {} ({}) to {}",
         shape.name,
-        quant,
+        quant.name(),
         a.output.display()
     );
     let tty = std::io::stderr().is_terminal();
@@ -55,7 +53,7 @@ pub fn main(a: Args) -> Result<()> {
             let _ = std::io::stderr().flush();
         }
     });
-    synth::write_synthetic(shape, quant, a.seed, &a.output, progress)
+    synth::write_synthetic_recipe(shape, quant, a.seed, &a.output, progress)
         .with_context(|| format!("writing {}", a.output.display()))?;
     let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!(

@@ -12,12 +12,15 @@
 //!
 //! The legacy formats (Q4_0 .. Q8_1) and Q8_K quantize with ggml's "_ref" math. The other
 //! K-quant quantizers are simple min/max (or max-magnitude) fits, documented in their modules.
+//! The MLX affine group formats (`affine`) follow MLX's bit packing; their blocks have
+//! run-time sizes (one group) and no fixed-size array functions.
 //!
 //! Everything here is scalar, safe and single-threaded on purpose.
 
 // The reference code indexes blocks the way the format definitions are written.
 #![allow(clippy::needless_range_loop)]
 
+pub mod affine;
 pub mod k_quants;
 pub mod q4_0;
 pub mod q4_1;
@@ -71,6 +74,15 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
         GgmlType::Q5K => dequant_blocks(ty, src, dst, q5_k::dequantize_block)?,
         GgmlType::Q6K => dequant_blocks(ty, src, dst, q6_k::dequantize_block)?,
         GgmlType::Q8K => dequant_blocks(ty, src, dst, q8_k::dequantize_block)?,
+        mlx => {
+            let (bits, group) = mlx.affine().ok_or_else(|| chunk_error(mlx))?;
+            for (b, o) in src
+                .chunks_exact(ty.type_size())
+                .zip(dst.chunks_exact_mut(group))
+            {
+                affine::dequantize_block(bits, b, o);
+            }
+        }
     }
     Ok(())
 }
@@ -114,6 +126,15 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
         GgmlType::Q5K => quant_blocks(ty, src, dst, q5_k::quantize_block)?,
         GgmlType::Q6K => quant_blocks(ty, src, dst, q6_k::quantize_block)?,
         GgmlType::Q8K => quant_blocks(ty, src, dst, q8_k::quantize_block)?,
+        mlx => {
+            let (bits, group) = mlx.affine().ok_or_else(|| chunk_error(mlx))?;
+            for (x, o) in src
+                .chunks_exact(group)
+                .zip(dst.chunks_exact_mut(ty.type_size()))
+            {
+                affine::quantize_block(bits, x, o);
+            }
+        }
     }
     Ok(())
 }

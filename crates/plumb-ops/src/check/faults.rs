@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plumb_core::{GgmlType, HostWeight};
 
+use super::damage::{damage_values, wrong_index};
 use crate::backend::{
-    AttnParams, Backend, PagedParams, PagedSeq, Precision, RopeParams, SampleRow, Sampled,
+    AttnParams, Backend, FullAttnParams, PagedParams, PagedSeq, Precision, RopeParams, SampleRow,
+    Sampled,
 };
 use crate::error::{OpError, Result};
 
@@ -184,54 +186,6 @@ impl<'a, B: Backend> Faulty<'a, B> {
             buf.inner = self.inner.upload(&v)?;
         }
         Ok(())
-    }
-}
-
-/// The element a wrong-element fault hits in an output of `len`.
-fn wrong_index(len: usize) -> usize {
-    len * 7 / 13
-}
-
-/// Applies `fault` to `v`, an output of `rows × cols` (`before`: what it held before the op;
-/// `scale`: the scale of the element a wrong-element fault hits, else the output's RMS).
-fn damage_values(
-    fault: Fault,
-    v: &mut [f32],
-    rows: usize,
-    cols: usize,
-    before: Option<&[f32]>,
-    scale: Option<f64>,
-) {
-    let len = v.len();
-    if len == 0 {
-        return;
-    }
-    match fault {
-        Fault::WrongElement => {
-            let rms = (v.iter().map(|&x| (x * x) as f64).sum::<f64>() / len as f64).sqrt();
-            let s = scale.unwrap_or(rms);
-            v[wrong_index(len)] += if s > 0.0 { 0.5 * s as f32 } else { 1.0 };
-        }
-        Fault::WrongRow if rows >= 2 && rows * cols == len => {
-            let (first, rest) = v.split_at_mut(cols);
-            rest[(rows - 2) * cols..].copy_from_slice(first);
-        }
-        Fault::Transposed if rows >= 2 && cols >= 2 && rows * cols == len => {
-            let src = v.to_vec();
-            // Element (r, c) lands where a [cols, rows] layout keeps it: c * rows + r.
-            for r in 0..rows {
-                for c in 0..cols {
-                    v[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-        Fault::Stale => {
-            if let Some(b) = before {
-                let from = len - len.div_ceil(4);
-                v[from..].copy_from_slice(&b[from..len]);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -420,6 +374,74 @@ impl<B: Backend> Backend for Faulty<'_, B> {
         self.damage("add", x, 1, len, before)
     }
 
+    fn geglu(
+        &self,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        len: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.unsupported("geglu")?;
+        let before = self.before("geglu", out)?;
+        self.inner
+            .geglu(&gate.inner, &up.inner, len, &mut out.inner)?;
+        self.damage("geglu", out, 1, len, before)
+    }
+
+    fn gelu(&self, x: &Self::Buf, len: usize, out: &mut Self::Buf) -> Result<()> {
+        self.unsupported("gelu")?;
+        let before = self.before("gelu", out)?;
+        self.inner.gelu(&x.inner, len, &mut out.inner)?;
+        self.damage("gelu", out, 1, len, before)
+    }
+
+    fn scale(&self, x: &mut Self::Buf, s: f32, len: usize) -> Result<()> {
+        self.unsupported("scale")?;
+        let before = self.before("scale", x)?;
+        self.inner.scale(&mut x.inner, s, len)?;
+        self.damage("scale", x, 1, len, before)
+    }
+
+    fn softcap(&self, x: &mut Self::Buf, cap: f32, len: usize) -> Result<()> {
+        self.unsupported("softcap")?;
+        let before = self.before("softcap", x)?;
+        self.inner.softcap(&mut x.inner, cap, len)?;
+        self.damage("softcap", x, 1, len, before)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: &Self::Buf,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.unsupported("layer_norm")?;
+        let before = self.before("layer_norm", out)?;
+        self.inner
+            .layer_norm(&x.inner, &w.inner, &b.inner, eps, rows, dim, &mut out.inner)?;
+        self.damage("layer_norm", out, rows, dim, before)
+    }
+
+    fn attention_full(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        p: FullAttnParams,
+        out: &mut Self::Buf,
+    ) -> Result<()> {
+        self.unsupported("attention_full")?;
+        let before = self.before("attention_full", out)?;
+        self.inner
+            .attention_full(&q.inner, &k.inner, &v.inner, p, &mut out.inner)?;
+        let cols = p.n_heads * p.head_dim;
+        self.damage("attention_full", out, p.n_tokens, cols, before)
+    }
+
     fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
         self.unsupported("argmax")?;
         let mut id = [self.inner.argmax(&x.inner, len)?];
@@ -542,32 +564,5 @@ impl<B: Backend> Faulty<'_, B> {
         if ids != orig.as_slice() {
             self.applied.fetch_add(1, Ordering::Relaxed);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_fault_damages_a_two_by_three_output() {
-        let base = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let before = [9.0f32; 6];
-        let run = |f: Fault| {
-            let mut v = base;
-            damage_values(f, &mut v, 2, 3, Some(&before), None);
-            v
-        };
-        let mut one = base;
-        one[3] += 0.5 * (91.0f64 / 6.0).sqrt() as f32;
-        assert_eq!(run(Fault::WrongElement), one);
-        assert_eq!(run(Fault::WrongRow), [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
-        assert_eq!(run(Fault::Transposed), [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-        assert_eq!(run(Fault::Stale), [1.0, 2.0, 3.0, 4.0, 9.0, 9.0]);
-        // A single row has no other row to take, nor a transpose that moves anything.
-        let mut row = [1.0f32, 2.0, 3.0];
-        damage_values(Fault::WrongRow, &mut row, 1, 3, None, None);
-        damage_values(Fault::Transposed, &mut row, 1, 3, None, None);
-        assert_eq!(row, [1.0, 2.0, 3.0]);
     }
 }

@@ -10,6 +10,7 @@
 
 mod cases;
 mod compare;
+mod damage;
 pub mod faults;
 mod self_test;
 pub mod stats;
@@ -77,6 +78,12 @@ pub const OPS: &[&str] = &[
     "add",
     "argmax",
     "sample",
+    "geglu",
+    "gelu",
+    "scale",
+    "softcap",
+    "layer_norm",
+    "attention_full",
 ];
 
 /// Runs every selected case on `backend`, calling `on_result` as each finishes.

@@ -5,13 +5,14 @@
 //! to keep the threads busy (decode), items are (token, query head). Keys are processed in
 //! blocks of `B`: scores, a running max and denominator per head, and the output accumulator
 //! rescaled whenever the max grows. Items are dealt round-robin over the threads so that the
-//! long rows of a causal prefill spread evenly.
+//! long rows of a causal prefill spread evenly. A sliding window only moves where an item's
+//! keys start.
 
 use super::matmul::SendPtr;
 use super::mv::exp;
 use super::simd::{dot, scale_axpy, simd_fn, Simd};
 use super::CpuBackend;
-use crate::backend::AttnParams;
+use crate::backend::{window_start, AttnParams};
 use crate::error::Result;
 use crate::shapes;
 
@@ -29,6 +30,8 @@ struct Item {
     kv_off: usize,
     kv_dim: usize,
     hd: usize,
+    /// Keys `first .. n_keys` are attended (a sliding window starts past 0).
+    first: usize,
     n_keys: usize,
     scale: f32,
 }
@@ -97,7 +100,7 @@ unsafe fn attend_g<S: Simd>(
     m.fill(f32::NEG_INFINITY);
     l.fill(0.0);
     let qp = q.as_ptr().add(it.q_off);
-    let mut j0 = 0;
+    let mut j0 = it.first;
     while j0 < it.n_keys {
         let jn = B.min(it.n_keys - j0);
         // Scores: each key row is read once for all the heads of the item.
@@ -165,7 +168,7 @@ unsafe fn attend_regs<S: Simd, const NV: usize>(
         // Two accumulator sets (even and odd keys): two FMA chains per output vector.
         let (mut acc0, mut acc1) = ([S::zero(); NV], [S::zero(); NV]);
         let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-        let mut j0 = 0;
+        let mut j0 = it.first;
         while j0 < it.n_keys {
             let jn = B.min(it.n_keys - j0);
             let mut jj = 0;
@@ -263,6 +266,7 @@ pub(crate) fn attention(
         n_kv_heads,
         head_dim: hd,
         scale,
+        window,
     } = p;
     shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
     let kv_dim = n_kv_heads * hd;
@@ -288,6 +292,7 @@ pub(crate) fn attention(
             kv_off: (h0 / group) * hd,
             kv_dim,
             hd,
+            first: window_start(pos0 + t, window),
             n_keys: pos0 + t + 1,
             scale,
         }

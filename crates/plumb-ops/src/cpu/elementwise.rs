@@ -1,5 +1,5 @@
-//! Row-wise and elementwise ops: rms_norm (plain and fused with the residual add), add,
-//! add_bias, swiglu, rope. Plain loops, multiversioned (see `mv.rs`); rows or chunks go to
+//! Row-wise and elementwise ops: rms_norm (plain and fused with the residual add),
+//! layer_norm, add, add_bias, swiglu, rope. Plain loops, multiversioned (see `mv.rs`); rows or chunks go to
 //! the pool only when there is enough work to pay for a dispatch.
 
 use std::sync::Mutex;
@@ -244,6 +244,45 @@ pub(crate) fn add_rms_norm(
         // SAFETY: rows `r` of `res` and `out` (checked above) belong to this share alone.
         let (rs, o) = unsafe { (sub(rp, &e), sub(op, &e)) };
         add_norm_rows(be.level, rs, &x[e.clone()], w, eps, dim, o);
+    });
+    Ok(())
+}
+
+multiversion! {
+    /// LayerNorm of each row of `dim`: mean and variance summed in f64 (two passes).
+    fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, dim: usize, out: &mut [f32]) {
+        for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+            let var = xr.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+            let (m, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+            for (((o, &v), &wi), &bi) in or.iter_mut().zip(xr).zip(&w[..dim]).zip(&b[..dim]) {
+                *o = (v - m) * inv * wi + bi;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_norm(
+    be: &CpuBackend,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    rows: usize,
+    dim: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    shapes::layer_norm(x.len(), w.len(), b.len(), rows, dim, out.len())?;
+    if dim == 0 {
+        return Ok(());
+    }
+    let op = SendPtr(out.as_mut_ptr());
+    be.par_ranges(rows, 1, rows * dim, &|r| {
+        let e = r.start * dim..r.end * dim;
+        // SAFETY: rows `r` of `out` (checked above) belong to this share alone.
+        let o = unsafe { sub(op, &e) };
+        layer_norm_rows(be.level, &x[e.clone()], w, b, eps, dim, o);
     });
     Ok(())
 }

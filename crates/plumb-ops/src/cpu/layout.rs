@@ -23,7 +23,10 @@
 //! - `Two(s)`: bits `s .. s + 2`: vector `v` is bits `2 (v % 4)` of packed vector `v / 4`.
 //! - `Bytes8`: the 8-bit values themselves.
 //! - scales: `D16`/`M16` one f16 per block, `ScA`/`ScB` one byte per block, `DSup`/`MSup`
-//!   one f16 per K-quant super-block.
+//!   one f16 per K-quant super-block, `D32`/`M32` one f32 per block (the MLX affine formats,
+//!   `A2` .. `A8`: each block of 32 carries its group's scale and bias, so that one layout
+//!   serves every group size, and 2, 3 and 6-bit codes are split into single bits, which
+//!   unpack for groups of any size).
 //!
 //! Values are unsigned; each block (or 16-element half) is `w = dw * u + mw`. Symmetric
 //! formats fold their offset into `mw` (Q4_0: `mw = -8 dw`, Q8_0 stores `q + 128`, ...).
@@ -32,6 +35,7 @@
 use plumb_core::{GgmlType, HostWeight};
 use rayon::prelude::*;
 
+use super::natural::{decode_row, Natural};
 use crate::error::{OpError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +50,13 @@ pub(crate) enum QFmt {
     Q4K,
     Q5K,
     Q6K,
+    /// MLX affine, 2 .. 8 bits: `w = d * u + m` with f32 `d`, `m` per block.
+    A2,
+    A3,
+    A4,
+    A5,
+    A6,
+    A8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +71,8 @@ pub(crate) enum Comp {
     ScB,
     DSup,
     MSup,
+    D32,
+    M32,
 }
 
 impl QFmt {
@@ -75,7 +88,15 @@ impl QFmt {
             GgmlType::Q4K => QFmt::Q4K,
             GgmlType::Q5K => QFmt::Q5K,
             GgmlType::Q6K => QFmt::Q6K,
-            _ => return None,
+            mlx => match mlx.affine()?.0 {
+                2 => QFmt::A2,
+                3 => QFmt::A3,
+                4 => QFmt::A4,
+                5 => QFmt::A5,
+                6 => QFmt::A6,
+                8 => QFmt::A8,
+                _ => return None,
+            },
         })
     }
 
@@ -99,6 +120,12 @@ impl QFmt {
             QFmt::Q4K => &[Nib, ScA, ScB, DSup, MSup],
             QFmt::Q5K => &[Nib, Bits(4), ScA, ScB, DSup, MSup],
             QFmt::Q6K => &[Nib, Two(4), ScA, ScB, DSup],
+            QFmt::A2 => &[Bits(0), Bits(1), D32, M32],
+            QFmt::A3 => &[Bits(0), Bits(1), Bits(2), D32, M32],
+            QFmt::A4 => &[Nib, D32, M32],
+            QFmt::A5 => &[Nib, Bits(4), D32, M32],
+            QFmt::A6 => &[Nib, Bits(4), Bits(5), D32, M32],
+            QFmt::A8 => &[Bytes8, D32, M32],
         }
     }
 
@@ -118,6 +145,7 @@ impl Comp {
             Comp::D16 | Comp::M16 => 2 * g,
             Comp::ScA | Comp::ScB => g,
             Comp::DSup | Comp::MSup => g / 4,
+            Comp::D32 | Comp::M32 => 4 * g,
         }
     }
 }
@@ -288,16 +316,6 @@ impl QWeight {
     }
 }
 
-/// One row decoded from ggml blocks: per block the 32 unsigned values (natural order) and
-/// the scale fields (`d`, `m`: f16 bits per block, or per super-block for K-quants).
-struct Natural {
-    u: Vec<[u8; 32]>,
-    d: Vec<u16>,
-    m: Vec<u16>,
-    sa: Vec<u8>,
-    sb: Vec<u8>,
-}
-
 pub(crate) fn repack(w: &HostWeight, fmt: QFmt) -> Result<QWeight> {
     let nb = w.cols / 32;
     if !w.cols.is_multiple_of(32) || (fmt.is_k() && !w.cols.is_multiple_of(256)) {
@@ -331,167 +349,6 @@ pub(crate) fn repack(w: &HostWeight, fmt: QFmt) -> Result<QWeight> {
         act_bytes,
         data,
     })
-}
-
-fn le16(b: &[u8], i: usize) -> u16 {
-    u16::from_le_bytes([b[i], b[i + 1]])
-}
-
-/// Q4_K / Q5_K 6-bit (scale, min) of sub-block `j` from their 12 packed bytes.
-fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    }
-}
-
-/// Q3_K's sixteen 6-bit scales, minus 32.
-fn scales_q3k(s: &[u8]) -> [i8; 16] {
-    let mut out = [0i8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        let low = if i < 8 { s[i] & 0x0f } else { s[i - 8] >> 4 };
-        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-        *o = (low | (high << 4)) as i8 - 32;
-    }
-    out
-}
-
-fn decode_row(ty: GgmlType, src: &[u8], nb: usize) -> Natural {
-    let mut n = Natural {
-        u: vec![[0; 32]; nb],
-        d: Vec::new(),
-        m: Vec::new(),
-        sa: vec![0; nb],
-        sb: vec![0; nb],
-    };
-    let blocks = src.chunks_exact(ty.type_size());
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => n.legacy(ty, blocks),
-        GgmlType::Q8_0 | GgmlType::Q8_1 => n.q8(ty, blocks),
-        GgmlType::Q4K | GgmlType::Q5K => n.k45(ty, blocks),
-        GgmlType::Q6K => n.q6k(blocks),
-        GgmlType::Q2K | GgmlType::Q3K => n.k23(ty, blocks),
-        // `QFmt::from_ggml` admits no other type.
-        _ => {}
-    }
-    n
-}
-
-/// The blocks of a stored row.
-type Blocks<'a> = std::slice::ChunksExact<'a, u8>;
-
-impl Natural {
-    /// Q4_0, Q4_1, Q5_0, Q5_1.
-    fn legacy(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
-        let (has_m, has_h) = (
-            matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1),
-            matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1),
-        );
-        for (k, b) in blocks.enumerate() {
-            self.d.push(le16(b, 0));
-            let mut o = 2;
-            if has_m {
-                self.m.push(le16(b, 2));
-                o = 4;
-            }
-            let qh = if has_h {
-                o += 4;
-                u32::from_le_bytes([b[o - 4], b[o - 3], b[o - 2], b[o - 1]])
-            } else {
-                0
-            };
-            for i in 0..16 {
-                let q = b[o + i];
-                self.u[k][i] = (q & 15) | (((qh >> i) & 1) << 4) as u8;
-                self.u[k][i + 16] = (q >> 4) | (((qh >> (i + 16)) & 1) << 4) as u8;
-            }
-        }
-    }
-
-    /// Q8_0 and Q8_1 (values stored as `q + 128`).
-    fn q8(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
-        let o = if ty == GgmlType::Q8_0 { 2 } else { 4 };
-        for (k, b) in blocks.enumerate() {
-            self.d.push(le16(b, 0));
-            for i in 0..32 {
-                self.u[k][i] = b[o + i] ^ 0x80;
-            }
-        }
-    }
-
-    /// Q4_K and Q5_K.
-    fn k45(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
-        let qs = if ty == GgmlType::Q4K { 16 } else { 48 };
-        for (sbi, b) in blocks.enumerate() {
-            self.d.push(le16(b, 0));
-            self.m.push(le16(b, 2));
-            for j in 0..8 {
-                let k = 8 * sbi + j;
-                (self.sa[k], self.sb[k]) = scale_min_k4(j, &b[4..16]);
-                for l in 0..32 {
-                    let e = 32 * j + l;
-                    let mut q = (b[qs + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
-                    if ty == GgmlType::Q5K {
-                        q |= ((b[16 + l] >> (e / 32)) & 1) << 4;
-                    }
-                    self.u[k][l] = q;
-                }
-            }
-        }
-    }
-
-    fn q6k(&mut self, blocks: Blocks<'_>) {
-        for (sbi, b) in blocks.enumerate() {
-            self.d.push(le16(b, 208));
-            for e in 0..256 {
-                let (h, k4, l) = (e / 128, (e % 128) / 32, e % 32);
-                let low = (b[64 * h + 32 * (k4 % 2) + l] >> (4 * (k4 / 2))) & 15;
-                let high = (b[128 + 32 * h + l] >> (2 * k4)) & 3;
-                self.u[8 * sbi + e / 32][e % 32] = low | (high << 4);
-            }
-            for j in 0..8 {
-                self.sa[8 * sbi + j] = b[192 + 2 * j];
-                self.sb[8 * sbi + j] = b[192 + 2 * j + 1];
-            }
-        }
-    }
-
-    /// Q2_K and Q3_K.
-    fn k23(&mut self, ty: GgmlType, blocks: Blocks<'_>) {
-        let (qs, q3) = if ty == GgmlType::Q2K {
-            (16, false)
-        } else {
-            (32, true)
-        };
-        for (sbi, b) in blocks.enumerate() {
-            for e in 0..256 {
-                let mut q = (b[qs + 32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-                if q3 {
-                    q |= ((b[e % 32] >> (e / 32)) & 1) << 2;
-                }
-                self.u[8 * sbi + e / 32][e % 32] = q;
-            }
-            if q3 {
-                self.d.push(le16(b, 108));
-                let sc = scales_q3k(&b[96..108]);
-                for j in 0..8 {
-                    self.sa[8 * sbi + j] = sc[2 * j] as u8;
-                    self.sb[8 * sbi + j] = sc[2 * j + 1] as u8;
-                }
-            } else {
-                self.d.push(le16(b, 80));
-                self.m.push(le16(b, 82));
-                for j in 0..8 {
-                    self.sa[8 * sbi + j] = b[2 * j];
-                    self.sb[8 * sbi + j] = b[2 * j + 1];
-                }
-            }
-        }
-    }
 }
 
 fn write_group(fmt: QFmt, grp: &Group, nat: &Natural, dst: &mut [u8]) {
@@ -562,6 +419,12 @@ fn write_group(fmt: QFmt, grp: &Group, nat: &Natural, dst: &mut [u8]) {
                 let src = if c == Comp::DSup { &nat.d } else { &nat.m };
                 for s in 0..g / 8 {
                     out[2 * s..2 * s + 2].copy_from_slice(&src[b0 / 8 + s].to_le_bytes());
+                }
+            }
+            Comp::D32 | Comp::M32 => {
+                let src = if c == Comp::D32 { &nat.df } else { &nat.mf };
+                for k in 0..g {
+                    out[4 * k..4 * k + 4].copy_from_slice(&src[b0 + k].to_le_bytes());
                 }
             }
         }

@@ -14,8 +14,9 @@
 //! - Attention (`attention.rs`) is an online softmax over blocks of 64 keys per (token, KV
 //!   head) item with the group's query heads together, or per query head for decode, with
 //!   the query and accumulators in registers for head sizes of 4 or 8 vectors.
-//! - Norms, swiglu, argmax (`simd.rs`) and rope, add (`mv.rs`) are written once and compiled
-//!   per level.
+//! - Norms, swiglu, argmax (`simd.rs`) and rope, add, layer_norm, geglu, gelu, scale,
+//!   softcap (`mv.rs`, `gelu.rs`) are written once and compiled per level. Bidirectional
+//!   attention is the trait's default over the causal kernel.
 //!
 //! - Batch invariance: a token's results are bitwise the same whatever shares the call (the
 //!   number of tokens, its place, the thread count), so a greedy request gives the same
@@ -38,9 +39,11 @@ mod act;
 mod attention;
 mod elementwise;
 mod float;
+mod gelu;
 mod layout;
 mod matmul;
 mod mv;
+mod natural;
 pub mod pool;
 mod scalar;
 mod simd;
@@ -349,6 +352,7 @@ impl Backend for CpuBackend {
                 n_kv_heads: p.n_kv_heads,
                 head_dim: p.head_dim,
                 scale: p.scale,
+                window: p.window,
             };
             attention::attention(self, &qs, &k, &v, ap, &mut os)?;
             out[rows].copy_from_slice(&os);
@@ -362,6 +366,35 @@ impl Backend for CpuBackend {
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) -> Result<()> {
         elementwise::add(self, x, y, len)
+    }
+
+    fn geglu(&self, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        gelu::geglu(self, gate, up, len, out)
+    }
+
+    fn gelu(&self, x: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        gelu::gelu(self, x, len, out)
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32, len: usize) -> Result<()> {
+        gelu::scale(self, x, s, len)
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, cap: f32, len: usize) -> Result<()> {
+        gelu::softcap(self, x, cap, len)
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        elementwise::layer_norm(self, x, w, b, eps, rows, dim, out)
     }
 
     fn argmax(&self, x: &Vec<f32>, len: usize) -> Result<u32> {

@@ -31,6 +31,10 @@ fn f16(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
 }
 
+fn f32_at(b: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
 /// Byte offset of component `c` in a group of `g` blocks of `fmt`.
 pub(crate) fn comp_offset(fmt: QFmt, c: Comp, g: usize) -> usize {
     let mut off = 0;
@@ -84,6 +88,10 @@ pub(crate) fn group_scales(fmt: QFmt, g: usize, p: &[u8], sc: &mut [Scales; 16])
             }
             QFmt::Q4_1 | QFmt::Q5_1 => {
                 let (d, m) = (f16(at(Comp::D16), k), f16(at(Comp::M16), k));
+                [d, m, d, m]
+            }
+            QFmt::A2 | QFmt::A3 | QFmt::A4 | QFmt::A5 | QFmt::A6 | QFmt::A8 => {
+                let (d, m) = (f32_at(at(Comp::D32), k), f32_at(at(Comp::M32), k));
                 [d, m, d, m]
             }
             QFmt::Q4K | QFmt::Q5K => {
@@ -197,9 +205,6 @@ pub(crate) fn matmul_rows(
     debug_assert!(rows.end <= w.rows);
     let mut u = [0u8; 512];
     let mut sc = [[0f32; 4]; 16];
-    let f32_at = |b: &[u8], i: usize| {
-        f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
-    };
     for r in rows {
         let row = w.row(r);
         let mut acc = vec![0f32; n];

@@ -103,6 +103,11 @@ pub(crate) fn random_weight(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rn
                 if ty == GgmlType::Q8K {
                     blk[0..4].copy_from_slice(&(rng.f() * 0.01).to_le_bytes());
                 }
+                if ty.affine().is_some() {
+                    // The MLX formats: f32 scale and bias first.
+                    blk[0..4].copy_from_slice(&(rng.f() * 0.01).to_le_bytes());
+                    blk[4..8].copy_from_slice(&(rng.f() * 0.2).to_le_bytes());
+                }
             }
             b
         }
@@ -235,6 +240,30 @@ fn matmul_k_quants() {
     }
 }
 
+/// Columns of the MLX cases: for each group size, one group and a few that give groups of
+/// blocks of every size (128 = 4 blocks, 384 = 8 + 4, 640 = 16 + 4, 1536 = 3 × 16; group 32
+/// adds 96 = 2 + 1 and 576 = 16 + 2, group 64 adds 576 again).
+fn mlx_cols(group: usize) -> Vec<usize> {
+    let mut cols = vec![group, 128, 384, 640, 1536];
+    match group {
+        32 => cols.extend([96, 576]),
+        64 => cols.push(576),
+        _ => {}
+    }
+    cols.dedup();
+    cols
+}
+
+#[test]
+fn matmul_mlx_affine_every_bits_and_group() {
+    for (i, ty) in GgmlType::MLX.into_iter().enumerate() {
+        for (j, cols) in mlx_cols(ty.block_size()).into_iter().enumerate() {
+            let (n, rows) = [(1, 33), (2, 8), (5, 19), (17, 12), (1, 130)][j % 5];
+            check_matmul(ty, n, rows, cols, (2000 + i * 100 + j) as u64);
+        }
+    }
+}
+
 #[test]
 fn float_matmul_odd_columns() {
     for (j, &(n, rows, cols)) in [(1, 3, 1), (2, 5, 7), (3, 9, 17), (5, 4, 769)]
@@ -252,9 +281,14 @@ fn embedding_every_type() {
     let mut rng = Rng(7);
     let types = [GgmlType::F32, GgmlType::F16, GgmlType::BF16]
         .into_iter()
-        .chain(QUANT);
+        .chain(QUANT)
+        .chain(GgmlType::MLX);
     for ty in types {
-        let cols = if ty.block_size() == 256 { 768 } else { 800 };
+        let cols = match ty.block_size() {
+            256 => 768,
+            1 | 32 => 800,
+            _ => 640,
+        };
         let hw = random_weight(ty, 37, cols, &mut rng);
         let ids = [0u32, 36, 5, 5, 17];
         let mut want = vec![0f32; ids.len() * cols];
@@ -284,6 +318,24 @@ fn repacked_size_stays_within_budget() {
         assert!(
             (w.size_bytes() as f64) <= stored as f64 * 1.05 + 64.0,
             "{ty}: {} vs {stored}",
+            w.size_bytes()
+        );
+    }
+}
+
+/// The MLX formats keep their codes' bytes and one f32 scale and bias per 32 elements.
+#[test]
+fn repacked_mlx_size_is_codes_and_block_scales() {
+    let mut rng = Rng(10);
+    for ty in GgmlType::MLX {
+        let (bits, _) = ty.affine().unwrap();
+        let (rows, cols) = (64, 1536);
+        let hw = random_weight(ty, rows, cols, &mut rng);
+        let w = CpuBackend::with_threads(1).upload_weight(&hw).unwrap();
+        let want = rows * (cols * bits as usize / 8 + cols / 32 * 8);
+        assert!(
+            w.size_bytes() <= want + 64,
+            "{ty}: {} vs {want}",
             w.size_bytes()
         );
     }
@@ -327,6 +379,24 @@ fn repack_round_trips_every_group_shape() {
             }
             let e = nmse(&got, &want);
             assert!(e < 1e-12, "{ty} cols {cols}: nmse {e:e}");
+        }
+    }
+    for ty in GgmlType::MLX {
+        for cols in mlx_cols(ty.block_size()) {
+            let hw = random_weight(ty, 3, cols, &mut rng);
+            let want = hw.to_f32().unwrap();
+            let w = super::CpuWeight::upload(&hw).unwrap();
+            let mut got = vec![f32::NAN; 3 * cols];
+            for r in 0..3 {
+                w.dequant_row(r, &mut got[r * cols..(r + 1) * cols])
+                    .unwrap();
+            }
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty} cols {cols}: the repacked rows do not dequantize to the reference's bits"
+            );
         }
     }
 }

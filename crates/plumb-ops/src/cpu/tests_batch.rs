@@ -47,6 +47,12 @@ fn matmul_rows_do_not_depend_on_the_batch() {
         GgmlType::Q5K,
         GgmlType::Q6K,
         GgmlType::Q8K,
+        GgmlType::Mlx2G128,
+        GgmlType::Mlx3G32,
+        GgmlType::Mlx4G64,
+        GgmlType::Mlx5G32,
+        GgmlType::Mlx6G64,
+        GgmlType::Mlx8G32,
     ];
     let levels = backends();
     let nmax = *NS.iter().max().unwrap();
@@ -57,6 +63,8 @@ fn matmul_rows_do_not_depend_on_the_batch() {
         let cols = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1003,
             t if t.block_size() == 256 => 768,
+            // As many whole groups as fit in 31 blocks: 31, 30 (16+8+4+2) or 28 (16+8+4).
+            t if t.affine().is_some() => 32 * 31 / t.block_size() * t.block_size(),
             _ => 32 * 31,
         };
         let rows = 70;
@@ -196,6 +204,7 @@ fn attention_rows_match_decode() {
             n_kv_heads,
             head_dim: hd,
             scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
         };
         for (level, bs) in backends() {
             let alone: Vec<Vec<f32>> = (0..nmax)

@@ -204,6 +204,7 @@ fn attention_shapes() {
                     n_kv_heads,
                     head_dim,
                     scale: 1.0 / (head_dim as f32).sqrt(),
+                    window: None,
                 };
                 check_attention(p, seed);
                 seed += 1;
@@ -222,6 +223,7 @@ fn attention_long_context() {
             n_kv_heads: 3,
             head_dim: 64,
             scale: 0.125,
+            window: None,
         };
         check_attention(p, 7 + pos0 as u64);
     }
@@ -233,6 +235,7 @@ fn attention_long_context() {
         n_kv_heads: 3,
         head_dim: 8,
         scale: 1.0,
+        window: None,
     };
     assert!(be
         .attention(

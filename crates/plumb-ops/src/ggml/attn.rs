@@ -3,11 +3,13 @@
 use super::num::{dot_f16_avx2, dot_f16_avx512, exp_avx2, exp_avx512, f16r, fma, sum_by_halves};
 
 /// One query row against the cache: `q` (f32, one head), `k_at(j)` / `v_at(j)` the head's key
-/// and value at position `j` (already f16 values), `n_kv` positions attended.
+/// and value at position `j` (already f16 values), positions `first .. n_kv` attended (the
+/// ones before `first` masked, as a sliding window masks them).
 pub struct Row<'a, K, V> {
     pub q: &'a [f32],
     pub k_at: K,
     pub v_at: V,
+    pub first: usize,
     pub n_kv: usize,
     pub scale: f32,
 }
@@ -104,7 +106,8 @@ where
     let q = r.q_f16();
     let dot = dot_for(avx512);
     let mut state = OnlineSoftmax::new(out.len(), contract);
-    for j in 0..r.n_kv {
+    // ggml's kernel skips masked positions.
+    for j in r.first..r.n_kv {
         state.push(dot((r.k_at)(j), &q) * r.scale, (r.v_at)(j));
     }
     state.finish(out);
@@ -143,7 +146,7 @@ where
     let dot = dot_for(avx512);
     let padded = r.n_kv.div_ceil(32) * 32;
     let mut w = vec![f32::NEG_INFINITY; padded];
-    for (j, wj) in w.iter_mut().enumerate().take(r.n_kv) {
+    for (j, wj) in w.iter_mut().enumerate().take(r.n_kv).skip(r.first) {
         *wj = dot((r.k_at)(j), &q) * r.scale + 0.0;
     }
     let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);

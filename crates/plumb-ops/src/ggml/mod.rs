@@ -60,7 +60,7 @@ mod tests;
 
 use plumb_core::{GgmlType, HostWeight};
 
-use crate::backend::{AttnParams, Backend, RopeParams, RopeStyle};
+use crate::backend::{window_start, AttnParams, Backend, RopeParams, RopeStyle};
 use crate::error::{ensure, Result};
 use crate::host::host_buffers;
 use crate::{ops, shapes};
@@ -316,6 +316,7 @@ impl Backend for GgmlBackend {
             n_kv_heads,
             head_dim,
             scale,
+            window,
         } = p;
         shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
         let kv_dim = n_kv_heads * head_dim;
@@ -331,6 +332,7 @@ impl Backend for GgmlBackend {
                     q: &q[(t * n_heads + h) * head_dim..][..head_dim],
                     k_at: |j: usize| &k16[j * kv_dim + off..][..head_dim],
                     v_at: |j: usize| &v16[j * kv_dim + off..][..head_dim],
+                    first: window_start(pos0 + t, window),
                     n_kv: pos0 + t + 1,
                     scale,
                 };

@@ -172,6 +172,7 @@ fn kv_writes_round_to_f16_and_attention_matches_the_reference() {
         n_kv_heads,
         head_dim: hd,
         scale: 0.125,
+        window: None,
     };
     let mut want = vec![0f32; q.len()];
     crate::ops::attention::reference(&q, &k, &v, p, &mut want).unwrap();
@@ -498,6 +499,7 @@ fn attention_rows_are_within_f16_bounds_of_f64_attention() {
                     q: &q,
                     k_at: |j: usize| &k[j * hd..][..hd],
                     v_at: |j: usize| &v[j * hd..][..hd],
+                    first: 0,
                     n_kv: n,
                     scale,
                 };

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
+pub mod layer_norm;
 pub mod matmul;
 pub mod paged_attention;
 pub mod rms_norm;

@@ -4,10 +4,11 @@
 //! in `s.blocks`, so its position `p` lives in slot `blocks[p / block_size] * block_size +
 //! p % block_size` (block_size 16, blocks [7, 2], position 19 → slot 2·16 + 3 = 35). Its query
 //! rows `q_row .. q_row + n_tokens` of `q` and `out` are `[n_heads, head_dim]` each; token `i`
-//! at position `pos0 + i` attends to positions `0 ..= pos0 + i` with GQA as in
-//! [`super::attention`].
+//! at position `pos0 + i` attends to positions `0 ..= pos0 + i` (or the last `window` of them)
+//! with GQA as in [`super::attention`].
 
-use crate::backend::{PagedParams, PagedSeq};
+use super::attention::attend_row;
+use crate::backend::{window_start, PagedParams, PagedSeq};
 use crate::error::Result;
 use crate::shapes;
 
@@ -25,6 +26,7 @@ pub fn reference(
         head_dim,
         scale,
         block_size,
+        window,
     } = p;
     shapes::attention_paged(q.len(), k.len(), v.len(), seqs, &p, out.len())?;
     let (kv_dim, q_dim, group) = (
@@ -33,34 +35,17 @@ pub fn reference(
         n_heads / n_kv_heads,
     );
     for s in seqs {
-        let n_kv = s.pos0 + s.n_tokens;
         let slot = |pos: usize| s.blocks[pos / block_size] as usize * block_size + pos % block_size;
-        let mut scores = vec![0f64; n_kv];
         for i in 0..s.n_tokens {
             let last = s.pos0 + i;
+            let keys = window_start(last, window)..last + 1;
             for h in 0..n_heads {
                 let kvh = h / group;
-                let qv = &q[(s.q_row + i) * q_dim + h * head_dim..][..head_dim];
-                let mut max = f64::NEG_INFINITY;
-                for (pos, sc) in scores.iter_mut().enumerate().take(last + 1) {
-                    let kp = &k[slot(pos) * kv_dim + kvh * head_dim..][..head_dim];
-                    let dot: f64 = qv.iter().zip(kp).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    *sc = dot * scale as f64;
-                    max = max.max(*sc);
-                }
-                let mut denom = 0f64;
-                for sc in scores.iter_mut().take(last + 1) {
-                    *sc = (*sc - max).exp();
-                    denom += *sc;
-                }
-                let o = &mut out[(s.q_row + i) * q_dim + h * head_dim..][..head_dim];
-                for (d, od) in o.iter_mut().enumerate() {
-                    let mut acc = 0f64;
-                    for (pos, sc) in scores.iter().enumerate().take(last + 1) {
-                        acc += sc * v[slot(pos) * kv_dim + kvh * head_dim + d] as f64;
-                    }
-                    *od = (acc / denom) as f32;
-                }
+                let row = (s.q_row + i) * q_dim + h * head_dim;
+                let key = |pos: usize| &k[slot(pos) * kv_dim + kvh * head_dim..][..head_dim];
+                let val = |pos: usize, d: usize| v[slot(pos) * kv_dim + kvh * head_dim + d];
+                let o = &mut out[row..][..head_dim];
+                attend_row(&q[row..][..head_dim], keys.clone(), scale, key, val, o);
             }
         }
     }

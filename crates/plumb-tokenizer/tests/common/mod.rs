@@ -35,6 +35,32 @@ pub fn smollm() -> (GgufFile, Tokenizer) {
     (file, tok)
 }
 
+/// Gemma 3 270M (Q4_K_M) from plumb's cache, fetched on first use as `--model gemma-3-270m`
+/// does, and its tokenizer.
+pub fn gemma() -> (GgufFile, Tokenizer) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let path = {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let name = std::path::Path::new("gemma-3-270m");
+        plumb_model::store::resolve_model(Some(name), &mut |m| eprintln!("{m}"))
+            .unwrap_or_else(|e| panic!("the test model gemma-3-270m is needed: {e}"))
+    };
+    let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let tok = Tokenizer::from_gguf(&file).expect("tokenizer from GGUF");
+    (file, tok)
+}
+
+pub const GEMMA_FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../fixtures/gemma-3-270m-q4_k_m/"
+);
+
+/// A file of the Gemma fixtures.
+pub fn gemma_fixture(name: &str) -> String {
+    let path = format!("{GEMMA_FIXTURES}{name}");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading fixture {path}: {e}"))
+}
+
 pub fn fixture(name: &str) -> String {
     let path = format!("{FIXTURES}{name}");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading fixture {path}: {e}"))

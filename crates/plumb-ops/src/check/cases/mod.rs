@@ -13,7 +13,8 @@ use super::{CaseResult, CheckOptions, Status};
 use crate::backend::Backend;
 use crate::error::Result;
 
-/// Weight formats of the matmul and embedding cases.
+/// Weight formats of the matmul and embedding cases: the GGUF formats a model may store its
+/// matrices in, then every MLX affine format (bits × group size).
 pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
     GgmlType::F32,
     GgmlType::F16,
@@ -28,6 +29,24 @@ pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::Mlx2G32,
+    GgmlType::Mlx2G64,
+    GgmlType::Mlx2G128,
+    GgmlType::Mlx3G32,
+    GgmlType::Mlx3G64,
+    GgmlType::Mlx3G128,
+    GgmlType::Mlx4G32,
+    GgmlType::Mlx4G64,
+    GgmlType::Mlx4G128,
+    GgmlType::Mlx5G32,
+    GgmlType::Mlx5G64,
+    GgmlType::Mlx5G128,
+    GgmlType::Mlx6G32,
+    GgmlType::Mlx6G64,
+    GgmlType::Mlx6G128,
+    GgmlType::Mlx8G32,
+    GgmlType::Mlx8G64,
+    GgmlType::Mlx8G128,
 ];
 
 /// What each op allows, over the whole output (NMSE) and for its worst element (relative to
@@ -37,7 +56,7 @@ pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
 /// The NMSE bounds are each op's expected rounding: quantized matmuls may quantize the
 /// activations to 8 bits per block (about 0.6% of an element's scale, RMS), float matmuls
 /// may round them to f16 (cuBLAS prefill), the rest is f32 arithmetic with approximate
-/// `exp`/`sin` and reordered sums; embedding and argmax are exact. The worst-element bound is
+/// `exp`/`sin`/`tanh`/`erf` and reordered sums; embedding and argmax are exact. The worst-element bound is
 /// 10·√NMSE, room for an error ten times the RMS a backend at the NMSE bound would have,
 /// except for quantized matmuls, whose rounding is known: 0.1, against a worst of 0.028 over
 /// every CPU level and three seeds. A wrong element, row or region is off by a large part of
@@ -48,11 +67,11 @@ pub(super) fn tolerance(op: &str, ty: GgmlType) -> Tolerance {
     match op {
         "matmul" if ty.is_quantized() => Tolerance::new(5e-4, 0.1),
         "matmul" => float(1e-6),
-        "rms_norm" | "add_rms_norm" => float(1e-10),
+        "rms_norm" | "add_rms_norm" | "layer_norm" => float(1e-10),
         "rope" => float(1e-9),
-        "attention" | "attention_paged" => float(1e-7),
-        "swiglu" => float(1e-8),
-        "add" | "add_bias" => float(1e-12),
+        "attention" | "attention_paged" | "attention_full" => float(1e-7),
+        "swiglu" | "geglu" | "gelu" | "softcap" => float(1e-8),
+        "add" | "add_bias" | "scale" => float(1e-12),
         "sample" => Tolerance::new(1e-8, 1e-4),
         _ => Tolerance::EXACT,
     }
@@ -207,12 +226,15 @@ pub fn run_op<B: Backend>(
     };
     match op {
         "embedding" => small::embedding(&mut cx),
-        "rms_norm" | "add_rms_norm" => small::norms(&mut cx, op),
+        "rms_norm" | "add_rms_norm" | "layer_norm" => small::norms(&mut cx, op),
         "matmul" => matmul::matmul(&mut cx, opts.quick),
-        "add_bias" | "swiglu" | "add" => small::elementwise(&mut cx, op),
+        "add_bias" | "swiglu" | "add" | "geglu" | "gelu" | "scale" | "softcap" => {
+            small::elementwise(&mut cx, op)
+        }
         "rope" => small::rope(&mut cx),
         "attention" => attention::attention(&mut cx, opts.quick),
         "attention_paged" => attention::attention_paged(&mut cx),
+        "attention_full" => attention::attention_full(&mut cx),
         "argmax" => small::argmax(&mut cx),
         "sample" => sample::sample(&mut cx),
         _ => {}

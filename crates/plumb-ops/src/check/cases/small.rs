@@ -43,6 +43,13 @@ pub(super) fn norms<B: Backend>(cx: &mut Ctx<B>, op: &'static str) {
                 ops::rms_norm::reference(&x, &w, eps, rows, dim, &mut want)?;
                 cx.b.rms_norm(&xb, &wb, eps, rows, dim, &mut out)?;
                 Ok(vec![Output::new(cx.down(&out, want.len())?, want)])
+            } else if op == "layer_norm" {
+                // `y` as the bias, and x off-centre so that the mean matters.
+                let x: Vec<f32> = x.iter().map(|v| v + 3.0).collect();
+                ops::layer_norm::reference(&x, &w, &y[..dim], eps, rows, dim, &mut want)?;
+                let (xb, bb) = (cx.b.upload(&x)?, cx.b.upload(&y[..dim])?);
+                cx.b.layer_norm(&xb, &wb, &bb, eps, rows, dim, &mut out)?;
+                Ok(vec![Output::new(cx.down(&out, want.len())?, want)])
             } else {
                 let mut res_want = x.clone();
                 ops::rms_norm::reference_add(&mut res_want, &y, &w, eps, rows, dim, &mut want)?;
@@ -65,12 +72,34 @@ pub(super) fn elementwise<B: Backend>(cx: &mut Ctx<B>, op: &'static str) {
         let run = (|| {
             let (xb, yb) = (cx.b.upload(&x)?, cx.b.upload(&y)?);
             match op {
-                "swiglu" => {
+                "swiglu" | "geglu" | "gelu" => {
                     let mut want = vec![0f32; len];
-                    ops::elementwise::swiglu(&x, &y, len, &mut want)?;
                     let mut out = cx.poisoned(len)?;
-                    cx.b.swiglu(&xb, &yb, len, &mut out)?;
+                    if op == "swiglu" {
+                        ops::elementwise::swiglu(&x, &y, len, &mut want)?;
+                        cx.b.swiglu(&xb, &yb, len, &mut out)?;
+                    } else if op == "geglu" {
+                        ops::elementwise::geglu(&x, &y, len, &mut want)?;
+                        cx.b.geglu(&xb, &yb, len, &mut out)?;
+                    } else {
+                        ops::elementwise::gelu(&x, len, &mut want)?;
+                        cx.b.gelu(&xb, len, &mut out)?;
+                    }
                     Ok(vec![Output::new(cx.down(&out, len)?, want)])
+                }
+                // In place: √640 (Gemma 3 270M's embedding scale), and a cap of 5 that
+                // values of 3σ pass.
+                "scale" | "softcap" => {
+                    let mut want = x.clone();
+                    let mut xb = xb;
+                    if op == "scale" {
+                        ops::elementwise::scale(&mut want, 640f32.sqrt(), len)?;
+                        cx.b.scale(&mut xb, 640f32.sqrt(), len)?;
+                    } else {
+                        ops::elementwise::softcap(&mut want, 5.0, len)?;
+                        cx.b.softcap(&mut xb, 5.0, len)?;
+                    }
+                    Ok(vec![Output::new(cx.down(&xb, len)?, want)])
                 }
                 "add" => {
                     let mut want = x.clone();

@@ -241,13 +241,7 @@ impl Fmt for Q80 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn unpack<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
-        if G >= 2 {
-            for (v, wv) in w.iter_mut().enumerate().take(G / 2) {
-                *wv = _mm512_loadu_si512(p.add(64 * v) as *const _);
-            }
-        } else {
-            w[0] = _mm512_zextsi256_si512(_mm256_loadu_si256(p as *const __m256i));
-        }
+        bytes8::<G>(p, w);
     }
     /// # Safety
     /// As [`Fmt::scales`].
@@ -381,3 +375,80 @@ impl Fmt for Q3K {
         [lo, _mm512_mul_ps(lo, off), hi, _mm512_mul_ps(hi, off)]
     }
 }
+
+/// `n` (≤ 16) f32 values at `p` into lanes 0..n (the rest 0).
+///
+/// # Safety
+/// AVX-512 F is present; `p` is valid for `4 n` bytes of reads.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn ld_f32(p: *const u8, n: usize) -> __m512 {
+    let m = ((1u32 << n) - 1) as u16;
+    _mm512_maskz_loadu_ps(m, p as *const f32)
+}
+
+/// The 8-bit values of a `Bytes8`.
+///
+/// # Safety
+/// AVX-512 F is present; `p` is valid for the `32 G` bytes of a `Bytes8` (module docs).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn bytes8<const G: usize>(p: *const u8, w: &mut [__m512i; 8]) {
+    if G >= 2 {
+        for (v, wv) in w.iter_mut().enumerate().take(G / 2) {
+            *wv = _mm512_loadu_si512(p.add(64 * v) as *const _);
+        }
+    } else {
+        w[0] = _mm512_zextsi256_si512(_mm256_loadu_si256(p as *const __m256i));
+    }
+}
+
+/// The MLX affine formats: unsigned codes (`$unpack`), then `D32` and `M32` at `$d · G`.
+macro_rules! affine {
+    ($name:ident, $d:expr, |$p:ident, $w:ident| $unpack:block) => {
+        pub(super) struct $name;
+        impl Fmt for $name {
+            const SPLIT: bool = false;
+            const K: bool = false;
+            /// # Safety
+            /// As [`Fmt::unpack`].
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn unpack<const G: usize>($p: *const u8, $w: &mut [__m512i; 8]) $unpack
+            /// # Safety
+            /// As [`Fmt::scales`].
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn scales<const G: usize>(p: *const u8) -> [__m512; 4] {
+                let d = expand::<G>(ld_f32(p.add($d * G), G));
+                let m = expand::<G>(ld_f32(p.add($d * G + 4 * G), G));
+                [d, m, d, m]
+            }
+        }
+    };
+}
+
+affine!(A2, 8, |p, w| {
+    bits::<G>(p, w, 1);
+    bits::<G>(p.add(4 * G), w, 2);
+});
+affine!(A3, 12, |p, w| {
+    bits::<G>(p, w, 1);
+    bits::<G>(p.add(4 * G), w, 2);
+    bits::<G>(p.add(8 * G), w, 4);
+});
+affine!(A4, 16, |p, w| {
+    nib::<G>(p, w);
+});
+affine!(A5, 20, |p, w| {
+    nib::<G>(p, w);
+    bits::<G>(p.add(16 * G), w, 16);
+});
+affine!(A6, 24, |p, w| {
+    nib::<G>(p, w);
+    bits::<G>(p.add(16 * G), w, 16);
+    bits::<G>(p.add(20 * G), w, 32);
+});
+affine!(A8, 32, |p, w| {
+    bytes8::<G>(p, w);
+});

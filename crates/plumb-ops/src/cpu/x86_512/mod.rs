@@ -36,7 +36,7 @@ use super::layout::{nvec, QFmt, QWeight};
 
 mod fmt;
 
-use fmt::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use fmt::{Fmt, A2, A3, A4, A5, A6, A8, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
 /// One group of `G` blocks of a weight row against `T` tokens, accumulated into `facc`.
 ///
@@ -321,5 +321,11 @@ pub(crate) unsafe fn matmul_rows(
         QFmt::Q4K => tiles::<Q4K>(w, act, n, rows, out),
         QFmt::Q5K => tiles::<Q5K>(w, act, n, rows, out),
         QFmt::Q6K => tiles::<Q6K>(w, act, n, rows, out),
+        QFmt::A2 => tiles::<A2>(w, act, n, rows, out),
+        QFmt::A3 => tiles::<A3>(w, act, n, rows, out),
+        QFmt::A4 => tiles::<A4>(w, act, n, rows, out),
+        QFmt::A5 => tiles::<A5>(w, act, n, rows, out),
+        QFmt::A6 => tiles::<A6>(w, act, n, rows, out),
+        QFmt::A8 => tiles::<A8>(w, act, n, rows, out),
     }
 }

@@ -193,8 +193,10 @@ unsafe fn two<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8], high
 pub(super) trait Fmt {
     const SPLIT: bool;
     const K: bool;
-    /// Values are signed bytes (Q8_0): dot with the sign trick, `mw` is 0.
+    /// Values are signed bytes (Q8_0, the 8-bit MLX format): dot with the sign trick.
     const SIGNED: bool = false;
+    /// The `mw` term is there (it is 0 for Q8_0).
+    const HAS_M: bool = true;
     /// Half `h` of the group's values, in the lanes of `w`.
     ///
     /// # Safety
@@ -247,23 +249,34 @@ legacy!(Q41, false, 16, 18, 0.0);
 legacy!(Q50, true, 20, 0, -16.0);
 legacy!(Q51, true, 20, 22, 0.0);
 
+/// Half `h` of a `Bytes8` as signed bytes (`u - 128`).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `32 G` bytes of a `Bytes8` (module docs).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bytes8_signed<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
+    let flip = _mm256_set1_epi8(-128);
+    for (v, wv) in w.iter_mut().enumerate().take(nvec(G)) {
+        *wv = _mm256_xor_si256(
+            _mm256_loadu_si256(p.add(64 * v + 32 * h) as *const __m256i),
+            flip,
+        );
+    }
+}
+
 pub(super) struct Q80;
 impl Fmt for Q80 {
     const SPLIT: bool = false;
     const K: bool = false;
     const SIGNED: bool = true;
+    const HAS_M: bool = false;
     /// # Safety
     /// As [`Fmt::unpack`].
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn unpack<const G: usize>(p: *const u8, h: usize, w: &mut [__m256i; 8]) {
-        let flip = _mm256_set1_epi8(-128);
-        for (v, wv) in w.iter_mut().enumerate().take(nvec(G)) {
-            *wv = _mm256_xor_si256(
-                _mm256_loadu_si256(p.add(64 * v + 32 * h) as *const __m256i),
-                flip,
-            );
-        }
+        bytes8_signed::<G>(p, h, w);
     }
     /// # Safety
     /// As [`Fmt::scales`].
@@ -392,3 +405,77 @@ impl Fmt for Q2K {
         [dlo, mlo, dhi, mhi]
     }
 }
+
+/// The f32 scales of half `h` of a `D32` or `M32` (masked: nothing past the group is read).
+///
+/// # Safety
+/// AVX2 is present; `p` is valid for the `4 G` bytes of a `D32` or `M32` (module docs).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn ld_f32<const G: usize>(p: *const u8, h: usize) -> __m256 {
+    let n = G.min(8) as i32;
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    _mm256_maskload_ps(p.add(4 * base(G, h)) as *const f32, mask)
+}
+
+/// The MLX affine formats: codes (`$unpack`), then `D32` and `M32` at `$d · G`; with
+/// `$signed` (8 bits) the codes are unpacked as `u - 128` and `mw` takes `128 dw` back.
+macro_rules! affine {
+    ($name:ident, $d:expr, $signed:expr, |$p:ident, $h:ident, $w:ident| $unpack:block) => {
+        pub(super) struct $name;
+        impl Fmt for $name {
+            const SPLIT: bool = false;
+            const K: bool = false;
+            const SIGNED: bool = $signed;
+            /// # Safety
+            /// As [`Fmt::unpack`].
+            #[inline]
+            #[target_feature(enable = "avx2")]
+            unsafe fn unpack<const G: usize>(
+                $p: *const u8,
+                $h: usize,
+                $w: &mut [__m256i; 8],
+            ) $unpack
+            /// # Safety
+            /// As [`Fmt::scales`].
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn scales<const G: usize>(p: *const u8, h: usize) -> [__m256; 4] {
+                let d = expand::<G>(ld_f32::<G>(p.add($d * G), h), h);
+                let mut m = expand::<G>(ld_f32::<G>(p.add($d * G + 4 * G), h), h);
+                if $signed {
+                    m = _mm256_fmadd_ps(d, _mm256_set1_ps(128.0), m);
+                }
+                [d, m, d, m]
+            }
+        }
+    };
+}
+
+affine!(A2, 8, false, |p, h, w| {
+    bits::<G>(p, h, w, 1);
+    bits::<G>(p.add(4 * G), h, w, 2);
+});
+affine!(A3, 12, false, |p, h, w| {
+    bits::<G>(p, h, w, 1);
+    bits::<G>(p.add(4 * G), h, w, 2);
+    bits::<G>(p.add(8 * G), h, w, 4);
+});
+affine!(A4, 16, false, |p, h, w| {
+    nib::<G>(p, h, w);
+});
+affine!(A5, 20, false, |p, h, w| {
+    nib::<G>(p, h, w);
+    bits::<G>(p.add(16 * G), h, w, 16);
+});
+affine!(A6, 24, false, |p, h, w| {
+    nib::<G>(p, h, w);
+    bits::<G>(p.add(16 * G), h, w, 16);
+    bits::<G>(p.add(20 * G), h, w, 32);
+});
+affine!(A8, 32, true, |p, h, w| {
+    bytes8_signed::<G>(p, h, w);
+});

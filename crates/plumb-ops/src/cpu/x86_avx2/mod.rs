@@ -20,7 +20,7 @@ use crate::cpu::float::x86_hsum256 as hsum;
 
 mod fmt;
 
-use fmt::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use fmt::{Fmt, A2, A3, A4, A5, A6, A8, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
 /// Σ over pairs of `w` (u8, or i8 when `signed`) × `x` (i8) into i32 lanes.
 ///
@@ -86,7 +86,7 @@ unsafe fn group<F: Fmt, const G: usize, const T: usize>(
                     );
                 }
                 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dlo, dx), f);
-                if !F::SIGNED {
+                if F::HAS_M {
                     f = _mm256_fmadd_ps(mlo, sv(1), f);
                 }
             } else {
@@ -203,5 +203,11 @@ pub(crate) unsafe fn matmul_rows(
         QFmt::Q4K => tiles::<Q4K>(w, act, n, rows, out),
         QFmt::Q5K => tiles::<Q5K>(w, act, n, rows, out),
         QFmt::Q6K => tiles::<Q6K>(w, act, n, rows, out),
+        QFmt::A2 => tiles::<A2>(w, act, n, rows, out),
+        QFmt::A3 => tiles::<A3>(w, act, n, rows, out),
+        QFmt::A4 => tiles::<A4>(w, act, n, rows, out),
+        QFmt::A5 => tiles::<A5>(w, act, n, rows, out),
+        QFmt::A6 => tiles::<A6>(w, act, n, rows, out),
+        QFmt::A8 => tiles::<A8>(w, act, n, rows, out),
     }
 }

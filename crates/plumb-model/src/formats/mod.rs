@@ -1,0 +1,216 @@
+//! Checkpoint formats: a GGUF file, or a Hugging Face / MLX model directory.
+//!
+//! - [`Checkpoint::open`]: a file is GGUF; a directory holds `config.json` and
+//!   `model.safetensors` (or a sharded `model.safetensors.index.json`), quantized by MLX when
+//!   `config.json` has a `"quantization"` entry.
+//! - [`Checkpoint::config`] and [`Checkpoint::tensors`] (a [`TensorSource`] with GGUF names)
+//!   are what [`crate::Model::load_checkpoint`] reads.
+//! - [`GenerationConfig`]: a directory's `generation_config.json` (stop ids, default
+//!   sampling).
+
+pub mod hf;
+pub mod mlx;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+use plumb_core::{GgmlType, HostWeight};
+use plumb_gguf::GgufFile;
+use serde_json::Value as Json;
+
+use self::mlx::MlxQuant;
+use self::safetensors::{read_json, Safetensors, StTensor};
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::store::ModelKind;
+use crate::weights::TensorSource;
+
+/// A model directory: its `config.json`, the memory-mapped safetensors and, for MLX, the
+/// quantization.
+#[derive(Debug)]
+pub struct HfDir {
+    pub dir: PathBuf,
+    pub config_json: Json,
+    pub config: ModelConfig,
+    pub tensors: Safetensors,
+    pub quant: Option<MlxQuant>,
+    /// The head is the embedding table (`lm_head` is not read).
+    pub tied: bool,
+}
+
+impl HfDir {
+    pub fn open(dir: &Path) -> Result<HfDir> {
+        let config_json = read_json(&dir.join("config.json"))?;
+        let config = hf::config_from_json(&config_json)?;
+        let quant = MlxQuant::from_config(&config_json)?;
+        let tensors = Safetensors::open_dir(dir)?;
+        Ok(HfDir {
+            dir: dir.to_path_buf(),
+            tied: hf::tied_embeddings(&config_json),
+            config_json,
+            config,
+            tensors,
+            quant,
+        })
+    }
+
+    /// The generation defaults of `generation_config.json`, if the directory has one.
+    pub fn generation_config(&self) -> Result<Option<GenerationConfig>> {
+        let path = self.dir.join("generation_config.json");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(GenerationConfig::from_json(&read_json(&path)?)))
+    }
+}
+
+/// A float tensor as a 2-D weight in its stored type (a view of the map).
+fn plain(name: &str, t: &StTensor) -> Result<HostWeight> {
+    let bad = |msg: String| ModelError::Tensor {
+        name: name.to_string(),
+        msg,
+    };
+    let ty = match t.dtype {
+        ::safetensors::Dtype::F32 => GgmlType::F32,
+        ::safetensors::Dtype::F16 => GgmlType::F16,
+        ::safetensors::Dtype::BF16 => GgmlType::BF16,
+        d => return Err(bad(format!("dtype {d:?} (plumb reads F32, F16 and BF16)"))),
+    };
+    let (rows, cols) = match t.shape[..] {
+        [n] => (1, n),
+        [r, c] => (r, c),
+        _ => return Err(bad(format!("shape {:?} is not 1-D or 2-D", t.shape))),
+    };
+    Ok(HostWeight::new(name, ty, rows, cols, t.data.clone())?)
+}
+
+impl TensorSource for HfDir {
+    fn weight(&self, name: &str) -> Result<Option<HostWeight>> {
+        if name == "output.weight" && self.tied {
+            return Ok(None);
+        }
+        let Some((module, suffix)) = hf::hf_module(name) else {
+            return Ok(None);
+        };
+        let key = format!("{module}.{suffix}");
+        let Some(t) = self.tensors.get(&key) else {
+            return Ok(None);
+        };
+        let scales = self.tensors.get(&format!("{module}.scales"));
+        match (suffix, scales, &self.quant) {
+            ("weight", Some(scales), Some(q)) => {
+                let params = q.params(&module).ok_or_else(|| ModelError::Tensor {
+                    name: key.clone(),
+                    msg: "has scales, but config.json marks the module unquantized".into(),
+                })?;
+                let biases = self
+                    .tensors
+                    .get(&format!("{module}.biases"))
+                    .ok_or_else(|| ModelError::Tensor {
+                        name: format!("{module}.biases"),
+                        msg: "missing (the module has scales)".into(),
+                    })?;
+                Ok(Some(mlx::affine_weight(&key, params, t, scales, biases)?))
+            }
+            ("weight", Some(_), None) => Err(ModelError::Tensor {
+                name: key,
+                msg: "has scales, but config.json has no \"quantization\" entry".into(),
+            }),
+            _ => Ok(Some(plain(&key, t)?)),
+        }
+    }
+
+    fn source_name(&self, name: &str) -> String {
+        hf::hf_module(name).map_or_else(|| name.to_string(), |(m, s)| format!("{m}.{s}"))
+    }
+}
+
+/// Defaults from `generation_config.json`: stop ids and sampling (each `None` when absent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationConfig {
+    pub eos_token_ids: Vec<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    /// `do_sample: false` means greedy.
+    pub do_sample: Option<bool>,
+}
+
+impl GenerationConfig {
+    pub fn from_json(j: &Json) -> GenerationConfig {
+        let f = |k: &str| j.get(k).and_then(Json::as_f64).map(|v| v as f32);
+        let eos_token_ids = match j.get("eos_token_id") {
+            Some(Json::Array(a)) => a
+                .iter()
+                .filter_map(Json::as_u64)
+                .map(|v| v as u32)
+                .collect(),
+            Some(v) => v.as_u64().map(|v| v as u32).into_iter().collect(),
+            None => Vec::new(),
+        };
+        GenerationConfig {
+            eos_token_ids,
+            temperature: f("temperature"),
+            top_p: f("top_p"),
+            top_k: j.get("top_k").and_then(Json::as_u64).map(|v| v as usize),
+            repetition_penalty: f("repetition_penalty"),
+            do_sample: j.get("do_sample").and_then(Json::as_bool),
+        }
+    }
+}
+
+/// The configuration of a GGUF model; one without a vocabulary size takes it from its
+/// embedding table.
+pub(crate) fn gguf_config(f: &GgufFile) -> Result<ModelConfig> {
+    let mut config = ModelConfig::from_gguf(f)?;
+    if config.vocab_size == 0 {
+        let t = f
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::Tensor {
+                name: "token_embd.weight".into(),
+                msg: "missing".into(),
+            })?;
+        config.vocab_size = t.dims.get(1).copied().unwrap_or(0) as usize;
+    }
+    Ok(config)
+}
+
+/// A model checkpoint of any format plumb reads.
+pub enum Checkpoint {
+    Gguf(Box<GgufFile>),
+    Dir(Box<HfDir>),
+}
+
+impl Checkpoint {
+    /// Opens `path`: a GGUF file or a Hugging Face / MLX directory.
+    pub fn open(path: &Path) -> Result<Checkpoint> {
+        if path.is_dir() {
+            Ok(Checkpoint::Dir(Box::new(HfDir::open(path)?)))
+        } else {
+            Ok(Checkpoint::Gguf(Box::new(GgufFile::open(path)?)))
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Checkpoint::Gguf(_) => ModelKind::Gguf,
+            Checkpoint::Dir(d) if d.quant.is_some() => ModelKind::Mlx,
+            Checkpoint::Dir(_) => ModelKind::HuggingFace,
+        }
+    }
+
+    pub fn config(&self) -> Result<ModelConfig> {
+        match self {
+            Checkpoint::Gguf(f) => gguf_config(f),
+            Checkpoint::Dir(d) => Ok(d.config.clone()),
+        }
+    }
+
+    pub fn tensors(&self) -> &dyn TensorSource {
+        match self {
+            Checkpoint::Gguf(f) => f.as_ref(),
+            Checkpoint::Dir(d) => d.as_ref(),
+        }
+    }
+}
