@@ -111,9 +111,10 @@ mod tests {
         let f1 = |w: &[u32]| ((w[3] as u64) << 32 | w[2] as u64) as f64 / 2f64.powi(64);
         assert!((f1(&w) - 0.01 / std::f64::consts::TAU).abs() < 1e-15);
         assert!((f1(&ff) - 0.02 / std::f64::consts::TAU).abs() < 1e-15);
-        // A factor below 1/2π makes more than a turn per position: only the fraction stays.
+        // A factor below 1/2π makes more than a turn per position: only the fraction stays (the
+        // factor is an f32, as the model stores it).
         let big = freq_words(10000.0, 2, Some(&[0.1]));
-        let g = 10.0 / std::f64::consts::TAU;
+        let g = 1.0 / (0.1f32 as f64) / std::f64::consts::TAU;
         let got = ((big[1] as u64) << 32 | big[0] as u64) as f64 / 2f64.powi(64);
         assert!((got - (g - g.floor())).abs() < 1e-14);
     }

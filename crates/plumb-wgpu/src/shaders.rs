@@ -4,9 +4,28 @@
 //! integer dot products. (naga takes subgroup operations without WGSL's `enable subgroups;`,
 //! which it rejects as not yet implemented: the device's SUBGROUP feature is what allows
 //! them.)
-//! `tests/naga.rs` parses and validates every module of every variant with naga.
+//!
+//! This file stands alone (no crate imports): build.rs compiles it too, and validates every
+//! module of every variant with naga (`shader_check.rs`), so a shader that does not compile
+//! fails the build.
 
-use crate::variant::{Dot, Reduce};
+/// How workgroups sum, take maxima and argmax (`shaders/reduce_*.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reduce {
+    /// Subgroup operations, then one value per subgroup through workgroup memory.
+    Subgroup,
+    /// A tree through workgroup memory: every adapter.
+    Workgroup,
+}
+
+/// How the 8-bit matvec takes dot products of 4 byte pairs (`shaders/dot4_*.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dot {
+    /// WGSL's `dot4I8Packed`: one instruction where the adapter has integer dot products.
+    Native,
+    /// Byte extractions and multiplies: WGSL without the packed 4x8 dot product extension.
+    Soft,
+}
 
 /// One op family's shader file and the shared pieces it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,7 +145,7 @@ mod tests {
     fn a_module_holds_exactly_the_pieces_it_needs() {
         let m = MATVEC.module(Reduce::Workgroup, Dot::Soft);
         assert!(m.contains("fn unit_q") && m.contains("fn s8x4") && m.contains("let p = s8x4"));
-        assert!(!m.contains("dot4I8Packed") && !m.contains("fn sum4"));
+        assert!(!m.contains("dot4I8Packed(") && !m.contains("fn sum4"));
         let a = ATTENTION.module(Reduce::Subgroup, Dot::Native);
         assert!(a.contains("subgroupAdd") && !a.contains("fn deq4"));
         assert!(ATTENTION.needs_subgroups(Reduce::Subgroup));

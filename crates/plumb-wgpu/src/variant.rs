@@ -5,23 +5,7 @@
 
 use plumb_ops::{OpError, Result};
 
-/// How workgroups sum, take maxima and argmax (`shaders/reduce_*.wgsl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reduce {
-    /// Subgroup operations, then one value per subgroup through workgroup memory.
-    Subgroup,
-    /// A tree through workgroup memory: every adapter.
-    Workgroup,
-}
-
-/// How the 8-bit matvec takes dot products of 4 byte pairs (`shaders/dot4_*.wgsl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Dot {
-    /// WGSL's `dot4I8Packed`: one instruction where the adapter has integer dot products.
-    Native,
-    /// Byte extractions and multiplies: WGSL without the packed 4x8 dot product extension.
-    Soft,
-}
+pub use crate::shaders::{Dot, Reduce};
 
 /// The variant families and their variants, fast first.
 pub const FAMILIES: &[(&str, &[&str])] = &[
@@ -67,8 +51,8 @@ impl Variants {
         Ok(())
     }
 
-    /// `family=name` of each family, as `plumb check` prints them.
-    pub fn describe(&self) -> String {
+    /// (family, variant) of each family, as [`Variants::set`] takes them.
+    pub fn names(&self) -> [(&'static str, &'static str); 2] {
         let reduce = match self.reduce {
             Reduce::Subgroup => "subgroup",
             Reduce::Workgroup => "workgroup",
@@ -77,7 +61,17 @@ impl Variants {
             Dot::Native => "native",
             Dot::Soft => "soft",
         };
-        format!("reduce={reduce}, dot={dot}")
+        [("reduce", reduce), ("dot", dot)]
+    }
+
+    /// `family=name` of each family, as `plumb check` prints them.
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .names()
+            .iter()
+            .map(|(f, v)| format!("{f}={v}"))
+            .collect();
+        names.join(", ")
     }
 
     /// Every combination of variants.
@@ -104,6 +98,11 @@ mod tests {
                 let mut v = Variants::default();
                 v.set(family, name).unwrap();
                 assert!(v.describe().contains(&format!("{family}={name}")));
+                let mut back = Variants::default();
+                for (f, n) in v.names() {
+                    back.set(f, n).unwrap();
+                }
+                assert_eq!(back, v);
                 seen.insert(v);
             }
         }
