@@ -3,8 +3,8 @@
 //
 // Launch (src/kv.rs): ceil(n · kv_dim / 256) workgroups of 256, one invocation per element;
 // the slots are in the step's data buffer at slots_at.
-// Check: end to end by `plumb check --model M --device wgpu` on a paged forward, and by the
-// crate's tests (tests/ops.rs).
+// Check: the crate's tests/kv.rs (against the reference backend), and end to end by the
+// paged forward (`plumb serve --device wgpu`, `plumb bench --device wgpu --parallel N`).
 
 const WG: u32 = 256u;
 
