@@ -14,6 +14,8 @@ pub enum BackendKind {
     Cpu,
     /// NVIDIA GPU kernels compiled at first use by NVRTC.
     Cuda,
+    /// Portable GPU kernels: WGSL compute shaders on wgpu (Vulkan, Metal, DX12).
+    Wgpu,
     /// llama.cpp's CPU arithmetic mirrored (f16 KV, 8-bit activations): for comparing outputs
     /// token for token.
     Ggml,
@@ -25,6 +27,7 @@ impl BackendKind {
             BackendKind::Reference => "reference",
             BackendKind::Cpu => "cpu",
             BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
             BackendKind::Ggml => "ggml",
         }
     }
@@ -33,16 +36,18 @@ impl BackendKind {
 /// Where and how the ops run: `--device`, `--backend`, `--threads`, `--variant`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceArgs {
-    /// `cpu`, `cuda` or `cuda:N` (the N-th GPU).
+    /// `cpu`, `cuda` or `cuda:N` (the N-th NVIDIA GPU), `wgpu` or `wgpu:N` (the N-th adapter
+    /// wgpu finds: Vulkan, Metal or DX12).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
-    /// The implementation of the ops [default: cpu on the CPU, cuda on a GPU].
+    /// The implementation of the ops [default: cpu on the CPU, the device's on a GPU].
     #[arg(long, value_enum)]
     pub backend: Option<BackendKind>,
     /// Worker threads of the CPU backend [default: every core].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Pick a kernel variant, e.g. `--variant matvec=tiled` (repeatable; CUDA).
+    /// Pick a kernel variant, e.g. `--variant matvec=tiled` (repeatable; CUDA, or wgpu's
+    /// reduce=subgroup|workgroup and dot=native|soft).
     #[arg(long = "variant", value_name = "OP=NAME")]
     pub variants: Vec<String>,
     /// Use the variants `plumb tune` chose for this GPU (explicit --variant still wins).
@@ -65,6 +70,11 @@ pub enum Choice {
     Ggml {
         threads: Option<usize>,
     },
+    Wgpu {
+        ordinal: usize,
+        variants: Vec<(String, String)>,
+        autotune: bool,
+    },
 }
 
 impl Choice {
@@ -74,18 +84,24 @@ impl Choice {
             Choice::Cpu { .. } => BackendKind::Cpu,
             Choice::Cuda { .. } => BackendKind::Cuda,
             Choice::Ggml { .. } => BackendKind::Ggml,
+            Choice::Wgpu { .. } => BackendKind::Wgpu,
         }
     }
 }
 
 impl DeviceArgs {
-    pub fn cuda_ordinal(&self) -> Result<Option<usize>> {
-        match self.device.as_str() {
+    /// The GPU `--device` names, with the backend that drives it, or None for the CPU.
+    pub fn gpu(&self) -> Result<Option<(BackendKind, usize)>> {
+        let d = self.device.as_str();
+        let numbered = |prefix: &str| d.strip_prefix(prefix).map(str::parse::<usize>);
+        match d {
             "cpu" => Ok(None),
-            "cuda" | "gpu" => Ok(Some(0)),
-            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Ok(Some(n)),
-                _ => anyhow::bail!("unknown device {d:?}: use cpu, cuda or cuda:N"),
+            "cuda" | "gpu" => Ok(Some((BackendKind::Cuda, 0))),
+            "wgpu" => Ok(Some((BackendKind::Wgpu, 0))),
+            _ => match (numbered("cuda:"), numbered("wgpu:")) {
+                (Some(Ok(n)), _) => Ok(Some((BackendKind::Cuda, n))),
+                (_, Some(Ok(n))) => Ok(Some((BackendKind::Wgpu, n))),
+                _ => anyhow::bail!("unknown device {d:?}: use cpu, cuda, cuda:N, wgpu or wgpu:N"),
             },
         }
     }
@@ -96,15 +112,12 @@ impl DeviceArgs {
 
     /// The choice for an explicit backend kind (the device still gives the GPU number).
     pub fn choice_with(&self, backend: Option<BackendKind>) -> Result<Choice> {
-        let ordinal = self.cuda_ordinal()?;
-        let kind = backend.unwrap_or(if ordinal.is_some() {
-            BackendKind::Cuda
-        } else {
-            BackendKind::Cpu
-        });
-        if ordinal.is_some() && kind != BackendKind::Cuda {
-            anyhow::bail!("--device {} needs --backend cuda", self.device);
+        let gpu = self.gpu()?;
+        let kind = backend.unwrap_or(gpu.map_or(BackendKind::Cpu, |(k, _)| k));
+        if let Some((k, _)) = gpu.filter(|&(k, _)| k != kind) {
+            anyhow::bail!("--device {} needs --backend {}", self.device, k.name());
         }
+        let ordinal = gpu.map(|(_, n)| n);
         let variants = self
             .variants
             .iter()
@@ -128,6 +141,11 @@ impl DeviceArgs {
             },
             BackendKind::Ggml => Choice::Ggml {
                 threads: self.threads,
+            },
+            BackendKind::Wgpu => Choice::Wgpu {
+                ordinal: ordinal.unwrap_or(0),
+                variants,
+                autotune: self.autotune,
             },
         })
     }
@@ -213,6 +231,48 @@ fn open_cuda(ordinal: usize) -> Result<plumb_cuda::CudaBackend> {
     Ok(b)
 }
 
+/// The wgpu backend on adapter `ordinal` with the variants `plumb tune` chose (when
+/// `autotune`), then `variants` on top. Each must be one the adapter can run: a variant that
+/// would fall back is refused, so the figures name what ran.
+pub fn wgpu_backend(
+    ordinal: usize,
+    variants: &[(String, String)],
+    autotune: bool,
+) -> Result<plumb_wgpu::WgpuBackend> {
+    let mut want = plumb_wgpu::Variants::default();
+    let mut chosen = Vec::new();
+    if autotune {
+        let backends = plumb_wgpu::Options::default().backends;
+        let adapters = plumb_wgpu::adapters(backends);
+        let Some(info) = adapters.get(ordinal) else {
+            anyhow::bail!("--autotune: wgpu finds no adapter wgpu:{ordinal}");
+        };
+        chosen = crate::cmd::tune::load_tuned(&info.name)?;
+    }
+    chosen.extend(variants.iter().cloned());
+    for (op, name) in &chosen {
+        want.set(op, name)
+            .with_context(|| format!("--variant {op}={name}"))?;
+    }
+    let b = plumb_wgpu::WgpuBackend::with_options(plumb_wgpu::Options {
+        ordinal,
+        variants: want,
+        ..Default::default()
+    })
+    .context("opening the wgpu adapter")?;
+    let got = b.variants();
+    if !chosen.is_empty() && got != want {
+        anyhow::bail!(
+            "{} cannot run {}: it runs {}",
+            b.describe(),
+            want.describe(),
+            got.describe()
+        );
+    }
+    eprintln!("plumb: {} ({})", b.describe(), got.describe());
+    Ok(b)
+}
+
 /// Builds the backend of `$choice` and evaluates `$body` with it bound to `$b`, whatever its type.
 macro_rules! with_backend {
     ($choice:expr, |$b:ident| $body:expr) => {{
@@ -235,6 +295,14 @@ macro_rules! with_backend {
             }
             $crate::common::Choice::Ggml { threads } => {
                 let $b = $crate::common::ggml_backend(*threads)?;
+                $body
+            }
+            $crate::common::Choice::Wgpu {
+                ordinal,
+                variants,
+                autotune,
+            } => {
+                let $b = $crate::common::wgpu_backend(*ordinal, variants, *autotune)?;
                 $body
             }
         }

@@ -47,6 +47,8 @@ pub fn main(a: Args) -> Result<()> {
         // bandwidth (read + write) for a GPU.
         let bw = match choice.kind() {
             BackendKind::Cuda => backend_copy_bandwidth(&b, 1024)?,
+            // 64 MiB: within what every wgpu adapter binds (lavapipe: 128 MiB).
+            BackendKind::Wgpu => backend_copy_bandwidth(&b, 64)?,
             _ => host_read_bandwidth(),
         };
         eprintln!("plumb: memory bandwidth {:.1} GB/s; timing ops", bw / 1e9);

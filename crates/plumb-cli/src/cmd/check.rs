@@ -14,7 +14,9 @@ use crate::common::{BackendKind, Choice, DeviceArgs};
 A case PASSes when both its NMSE and its worst element (relative to the output's scale) are within \
 the op's bounds; SKIP means the backend cannot run it, never that it passed. With --device cuda, \
 every variant of every registered family is checked on top of the defaults, and the variants that \
-pass are recorded for this GPU: an explicit --variant elsewhere is refused until it has passed here.
+pass are recorded for this GPU: an explicit --variant elsewhere is refused until it has passed here. \
+With --device wgpu, the cases run once per combination of the wgpu variants the adapter can run \
+(reduce=subgroup|workgroup, dot=native|soft), or only on the --variant given.
 
 --model compares a whole model's logits at every position of --prompt with the reference \
 backend's, and fails (exit status 1) beyond the thresholds of the backend's precision:
@@ -27,6 +29,7 @@ are 1.0 apart
 Examples:
   plumb check                         every CPU SIMD level
   plumb check --device cuda           every CUDA kernel and variant
+  plumb check --device wgpu           every WGSL shader and variant on the first wgpu adapter
   plumb check --op matmul --device cuda --variant batch=mma
   plumb check --self-test             prove the harness fails planted faults
   plumb check --model --backend ggml")]
@@ -90,8 +93,8 @@ pub fn main(a: Args) -> Result<()> {
         let choice = a.device.choice()?;
         return crate::common::with_backend!(&choice, |b| self_test(&b, seed));
     }
-    // Without --backend: every optimized CPU kernel level, or the GPU with --device cuda.
-    let choice = match (a.device.backend, a.device.cuda_ordinal()?) {
+    // Without --backend: every optimized CPU kernel level, or the GPU of --device.
+    let choice = match (a.device.backend, a.device.gpu()?) {
         (Some(_), _) | (None, Some(_)) => a.device.choice()?,
         (None, None) => a.device.choice_with(Some(BackendKind::Cpu))?,
     };
@@ -112,6 +115,9 @@ pub fn main(a: Args) -> Result<()> {
         Choice::Cuda {
             ordinal, variants, ..
         } => super::check_cuda::main(*ordinal, variants, &opts, a.json)?,
+        Choice::Wgpu {
+            ordinal, variants, ..
+        } => super::check_wgpu::main(*ordinal, variants, &opts, a.json)?,
         c => crate::common::with_backend!(c, |b| run(&b, &opts, a.json)),
     };
     let (pass, fail, skip) = check::summarize(&all);

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod check;
 pub mod check_cuda;
 pub mod check_model;
+pub mod check_wgpu;
 pub mod embed;
 pub mod inspect;
 pub mod kernels;

@@ -1,6 +1,7 @@
 //! `plumb tune`: times every kernel variant that passes the check on this GPU over a model's
 //! shapes and keeps the fastest per op family in a cache file per GPU name and plumb version;
-//! `--autotune` on any command applies it.
+//! `--autotune` on any command applies it. On wgpu the two families (reduce, dot) are timed
+//! together: every combination the adapter runs, over all of the model's ops.
 
 use std::path::PathBuf;
 
@@ -10,11 +11,12 @@ use plumb_gguf::GgufFile;
 use plumb_ops::check::{self, CheckOptions, Status};
 use serde_json::json;
 
-use crate::common::DeviceArgs;
+use crate::common::{BackendKind, DeviceArgs};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example: plumb tune --device cuda -m model.gguf, then plumb bench --device cuda --autotune"
+    after_help = "Example: plumb tune --device cuda -m model.gguf, then plumb bench --device cuda --autotune \
+(or --device wgpu)"
 )]
 pub struct Args {
     /// GGUF model whose shapes to tune for [default: SmolLM2-135M-Instruct Q4_1].
@@ -69,10 +71,12 @@ pub fn cache_path(gpu: &str) -> Result<PathBuf> {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let ordinal = match a.device.cuda_ordinal()? {
-        Some(o) => o,
+    let ordinal = match a.device.gpu()? {
+        Some((BackendKind::Cuda, o)) => o,
+        Some((_, o)) => return tune_wgpu(o, &a),
         None => bail!(
-            "plumb tune tunes GPU kernels: pass --device cuda (the CPU backend has no variants)"
+            "plumb tune tunes GPU kernels: pass --device cuda or --device wgpu (the CPU backend \
+             has no variants)"
         ),
     };
     let path = crate::common::model_path(a.model.as_deref())?;
@@ -90,11 +94,21 @@ pub fn main(a: Args) -> Result<()> {
             winners.insert(f.name.to_string(), json!(v));
         }
     }
-    let out = cache_path(&gpu)?;
+    write_cache(&gpu, &path, winners, timings)
+}
+
+/// Writes the winners and the timings of `gpu` to its cache file.
+fn write_cache(
+    gpu: &str,
+    model: &std::path::Path,
+    winners: serde_json::Map<String, serde_json::Value>,
+    timings: serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let out = cache_path(gpu)?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let v = json!({"gpu": gpu, "plumb": env!("CARGO_PKG_VERSION"), "model": path.file_name().map(|f| f.to_string_lossy().into_owned()),
+    let v = json!({"gpu": gpu, "plumb": env!("CARGO_PKG_VERSION"), "model": model.file_name().map(|f| f.to_string_lossy().into_owned()),
                    "variants": winners, "timings_us": timings});
     std::fs::write(&out, serde_json::to_string_pretty(&v)?)
         .with_context(|| format!("writing {}", out.display()))?;
@@ -103,6 +117,67 @@ pub fn main(a: Args) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// `plumb tune --device wgpu`: every combination of the wgpu variants that the adapter runs
+/// and that passes the check (quick shapes) is timed over all of the model's ops (decode and
+/// `--prefill` matmuls, norms, rope, attention); the fastest total wins.
+fn tune_wgpu(ordinal: usize, a: &Args) -> Result<()> {
+    if a.op.is_some() {
+        bail!("--op: wgpu's variants (reduce, dot) are tuned together over every op; drop --op");
+    }
+    let path = crate::common::model_path(a.model.as_deref())?;
+    let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut timings = serde_json::Map::new();
+    let mut best: Option<(plumb_wgpu::Variants, f64)> = None;
+    let mut gpu = String::new();
+    for v in plumb_wgpu::Variants::all() {
+        let b = plumb_wgpu::WgpuBackend::with_options(plumb_wgpu::Options {
+            ordinal,
+            variants: v,
+            ..Default::default()
+        })
+        .context("opening the wgpu adapter")?;
+        gpu.clone_from(&b.info().name);
+        if b.variants() != v {
+            eprintln!("plumb: {}: cannot run here", v.describe());
+            continue;
+        }
+        let opts = CheckOptions {
+            op: None,
+            seed: 7,
+            quick: true,
+        };
+        let results = check::run(&b, &opts, &mut |_| {});
+        let fails = results.iter().filter(|r| r.status == Status::Fail).count();
+        if fails > 0 {
+            eprintln!(
+                "plumb: {}: {fails} check case(s) fail; not a candidate",
+                v.describe()
+            );
+            continue;
+        }
+        let rows = bench_model_ops(&b, &file, a.prefill, 512, a.reps.max(1))?;
+        let total: f64 = rows.iter().map(|t| t.seconds).sum();
+        eprintln!(
+            "plumb: {}: {:.1} µs over the model's ops",
+            v.describe(),
+            total * 1e6
+        );
+        timings.insert(v.describe(), json!(total * 1e6));
+        if best.is_none_or(|(_, t)| total < t) {
+            best = Some((v, total));
+        }
+    }
+    let Some((v, _)) = best else {
+        bail!("no wgpu variant passed the check on {gpu}");
+    };
+    let mut winners = serde_json::Map::new();
+    for (family, name) in v.names() {
+        println!("{family}: {name}");
+        winners.insert(family.to_string(), json!(name));
+    }
+    write_cache(&gpu, &path, winners, timings)
 }
 
 /// Times every variant of `f` that passes the family's check ops over the model's shapes and
@@ -169,7 +244,7 @@ pub fn load_tuned(gpu: &str) -> Result<Vec<(String, String)>> {
     let path = cache_path(gpu)?;
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no tuning for {gpu} at {}: run `plumb tune --device cuda` first",
+            "no tuning for {gpu} at {}: run `plumb tune` on its --device first",
             path.display()
         )
     })?;

@@ -1,0 +1,74 @@
+//! `plumb check --device wgpu` as CI runs it (scripts/test points Vulkan at Mesa's lavapipe):
+//! every op and shape of the harness on every variant combination the adapter runs, and the
+//! whole default model against the reference backend, with the thresholds of every backend.
+
+use std::process::{Command, Output};
+
+fn plumb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(args)
+        .output()
+        .expect("running plumb")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn every_op_passes_on_every_wgpu_variant() {
+    let o = plumb(&["check", "--device", "wgpu", "--seed", "11"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(" 0 failed, 0 skipped"), "{out}");
+    // The portable variants run on every adapter; the subgroup ones where it has subgroups.
+    for v in ["reduce=workgroup, dot=native", "reduce=workgroup, dot=soft"] {
+        assert!(out.contains(&format!("({v})")), "{v} did not run:\n{out}");
+    }
+    let passed: usize = out
+        .lines()
+        .filter(|l| l.starts_with("plumb:") && l.contains(" passed,"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .sum();
+    assert!(passed >= 2 * 200, "{passed} cases passed:\n{out}");
+}
+
+#[test]
+fn the_default_model_on_wgpu_meets_the_model_check() {
+    let o = plumb(&["check", "--model", "--device", "wgpu", "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["backend"], "wgpu");
+    assert_eq!(v["precision"], "EightBitActivations");
+    assert_eq!(v["pass"], true);
+    assert_eq!(v["decisive_agree"], v["decisive"]);
+}
+
+#[test]
+fn a_missing_adapter_is_named() {
+    // No Vulkan driver at all: the error says what is missing and how to get one.
+    let o = Command::new(env!("CARGO_BIN_EXE_plumb"))
+        .args(["check", "--device", "wgpu", "--op", "add"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .expect("running plumb");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("no GPU adapter") && out.contains("mesa-vulkan-drivers"),
+        "{out}"
+    );
+    let o = plumb(&["run", "--device", "wgpu:99", "--prompt", "x", "-n", "1"]);
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("no adapter wgpu:99"),
+        "{out}"
+    );
+}

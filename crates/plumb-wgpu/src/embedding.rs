@@ -1,0 +1,26 @@
+//! Launcher of shaders/embedding.wgsl.
+
+use plumb_ops::{shapes, Result};
+
+use crate::buffer::{WgpuBuf, WgpuWeight};
+use crate::device::WgpuBackend;
+use crate::encoder::Bind;
+use crate::pipeline::Kernel;
+use crate::shaders;
+
+impl WgpuBackend {
+    pub(crate) fn embedding_impl(
+        &self,
+        table: &WgpuWeight,
+        ids: &[u32],
+        out: &mut WgpuBuf,
+    ) -> Result<()> {
+        shapes::embedding((table.rows, table.cols), ids, out.len)?;
+        let k = Kernel::new(shaders::EMBEDDING, "embedding").with(&table.format.constants());
+        // Counts fit u32: every buffer is bound whole, and an adapter binds at most 4 GiB.
+        let params = [ids.len() as u32, table.cols as u32, table.row_words as u32];
+        let groups = (ids.len() * table.cols.div_ceil(4)).div_ceil(256);
+        let binds = [Bind::weight(table), Bind::w(out)];
+        self.op(|p, ctx| p.launch(ctx, &k, &params, ids, &binds, groups))
+    }
+}
