@@ -68,8 +68,11 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     const int kmax = pos0 + last_rho / G;  // inclusive
     // The block's first row sees the earliest keys; a window starts them past 0.
     const int kmin = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) : 0;
+    // The split's own keys [split·split_len, (split+1)·split_len), cut by the window and the
+    // causal limit: a window that starts inside the split must not push its end into the
+    // next split's keys (they would be counted twice).
     const int k_begin = max(split * split_len, kmin);
-    const int k_end = min(min(k_begin + split_len, kmax + 1), capacity);
+    const int k_end = min(min((split + 1) * split_len, kmax + 1), capacity);
 
     float m[4], l[4], acc[4][DPL];
 #pragma unroll
