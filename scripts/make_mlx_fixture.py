@@ -31,7 +31,7 @@ rebuilds them itself (`plumb quantize`); the tensor digests prove that its direc
 the tensors mlx-lm's figures were measured on, so the multi-megabyte directories need not
 be kept.
 
-Usage: make_mlx_fixture.py --gguf PATH --out DIR [--record FILE] [--vectors FILE]
+Usage: make_mlx_fixture.py --gguf PATH --out DIR [--record FILE] [--vectors FILE] [--reuse]
 Needs mlx, mlx-cpu, mlx-lm (and their numpy, transformers, tokenizers) importable, e.g.
     python3 -m pip install --target /tmp/mlx mlx==0.32.4 mlx-cpu==0.32.4 mlx-lm==0.32.2
     PYTHONPATH=/tmp/mlx python3 scripts/make_mlx_fixture.py --gguf ~/.cache/plumb/... \
@@ -268,6 +268,11 @@ def perplexity(model, ids, n_ctx=512):
     return math.exp(nll / count), len(ids) // n_ctx
 
 
+def model_config(d):
+    with open(os.path.join(d, "config.json")) as f:
+        return json.load(f)
+
+
 def record(dirs, path):
     from mlx_lm import load
     with open(os.path.join(FIXTURES, "greedy.json")) as f:
@@ -275,8 +280,16 @@ def record(dirs, path):
     with open(os.path.join(FIXTURES, "apache-2.0.tokens.json")) as f:
         text_ids = json.load(f)["token_ids"]
     out = {"mlx": mx.__version__, "mlx_lm": __import__("mlx_lm").__version__, "models": {}}
+    from mlx_lm.utils import dequantize_model
     for d in dirs:
         model, tok = load(d)
+        quantized = "quantization" in model_config(d)
+        if quantized:
+            # mlx-cpu's quantized matmul runs at seconds per token on a small x86 machine,
+            # too slow for 2,048 perplexity tokens; the layers are evaluated with their
+            # mx.dequantize weights instead: the same bf16 values the quantized kernel forms
+            # (s·q + b in the scales' type), multiplied by MLX's dense bf16 matmul.
+            model = dequantize_model(model)
         eos = tok.eos_token_id
         runs = []
         for case in cases:
@@ -287,6 +300,7 @@ def record(dirs, path):
         ppl, chunks = perplexity(model, text_ids)
         out["models"][os.path.basename(d)] = {
             "tensor_digest": tensor_digest(d),
+            "evaluated": "quantized layers dequantized (mx.dequantize)" if quantized else "as loaded",
             "greedy": runs, "perplexity_512": round(ppl, 4), "chunks_512": chunks,
         }
         print(f"{os.path.basename(d)}: ppl {ppl:.4f}", file=sys.stderr)
@@ -328,6 +342,8 @@ def main():
     p.add_argument("--out")
     p.add_argument("--record")
     p.add_argument("--vectors")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep directories already built under --out")
     a = p.parse_args()
     if a.vectors:
         vectors(a.vectors)
@@ -337,6 +353,11 @@ def main():
         return
     from mlx_lm import convert
     hf = os.path.join(a.out, HF_NAME)
+    names = [HF_NAME] + list(MLX_SETTINGS)
+    if a.reuse and all(os.path.isdir(os.path.join(a.out, n)) for n in names):
+        if a.record:
+            record([os.path.join(a.out, n) for n in names], a.record)
+        return
     tmp = hf + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     write_hf(a.gguf, tmp)

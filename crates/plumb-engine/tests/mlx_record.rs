@@ -80,18 +80,23 @@ fn tensor_digest(dir: &Path) -> String {
 
 /// A session over a directory, with the GGUF's tokenizer (the directories plumb writes from
 /// a GGUF carry weights and config only).
-fn session(gguf: &Path, dir: &Path) -> Session<plumb_ops::CpuBackend> {
+fn session<B: plumb_ops::Backend>(gguf: &Path, dir: &Path, backend: B) -> Session<B> {
     let (tok, tmpl) = plumb_engine::text_side(&Checkpoint::open(gguf).unwrap()).unwrap();
-    let model = Model::load_checkpoint(
-        &Checkpoint::open(dir).unwrap(),
-        plumb_ops::CpuBackend::new(),
-    )
-    .unwrap();
+    let model = Model::load_checkpoint(&Checkpoint::open(dir).unwrap(), backend).unwrap();
     Session::from_parts(model, tok, tmpl, 512).unwrap()
 }
 
-/// Logits of another engine's token closer than this to our top token are a near-tie.
-const NEAR_TIE: f32 = 0.5;
+/// Where the engines pick different tokens, each one's pick must be within this of the top
+/// in the other's logits: a near-tie seen from both sides. mlx-lm computes in bf16 (its
+/// activations rounded at every op, its logits here to 1/16), plumb's reference in f32.
+const NEAR_TIE: f32 = 1.0;
+
+/// mlx-lm's logit of `id` at a step, if `id` is among its top five.
+fn mlx_logit(step: &serde_json::Value, id: usize) -> Option<f32> {
+    let ids = step["ids"].as_array()?;
+    let at = ids.iter().position(|v| v.as_u64() == Some(id as u64))?;
+    Some(step["logits"][at].as_f64()? as f32)
+}
 
 fn check(name: &str) {
     let (gguf, out) = dirs();
@@ -103,7 +108,11 @@ fn check(name: &str) {
         want["tensor_digest"].as_str().unwrap(),
         "{name}: plumb's directory does not hold the tensors mlx-lm's record was made on"
     );
-    let mut s = session(&gguf, &dir);
+    // Teacher forcing on the reference backend (f32 throughout: the plumb line); the
+    // optimized CPU backend's 8-bit activations move a 4-bit model's logits by up to ~2.6
+    // (`plumb check --model`), more than mlx-lm's near-ties. Perplexity on the CPU backend.
+    let reference = plumb_ops::ReferenceBackend { threads: true };
+    let mut s = session(&gguf, &dir, reference);
     let vocab = s.model.config.vocab_size;
     let (mut positions, mut agree, mut worst) = (0, 0, 0f32);
     let mut report = String::new();
@@ -127,17 +136,25 @@ fn check(name: &str) {
             positions += 1;
             if gap == 0.0 {
                 agree += 1;
-            } else {
-                report.push_str(&format!(
-                    "{name} +{k}: mlx-lm {expected}, ours {top}, gap {gap:.3}\n"
-                ));
+                continue;
             }
-            worst = worst.max(gap);
+            // Our top token in mlx-lm's logits: how far below its pick (∞ if not in its top 5).
+            let step = &case["top5"][k];
+            let their_gap = match mlx_logit(step, top) {
+                Some(l) => step["logits"][0].as_f64().unwrap() as f32 - l,
+                None => f32::INFINITY,
+            };
+            report.push_str(&format!(
+                "{name} +{k}: mlx-lm {expected}, ours {top}: {gap:.3} below ours in our logits, \
+                 ours {their_gap:.3} below in mlx-lm's\n"
+            ));
+            worst = worst.max(gap).max(their_gap);
         }
         s.reset();
     }
     let text =
         std::fs::read_to_string(root().join("smollm2-135m-instruct-q4_1/apache-2.0.txt")).unwrap();
+    let mut s = session(&gguf, &dir, plumb_ops::CpuBackend::new());
     let ids = s.tokenizer.encode(&text, false, false).unwrap();
     let ppl = perplexity(&mut s, &ids, 512, &mut |_, _, _| {}).unwrap();
     let theirs = want["perplexity_512"].as_f64().unwrap();
@@ -150,7 +167,7 @@ fn check(name: &str) {
     );
     assert!(
         worst < NEAR_TIE,
-        "{name}: an mlx-lm token is {worst:.3} below our top\n{report}"
+        "{name}: a choice is {worst:.3} below the top in the other engine's logits\n{report}"
     );
     assert!(
         agree * 100 >= positions * 95,
