@@ -335,6 +335,11 @@ impl Backend for CudaBackend {
     fn replay(&self, key: u64) -> Result<bool> {
         self.replay_impl(key)
     }
+
+    fn stage_paged(&self, slots: &[u32], seqs: &[PagedSeq<'_>], group: usize) -> Result<()> {
+        self.plain_op(&[])?;
+        self.stage_paged_impl(slots, seqs, group)
+    }
 }
 
 impl CudaBackend {

@@ -53,12 +53,13 @@ pub(crate) enum Upload {
 }
 
 impl CudaBackend {
-    /// Copies `vals` into the persistent buffer `which` and returns its device address. Not
-    /// while recording: the host copy is not part of a graph. Every layer of a forward passes
-    /// the same slots and tables, so a call whose values equal the last upload's reuses it
-    /// (the buffer is written only here, in stream order).
+    /// Copies `vals` into the persistent buffer `which` and returns its device address.
+    /// Every layer of a forward passes the same slots and tables, so a call whose values
+    /// equal the last upload's reuses it (the buffer is written only here, in stream order).
+    /// While recording only such a reuse is allowed: the host copy is not part of the graph,
+    /// so the values must have been staged before the step (`stage_paged`), as they are again
+    /// before each replay.
     pub(crate) fn upload_u32s(&self, which: Upload, vals: &[u32], what: &str) -> Result<u64> {
-        self.not_capturing(what)?;
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
         let g = &mut *guard;
         let (slot, last) = match which {
@@ -71,6 +72,7 @@ impl CudaBackend {
                 return Ok(buf.device_ptr(&self.stream).0);
             }
         }
+        self.not_capturing(what)?;
         last.clear();
         // Grow by doubling so that a growing batch does not reallocate every call.
         let want = vals.len().max(1);
@@ -90,6 +92,28 @@ impl CudaBackend {
         Ok(ptr)
     }
 
+    /// Copies a paged step's slots and attention tables to the device ahead of its ops
+    /// (`Backend::stage_paged`), so that `kv_write_slots_impl` and `attention_paged_impl`
+    /// of the step find them there, recorded or not.
+    pub(crate) fn stage_paged_impl(
+        &self,
+        slots: &[u32],
+        seqs: &[PagedSeq<'_>],
+        group: usize,
+    ) -> Result<()> {
+        if group == 0 {
+            return Err(OpError::Shape {
+                op: "stage_paged",
+                msg: "zero query heads per KV head".into(),
+            });
+        }
+        self.upload_u32s(Upload::Slots, slots, "KV slots")?;
+        let (meta, _) = paged_meta(seqs, group);
+        int(meta.len(), "stage_paged", "meta words")?;
+        self.upload_u32s(Upload::PagedMeta, &meta, "paged attention tables")?;
+        Ok(())
+    }
+
     pub(crate) fn kv_write_slots_impl(
         &self,
         src: &CudaSlice<f32>,
@@ -103,6 +127,8 @@ impl CudaBackend {
             return Ok(());
         }
         if !kv_dim.is_multiple_of(4) {
+            // One copy per row at addresses of this call: a recording would replay them.
+            self.not_capturing("copying KV rows one by one")?;
             for (i, &slot) in slots.iter().enumerate() {
                 let s = src.slice(i * kv_dim..(i + 1) * kv_dim);
                 let mut d = pool.slice_mut(slot as usize * kv_dim..(slot as usize + 1) * kv_dim);

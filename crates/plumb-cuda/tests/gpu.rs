@@ -247,3 +247,91 @@ fn recorded_decode_steps_equal_plain_ones() {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
+
+/// Three prompts through a paged pool, then `steps` greedy decode passes over all of them
+/// (the third leaves after 12 and comes back after 24, so the batch size changes twice):
+/// every pass's logits, and how many recordings the backend kept.
+fn paged_decode_logits(
+    b: CudaBackend,
+    path: &std::path::Path,
+    steps: usize,
+) -> (Vec<Vec<f32>>, usize) {
+    use plumb_gguf::GgufFile;
+    use plumb_model::{BlockTable, Model, PagedItem, PagedKv};
+    let file = GgufFile::open(path).unwrap();
+    let m = Model::load(&file, b).unwrap();
+    let mut kv = PagedKv::new(&m, 64, 16).unwrap();
+    let prompts: [&[u32]; 3] = [&[5, 17, 300, 3, 999], &[8; 14], &[1, 2, 3]];
+    let mut tables: Vec<BlockTable> = (0..3)
+        .map(|_| BlockTable {
+            blocks: Vec::new(),
+            len: 0,
+        })
+        .collect();
+    let argmax = |v: &[f32]| (0..v.len()).fold(0, |a, i| if v[i] > v[a] { i } else { a }) as u32;
+    let mut next: Vec<u32> = {
+        let mut items: Vec<PagedItem<'_>> = prompts
+            .iter()
+            .zip(tables.iter_mut())
+            .map(|(p, table)| PagedItem { tokens: p, table })
+            .collect();
+        m.forward_paged(&mut kv, &mut items)
+            .unwrap()
+            .iter()
+            .map(|l| argmax(l))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for step in 0..steps {
+        let live: Vec<usize> = (0..3)
+            .filter(|&i| i < 2 || !(12..24).contains(&step))
+            .collect();
+        let toks: Vec<[u32; 1]> = live.iter().map(|&i| [next[i]]).collect();
+        let mut items: Vec<PagedItem<'_>> = Vec::new();
+        for (t, table) in tables
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| live.contains(i))
+            .map(|(_, table)| table)
+            .enumerate()
+        {
+            items.push(PagedItem {
+                tokens: &toks[t],
+                table,
+            });
+        }
+        let logits = m.forward_paged(&mut kv, &mut items).unwrap();
+        for (&i, l) in live.iter().zip(&logits) {
+            next[i] = argmax(l);
+        }
+        out.extend(logits);
+    }
+    (out, m.backend.recordings())
+}
+
+#[test]
+#[ignore = "needs an NVIDIA GPU; run with --ignored on a GPU machine"]
+fn recorded_paged_decode_passes_equal_plain_ones() {
+    for quant in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let path = tiny_model(quant, &format!("paged-{}", quant.name()));
+        let plain = gpu();
+        plain.set_recording(false).unwrap();
+        let (want, none) = paged_decode_logits(plain, &path, 40);
+        let (got, kept) = paged_decode_logits(gpu(), &path, 40);
+        assert_eq!(none, 0);
+        // Two batch sizes (3 and 2), each recorded once it had warmed up.
+        assert!(kept >= 2, "{quant}: {kept} recordings");
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.iter().all(|v| v.is_finite()),
+                "{quant} row {i}: non-finite logits"
+            );
+            assert!(
+                g == w,
+                "{quant} row {i}: replayed logits differ from plain ones"
+            );
+        }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}

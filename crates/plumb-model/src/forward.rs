@@ -36,6 +36,8 @@ pub enum Logits {
 
 /// Scratch activations for up to `cap` tokens.
 pub(crate) struct Workspace<B: Backend> {
+    /// Unique per workspace: a recorded step holds its buffers' addresses.
+    pub(crate) id: u64,
     pub(crate) cap: usize,
     /// Rows of `logits`.
     pub(crate) logit_rows: usize,
@@ -60,6 +62,7 @@ impl<B: Backend> Workspace<B> {
         // large enough to be any of them.
         let qkt = cap * q.max(kv).max(d);
         Ok(Workspace {
+            id: crate::kv_cache::next_id(),
             cap,
             logit_rows,
             x: b.alloc(cap * d)?,

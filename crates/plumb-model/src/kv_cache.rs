@@ -6,6 +6,13 @@ use plumb_ops::Backend;
 use crate::config::ModelConfig;
 use crate::error::Result;
 
+/// A number no other cache, pool or workspace of this process has: the keys of recorded
+/// steps are made of them.
+pub(crate) fn next_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 pub struct KvCache<B: Backend> {
     /// Unique per cache: recorded decode steps are keyed by the cache they write.
     pub id: u64,
@@ -25,10 +32,8 @@ impl<B: Backend> KvCache<B> {
             k.push(backend.alloc(n)?);
             v.push(backend.alloc(n)?);
         }
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(KvCache {
-            id,
+            id: next_id(),
             k,
             v,
             len: 0,

@@ -66,6 +66,8 @@ impl From<PagedError> for ModelError {
 }
 
 pub struct PagedKv<B: Backend> {
+    /// Unique per pool: recorded paged steps are keyed by the pool they write.
+    pub(crate) id: u64,
     /// Per layer `[n_blocks * block_size, kv_dim]`.
     pub k: Vec<B::Buf>,
     pub v: Vec<B::Buf>,
@@ -102,6 +104,7 @@ impl<B: Backend> PagedKv<B> {
         let mut identity = DefaultHasher::new();
         format!("{cfg:?}").hash(&mut identity);
         Ok(PagedKv {
+            id: crate::kv_cache::next_id(),
             k,
             v,
             block_size,

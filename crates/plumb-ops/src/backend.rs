@@ -554,6 +554,16 @@ pub trait Backend: Send + Sync {
         Ok(false)
     }
 
+    /// Announces, inside a step, the slots of every `kv_write_slots` and the sequences of
+    /// every `attention_paged` about to run (all the step's layers take these same values;
+    /// `group` = query heads per KV head). A backend may copy them to the device once here
+    /// and have those ops read its copy, which is what lets a recorded paged step be replayed
+    /// with the next step's tables. The ops still receive the values and may be called alone.
+    fn stage_paged(&self, slots: &[u32], seqs: &[PagedSeq<'_>], group: usize) -> Result<()> {
+        let _ = (slots, seqs, group);
+        Ok(())
+    }
+
     /// The precision of this backend's arithmetic on a model whose matrices are `weights`.
     fn precision(&self, weights: GgmlType) -> Precision {
         let _ = weights;

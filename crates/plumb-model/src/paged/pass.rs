@@ -5,6 +5,8 @@
 //! call returns, so the caller can do host work before [`PagedLogits::read`] waits for it.
 //! Only the items that ask for logits get a row of the output head.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::MutexGuard;
 
 use plumb_ops::{Backend, PagedSeq};
@@ -13,6 +15,19 @@ use super::{BlockTable, PagedItem, PagedKv};
 use crate::error::{ModelError, Result};
 use crate::forward::{Logits, Model, Workspace};
 use crate::route::KvRoute;
+
+/// Most rows of a recorded decode pass: the range of the backends' batched decode kernels;
+/// a larger batch does enough work per launch that recording buys little.
+pub const RECORD_MAX_ROWS: usize = 64;
+
+/// The key of a recorded decode pass over `rows` rows of pool `kv` through workspace `ws`
+/// (a recording holds all three's addresses); the top bit keeps it apart from the contiguous
+/// caches' keys, which are small ids.
+fn paged_key(kv: u64, ws: u64, rows: usize) -> u64 {
+    let mut h = DefaultHasher::new();
+    (kv, ws, rows).hash(&mut h);
+    h.finish() | 1 << 63
+}
 
 /// Host vectors of a pass, kept by the pool so that a step allocates none of them.
 #[derive(Default)]
@@ -152,14 +167,20 @@ impl<B: Backend> Model<B> {
         ran
     }
 
-    /// The layers over the rows `s` describes; moves every table past its new tokens.
+    /// The layers over the rows `s` describes; moves every table past its new tokens. A
+    /// decode pass (one token an item, every item sampling, at most [`RECORD_MAX_ROWS`]) is a
+    /// step: its ids, positions, slots and tables are staged on the backend, and the pass is
+    /// recorded on first use and replayed afterwards where the backend records (CUDA graphs),
+    /// keyed by the pool, the workspace and the number of rows.
     fn run_pass<'m>(
         &'m self,
         kv: &mut PagedKv<B>,
         items: &mut [PagedItem<'_>],
         s: &mut PassScratch,
     ) -> Result<PagedLogits<'m, B>> {
+        let b = &self.backend;
         let n = s.ids.len();
+        let decode = n == items.len() && s.last_rows.len() == n && n <= RECORD_MAX_ROWS;
         let (mut seqs, mut lens) = (Vec::with_capacity(items.len()), Vec::new());
         let mut q_row = 0;
         for it in items.iter_mut() {
@@ -173,6 +194,23 @@ impl<B: Backend> Model<B> {
             lens.push(len);
             q_row += it.tokens.len();
         }
+        let mut guard = self.paged_ws.lock().unwrap_or_else(|e| e.into_inner());
+        let ws = self.paged_workspace(&mut guard, n, s.last_rows.len())?;
+        let group = self.config.n_heads / self.config.n_kv_heads.max(1);
+        if decode {
+            b.begin_step(&s.ids, &s.positions)?;
+        }
+        let key = paged_key(kv.id, ws.id, n);
+        let staged = if decode {
+            b.stage_paged(&s.slots, &seqs, group)
+        } else {
+            Ok(())
+        };
+        let replayed = match staged {
+            Ok(()) if decode => b.replay(key).map_err(ModelError::from),
+            Ok(()) => Ok(false),
+            Err(e) => Err(e.into()),
+        };
         let mut route = KvRoute::Paged {
             k: &mut kv.k,
             v: &mut kv.v,
@@ -181,21 +219,33 @@ impl<B: Backend> Model<B> {
             seqs,
             lens,
         };
-        let mut guard = self.paged_ws.lock().unwrap_or_else(|e| e.into_inner());
-        let ws = self.paged_workspace(&mut guard, n, s.last_rows.len())?;
-        // Not a step: the sequences have different positions, so the ops take their arguments.
-        let ran = self.forward_layers(
-            &s.ids,
-            &s.positions,
-            &mut route,
-            &s.last_rows,
-            ws,
-            Logits::Last,
-        );
+        let ran = match replayed {
+            Ok(true) => Ok(n),
+            Ok(false) => (|| {
+                let recording = decode && b.record_begin(key)?;
+                // Outside a step the sequences' positions differ from call to call, so the ops
+                // take their arguments.
+                let rows = self.forward_layers(
+                    &s.ids,
+                    &s.positions,
+                    &mut route,
+                    &s.last_rows,
+                    ws,
+                    Logits::Last,
+                )?;
+                if recording {
+                    b.record_end(key)?;
+                }
+                Ok(rows)
+            })(),
+            Err(e) => Err(e),
+        };
+        let ended = if decode { b.end_step() } else { Ok(()) };
         if let KvRoute::Paged { slots, .. } = &mut route {
             s.slots = std::mem::take(slots);
         }
         let rows = ran?;
+        ended?;
         route.advance();
         Ok(PagedLogits {
             model: self,

@@ -540,6 +540,10 @@ impl<B: Backend> Backend for Faulty<'_, B> {
         self.inner.replay(key)
     }
 
+    fn stage_paged(&self, slots: &[u32], seqs: &[PagedSeq<'_>], group: usize) -> Result<()> {
+        self.inner.stage_paged(slots, seqs, group)
+    }
+
     fn precision(&self, weights: GgmlType) -> Precision {
         self.inner.precision(weights)
     }
