@@ -29,8 +29,9 @@ use crate::error::{CudaError, DriverContext};
 use crate::launch::poisoned;
 use crate::state::{Recording, StepState};
 
-/// Recordings kept (each holds a few hundred kernel nodes and the addresses of one cache).
-pub const MAX_RECORDINGS: usize = 8;
+/// Recordings kept (each holds a few hundred kernel nodes and the addresses of one cache or
+/// pool): the contiguous decode step and a paged decode pass for each batch size in use.
+pub const MAX_RECORDINGS: usize = 24;
 
 impl CudaBackend {
     /// Turns recording off (`false`: every step runs its ops) or back on; for tests that

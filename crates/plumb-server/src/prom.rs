@@ -39,7 +39,8 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
     }
     let t = &m.step_times;
     let phases: Vec<(String, String)> = [
-        ("forward", t.forward),
+        ("launch", t.launch),
+        ("wait", t.wait),
         ("sample", t.sample),
         ("host", t.host),
     ]
@@ -49,8 +50,8 @@ pub fn render(m: &MetricsSnapshot, kv: &KvStats, model: &str) -> String {
     metric(
         "plumb_engine_step_seconds_total",
         "counter",
-        "Engine thread time in the steps that ran a forward: the forward (queueing it, waiting \
-         for its logits), drawing tokens, and the rest of the step.",
+        "Engine thread time in the steps that ran a forward: queueing the forward, waiting for \
+         its logits, drawing tokens, and the rest of the step.",
         &phases,
     );
     metric(

@@ -414,7 +414,8 @@ impl<B: Backend> Worker<B> {
         if let Some(t) = stats.times.take() {
             let acc = &mut m.step_times;
             acc.steps += t.steps;
-            acc.forward += t.forward;
+            acc.launch += t.launch;
+            acc.wait += t.wait;
             acc.sample += t.sample;
             acc.host += t.host;
         }

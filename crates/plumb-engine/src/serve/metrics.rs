@@ -113,13 +113,15 @@ pub struct MetricsSnapshot {
     pub step_times: StepTimes,
 }
 
-/// Seconds of the engine thread, summed over the steps that ran a forward: in the forward
-/// (queueing it and waiting for its logits), drawing the tokens, and everything else of the
-/// step (planning, block reservations, admissions, handing out tokens, metrics).
+/// Seconds of the engine thread, summed over the steps that ran a forward: queueing the
+/// forward (on a GPU, the launches or the replay of a recorded pass), waiting for its logits,
+/// drawing the tokens, and everything else of the step (planning, block reservations,
+/// admissions, handing out tokens, metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepTimes {
     pub steps: u64,
-    pub forward: f64,
+    pub launch: f64,
+    pub wait: f64,
     pub sample: f64,
     pub host: f64,
 }

@@ -65,13 +65,13 @@ impl<B: Backend> Worker<B> {
         }
         let t_launch = Instant::now();
         let launched = self.launch(model, stats);
-        let mut forward = t_launch.elapsed().as_secs_f64();
+        let launch = t_launch.elapsed().as_secs_f64();
         // The backend may still be running the forward: take new requests meanwhile.
         self.take_commands(true);
         self.admit();
         let t_read = Instant::now();
         let ran = launched.as_ref().is_some_and(|l| self.wait(l, stats));
-        forward += t_read.elapsed().as_secs_f64();
+        let wait = t_read.elapsed().as_secs_f64();
         let mut sample = 0.0;
         if let (true, Some(l)) = (ran, &launched) {
             self.after_pass();
@@ -84,9 +84,10 @@ impl<B: Backend> Worker<B> {
         self.apply_deferred();
         stats.times = Some(StepTimes {
             steps: 1,
-            forward,
+            launch,
+            wait,
             sample,
-            host: (t0.elapsed().as_secs_f64() - forward - sample).max(0.0),
+            host: (t0.elapsed().as_secs_f64() - launch - wait - sample).max(0.0),
         });
     }
 
