@@ -71,19 +71,6 @@ impl ChatRefused {
     }
 }
 
-/// The translations of other APIs (Anthropic's Messages, OpenAI's Responses) carry tool
-/// calling and structured output onto the chat request's fields; those endpoints do not serve
-/// them, so a request that uses them is refused here, naming the first such field.
-pub fn pending(fields: &[String]) -> Result<(), ApiError> {
-    match fields.first() {
-        None => Ok(()),
-        Some(f) => Err(refusal(
-            f,
-            "tool calling and structured output are not supported on this endpoint",
-        )),
-    }
-}
-
 /// A 400 for field `name`, its message starting with the name.
 pub fn refusal(name: &str, why: &str) -> ApiError {
     ApiError::invalid_param(name, format!("`{name}`: {why}"))

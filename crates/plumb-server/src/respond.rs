@@ -268,7 +268,7 @@ impl Streamer {
             None => return,
         };
         for d in deltas {
-            self.push_delta(choice, d, std::mem::take(&mut logprobs), None);
+            self.push_delta(choice, d.to_openai(), std::mem::take(&mut logprobs), None);
         }
         if !logprobs.is_null() {
             self.push_delta(choice, json!({}), logprobs, None);
@@ -283,7 +283,7 @@ impl Streamer {
         };
         let (deltas, called) = ts.finish();
         for d in deltas {
-            self.push_delta(choice, d, Value::Null, None);
+            self.push_delta(choice, d.to_openai(), Value::Null, None);
         }
         self.push_delta(
             choice,

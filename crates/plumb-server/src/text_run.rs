@@ -1,6 +1,9 @@
 //! One choice's engine events as text for the APIs that return a single text (Anthropic's
 //! Messages, OpenAI's Responses): text pieces, then how it ended — including which stop
-//! sequence ended it — and a server-sent-event stream driven by a [`TextProtocol`].
+//! sequence ended it — and a server-sent-event stream driven by a [`TextProtocol`]. A run
+//! that offers tools reads the output for calls as the chat endpoint does ([`ToolStream`]):
+//! content pieces, then per call its start and its arguments in fragments, adding up to
+//! what the whole output reads as.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -13,6 +16,8 @@ use plumb_engine::FinishReason;
 use plumb_tokenizer::Tokenizer;
 
 use crate::error::ApiError;
+use crate::tools::stream::{Delta, ToolStream};
+use crate::tools::Family;
 
 /// Why the text ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,8 @@ pub enum Finish {
     StopSequence(String),
     /// The token budget ran out.
     MaxTokens,
+    /// The model ended its turn, or a stop sequence ended it, after calling tools.
+    ToolUse,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +40,37 @@ pub struct Outcome {
 
 pub enum Piece {
     Text(String),
+    /// Call `index` begins (only when the output is read for calls).
+    CallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s arguments, JSON text.
+    CallArguments {
+        index: usize,
+        fragment: String,
+    },
     End(Outcome),
     Failed(String),
+}
+
+/// A tool call the output made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// `call_…`, unique in the server's run.
+    pub id: String,
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+/// A whole run: its text (the content, without the calls' syntax), its calls, its end.
+#[derive(Debug)]
+pub struct Output {
+    pub text: String,
+    pub calls: Vec<ToolCall>,
+    pub outcome: Outcome,
 }
 
 /// Reads one choice's events.
@@ -49,6 +85,8 @@ pub struct TextRun {
     /// Pieces ready to give out.
     ready: VecDeque<Piece>,
     ended: bool,
+    /// Reads the output for calls.
+    tools: Option<ToolStream>,
 }
 
 impl TextRun {
@@ -61,7 +99,15 @@ impl TextRun {
             text_len: 0,
             ready: VecDeque::new(),
             ended: false,
+            tools: None,
         }
+    }
+
+    /// Reads the output for tool calls in `family`'s syntax; `request` is the engine's id of
+    /// the request (call ids derive from it).
+    pub fn reading_calls(mut self, tools: Option<Family>, request: u64) -> TextRun {
+        self.tools = tools.map(|f| ToolStream::new(f, request, 0));
+        self
     }
 
     /// The next piece: texts, then one `End` or `Failed`, then `None`.
@@ -87,9 +133,22 @@ impl TextRun {
 
     fn push_text(&mut self, text: String) {
         self.text_len += text.len();
-        if !text.is_empty() {
-            self.ready.push_back(Piece::Text(text));
+        match self.tools.as_mut() {
+            Some(ts) => {
+                let deltas = ts.push(&text);
+                self.push_deltas(deltas);
+            }
+            None if !text.is_empty() => self.ready.push_back(Piece::Text(text)),
+            None => {}
         }
+    }
+
+    fn push_deltas(&mut self, deltas: Vec<Delta>) {
+        self.ready.extend(deltas.into_iter().map(|d| match d {
+            Delta::Content(t) => Piece::Text(t),
+            Delta::CallStart { index, id, name } => Piece::CallStart { index, id, name },
+            Delta::Arguments { index, fragment } => Piece::CallArguments { index, fragment },
+        }));
     }
 
     fn fail(&mut self, message: String) {
@@ -100,7 +159,16 @@ impl TextRun {
     /// The text the end releases, then the end.
     fn finish(&mut self, d: DoneEvent) {
         self.push_text(d.text);
+        let called = match self.tools.as_mut() {
+            Some(ts) => {
+                let (deltas, called) = ts.finish();
+                self.push_deltas(deltas);
+                called
+            }
+            None => false,
+        };
         let finish = match d.finish_reason {
+            FinishReason::Stop if called => Finish::ToolUse,
             FinishReason::Stop => stopped_by(&self.raw, self.text_len, &self.stops),
             FinishReason::Length => Finish::MaxTokens,
             FinishReason::Cancelled => {
@@ -114,13 +182,30 @@ impl TextRun {
         }));
     }
 
-    /// The whole text and how it ended.
-    pub async fn collect(mut self) -> Result<(String, Outcome), ApiError> {
+    /// The whole text, the calls and how it ended.
+    pub async fn collect(mut self) -> Result<Output, ApiError> {
         let mut text = String::new();
+        let mut calls: Vec<ToolCall> = Vec::new();
         while let Some(piece) = self.next().await {
             match piece {
                 Piece::Text(t) => text.push_str(&t),
-                Piece::End(end) => return Ok((text, end)),
+                Piece::CallStart { id, name, .. } => calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: String::new(),
+                }),
+                Piece::CallArguments { index, fragment } => {
+                    if let Some(c) = calls.get_mut(index) {
+                        c.arguments.push_str(&fragment);
+                    }
+                }
+                Piece::End(outcome) => {
+                    return Ok(Output {
+                        text,
+                        calls,
+                        outcome,
+                    })
+                }
                 Piece::Failed(e) => return Err(ApiError::internal(e)),
             }
         }
@@ -146,6 +231,10 @@ pub trait TextProtocol: Send + 'static {
     /// Before any text.
     fn start(&mut self) -> Vec<SseEvent>;
     fn text(&mut self, delta: &str) -> Vec<SseEvent>;
+    /// Call `index` begins (`id` is the chat endpoint's `call_…` id).
+    fn call_start(&mut self, index: usize, id: &str, name: &str) -> Vec<SseEvent>;
+    /// More of the arguments of call `index`.
+    fn call_arguments(&mut self, index: usize, fragment: &str) -> Vec<SseEvent>;
     /// The last events.
     fn end(&mut self, outcome: &Outcome) -> Vec<SseEvent>;
     /// The last events when the run failed.
@@ -167,6 +256,8 @@ pub fn sse<P: TextProtocol>(
             }
             let events = match run.next().await? {
                 Piece::Text(t) => proto.text(&t),
+                Piece::CallStart { index, id, name } => proto.call_start(index, &id, &name),
+                Piece::CallArguments { index, fragment } => proto.call_arguments(index, &fragment),
                 Piece::End(end) => proto.end(&end),
                 Piece::Failed(e) => proto.fail(&e),
             };

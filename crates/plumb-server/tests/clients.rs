@@ -3,7 +3,8 @@
 //! one that wants an API key; each suite runs against both:
 //!
 //! - `openai_suite.py`: chat and completions with the `openai` client;
-//! - `anthropic_suite.py`: the Messages API with the `anthropic` client;
+//! - `anthropic_suite.py`: the Messages API with the `anthropic` client (tool use and JSON
+//!   schemas checked with `jsonschema`);
 //! - `responses_suite.py`: the Responses API with the `openai` client, tokenize/detokenize.
 //!
 //! The clients come from `.deps/python` (scripts/test installs them there) or the `PYTHONPATH`
@@ -83,7 +84,7 @@ fn run_suite(suite: &str, addrs: &[std::net::SocketAddr], model_id: &str, config
 
 #[test]
 fn python_client_suites() {
-    for module in ["openai", "anthropic"] {
+    for module in ["openai", "anthropic", "jsonschema"] {
         assert_importable(module);
     }
     let path = plumb_model::store::resolve_model(None, &mut |m| eprintln!("{m}"))

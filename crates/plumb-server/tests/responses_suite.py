@@ -4,6 +4,9 @@
 Run by tests/clients.rs (see suite_common.py).
 """
 
+import json
+
+import jsonschema
 import openai
 
 from suite_common import MODEL, URL, main, raw, sse
@@ -79,7 +82,7 @@ def test_stateful_and_unsupported_fields_refused():
         (dict(store=True), "store"),
         (dict(previous_response_id="resp_123"), "previous_response_id"),
         (dict(reasoning={"effort": "low"}), "reasoning"),
-        (dict(tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}]), "tools"),
+        (dict(tools=[{"type": "web_search"}]), "tools[0]"),
         (dict(input=[{"role": "user", "content": [{"type": "input_image",
                                                     "image_url": "data:image/png;base64,AA"}]}]),
          "input[0].content[0]"),
@@ -92,6 +95,90 @@ def test_stateful_and_unsupported_fields_refused():
             assert e.status_code == 400 and e.param == param, (param, e.body)
     r = create(input="hi", max_output_tokens=1, store=False)
     assert r.usage.output_tokens == 1, r
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The current weather of a city",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+WEATHER_Q = "What is the weather in Paris?"
+
+
+def test_forced_function_call_streamed_and_its_output_round_trip():
+    kw = dict(input=WEATHER_Q, max_output_tokens=80, tools=[WEATHER], tool_choice="required",
+              parallel_tool_calls=False)
+    r = create(**kw)
+    assert r.status == "completed" and [o.type for o in r.output] == ["function_call"], r.output
+    call = r.output[0]
+    assert call.name == "get_weather" and call.call_id.startswith("call_"), call
+    assert call.id.startswith("fc_") and call.status == "completed", call
+    args = json.loads(call.arguments)
+    jsonschema.validate(args, WEATHER["parameters"])
+    assert r.tools[0].name == "get_weather" and r.tool_choice == "required", r
+    events = list(create(stream=True, **kw))
+    types = [e.type for e in events]
+    assert types[:3] == ["response.created", "response.in_progress",
+                         "response.output_item.added"], types
+    assert types[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
+                          "response.completed"], types
+    assert set(types[3:-3]) == {"response.function_call_arguments.delta"}, types
+    assert [e.sequence_number for e in events] == list(range(len(events))), events
+    added = events[2].item
+    assert (added.type, added.name, added.arguments) == ("function_call", "get_weather", ""), added
+    assert added.call_id.startswith("call_") and added.call_id != call.call_id, added
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert deltas == call.arguments == events[-3].arguments, (deltas, call.arguments)
+    assert events[-2].item.arguments == call.arguments, events[-2]
+    final = events[-1].response
+    assert [(o.type, o.call_id, o.arguments) for o in final.output] == \
+        [("function_call", added.call_id, call.arguments)], final.output
+    named = create(input=WEATHER_Q, max_output_tokens=80, tools=[WEATHER],
+                   tool_choice={"type": "function", "name": "get_weather"})
+    assert [o.name for o in named.output if o.type == "function_call"] == ["get_weather"], named
+
+    result = '{"city": "Paris", "temperature": 22, "unit": "celsius", "sky": "clear"}'
+    turns = [{"role": "user", "content": WEATHER_Q},
+             {"type": "function_call", "call_id": call.call_id, "name": call.name,
+              "arguments": call.arguments},
+             {"type": "function_call_output", "call_id": call.call_id, "output": result}]
+    answer = create(input=turns, tools=[WEATHER], max_output_tokens=40)
+    assert answer.output and answer.output[0].type == "message" and answer.output_text, answer
+    bare = create(input=WEATHER_Q, tools=[WEATHER], max_output_tokens=1)
+    # The call and its output went into the prompt.
+    grown = answer.usage.input_tokens - bare.usage.input_tokens
+    assert grown > len(result) // 4, (answer.usage, bare.usage)
+
+
+PERSON = {"type": "object",
+          "properties": {"name": {"type": "string", "maxLength": 30},
+                         "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_text_format_json_schema_and_json_object():
+    fmt = {"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}}
+    r = create(input="Invent a person.", max_output_tokens=60, text=fmt)
+    assert r.status == "completed", r
+    jsonschema.validate(json.loads(r.output_text), PERSON)
+    assert r.text.format.type == "json_schema" and r.text.format.name == "person", r.text
+    with client.responses.stream(model=MODEL, instructions=INSTRUCTIONS, temperature=0,
+                                 input="Invent a person.", max_output_tokens=60, text=fmt) as s:
+        streamed = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+    assert streamed == r.output_text, (streamed, r.output_text)
+    obj = create(input="Give me a JSON object with the name and age of a cat.",
+                 max_output_tokens=60, text={"format": {"type": "json_object"}})
+    assert obj.status == "completed" and isinstance(json.loads(obj.output_text), dict), obj
 
 
 def tokenize(content, **kw):

@@ -9,34 +9,31 @@
 //! | `tool_result` blocks | `tool` messages, before the rest of the user's turn |
 //! | `tools` (client tools) | `function` tools |
 //! | `tool_choice` auto / any / tool / none | `auto` / `required` / a named function / `none` |
-//! | `output_config.format` (JSON schema) | `response_format` (JSON schema) |
+//! | `output_config.format` or `output_format` (JSON schema) | `response_format` (JSON schema) |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `top_k`, `stream` | the same |
 
 use serde_json::{json, Map, Value};
 
 use super::{Content, MessagesRequest, ToolChoice};
 use crate::error::ApiError;
-use crate::refuse::{self, refusal};
+use crate::refuse::refusal;
 use crate::wire::ChatRequest;
 
 /// The chat request, or a 400 naming the field that cannot be served.
 pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
-    let (chat, pending) = chat_json(req)?;
-    refuse::pending(&pending)?;
-    serde_json::from_value(chat)
+    serde_json::from_value(chat_json(req)?)
         .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
 }
 
-/// The chat-completions body, and the fields that need tool calling or structured output.
-pub fn chat_json(req: &MessagesRequest) -> Result<(Value, Vec<String>), ApiError> {
+/// The chat-completions body.
+pub fn chat_json(req: &MessagesRequest) -> Result<Value, ApiError> {
     refuse_unsupported(req)?;
-    let mut pending = Vec::new();
     let mut messages = Vec::new();
     if let Some(system) = &req.system {
         messages.push(json!({"role": "system", "content": system_text(system)?}));
     }
     for (i, m) in req.messages.iter().enumerate() {
-        turn(i, &m.role, &m.content, &mut messages, &mut pending)?;
+        turn(i, &m.role, &m.content, &mut messages)?;
     }
     // A final assistant message is continued, unless it calls tools.
     let prefill = req.messages.last().is_some_and(|m| {
@@ -62,7 +59,6 @@ pub fn chat_json(req: &MessagesRequest) -> Result<(Value, Vec<String>), ApiError
         prefill.then_some(Value::Bool(true)),
     );
     if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
-        pending.push("tools".into());
         let tools: Vec<Value> = tools
             .iter()
             .map(|t| {
@@ -77,33 +73,47 @@ pub fn chat_json(req: &MessagesRequest) -> Result<(Value, Vec<String>), ApiError
     }
     if let Some(choice) = &req.tool_choice {
         let (value, parallel) = tool_choice(choice)?;
-        if value != "auto" && value != "none" {
-            pending.push("tool_choice".into());
-        }
         put("tool_choice", Some(value));
         put(
             "parallel_tool_calls",
             parallel.then_some(Value::Bool(false)),
         );
     }
-    if let Some(format) = req.output_config.as_ref().and_then(|o| o.format.as_ref()) {
+    let config_format = req.output_config.as_ref().and_then(|o| o.format.as_ref());
+    let format = match (config_format, &req.output_format) {
+        (Some(_), Some(_)) => {
+            return Err(refusal(
+                "output_format",
+                "give the format once, in `output_config.format`",
+            ))
+        }
+        (Some(f), None) => Some(("output_config.format", f)),
+        (None, Some(f)) => Some(("output_format", f)),
+        (None, None) => None,
+    };
+    if let Some((field, format)) = format {
         if format.kind != "json_schema" {
             return Err(refusal(
-                "output_config.format",
+                field,
                 &format!(
                     "format type `{}` is not supported (only `json_schema`)",
                     format.kind
                 ),
             ));
         }
-        pending.push("output_config.format".into());
+        if format.schema.is_none() {
+            return Err(refusal(
+                &format!("{field}.schema"),
+                "a `json_schema` format needs a schema",
+            ));
+        }
         let schema = json!({"name": "output", "schema": format.schema});
         put(
             "response_format",
             Some(json!({"type": "json_schema", "json_schema": schema})),
         );
     }
-    Ok((Value::Object(chat), pending))
+    Ok(Value::Object(chat))
 }
 
 fn refuse_unsupported(req: &MessagesRequest) -> Result<(), ApiError> {
@@ -156,7 +166,6 @@ fn turn(
     role: &str,
     content: &Content,
     messages: &mut Vec<Value>,
-    pending: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     if role != "user" && role != "assistant" {
         let why = format!("the role must be `user` or `assistant`, got `{role}`");
@@ -181,7 +190,6 @@ fn turn(
                 let arguments = b.input.clone().unwrap_or_else(|| json!({})).to_string();
                 calls.push(json!({"id": b.id, "type": "function",
                                   "function": {"name": b.name, "arguments": arguments}}));
-                pending.push(at);
             }
             ("tool_result", "user") => {
                 let text = match &b.content {
@@ -195,7 +203,6 @@ fn turn(
                 };
                 messages
                     .push(json!({"role": "tool", "tool_call_id": b.tool_use_id, "content": text}));
-                pending.push(at);
             }
             (kind, _) => return Err(block_refusal(&at, kind)),
         }
@@ -250,8 +257,7 @@ mod tests {
                 {"role": "assistant", "content": "The colour is"},
             ],
         }));
-        let (chat, pending) = chat_json(&req).expect("maps");
-        assert!(pending.is_empty(), "{pending:?}");
+        let chat = chat_json(&req).expect("maps");
         assert_eq!(
             chat,
             json!({
@@ -272,8 +278,8 @@ mod tests {
         assert_eq!(chat.texts().expect("texts")[3].1, "Name a colour");
     }
 
-    /// Tools map onto the chat request's tool fields, and the request is refused by
-    /// name.
+    /// Tools, tool uses and tool results map onto the chat request's tool fields, and the
+    /// result is a chat request the chat path serves.
     #[test]
     fn tool_use_maps_to_tool_calls_and_tool_messages() {
         let req = request(json!({
@@ -288,19 +294,12 @@ mod tests {
                     {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]},
                 {"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
+                     "content": [{"type": "text", "text": "no such "}, {"type": "text", "text": "city"}]},
                     {"type": "text", "text": "Thanks"}]},
             ],
         }));
-        let (chat, pending) = chat_json(&req).expect("maps");
-        assert_eq!(
-            pending,
-            [
-                "messages[1].content[1]",
-                "messages[2].content[0]",
-                "tools",
-                "tool_choice"
-            ]
-        );
+        let chat = chat_json(&req).expect("maps");
         assert_eq!(
             chat["messages"][1]["tool_calls"],
             json!([{"id": "toolu_1", "type": "function",
@@ -312,6 +311,10 @@ mod tests {
         );
         assert_eq!(
             chat["messages"][3],
+            json!({"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no such city"})
+        );
+        assert_eq!(
+            chat["messages"][4],
             json!({"role": "user", "content": [{"type": "text", "text": "Thanks"}]})
         );
         assert_eq!(
@@ -324,11 +327,75 @@ mod tests {
         );
         assert_eq!(chat["parallel_tool_calls"], json!(false));
         assert!(chat.get("continue_final_message").is_none());
-        let e = to_chat(&req).expect_err("tools are refused");
-        assert!(
-            e.status == 400 && e.message.contains("messages[1].content[1]"),
-            "{e:?}"
-        );
+        let chat = to_chat(&req).expect("a chat request");
+        assert_eq!(chat.parallel_tool_calls, Some(false));
+        let plan = crate::tools::plan(
+            chat.tools.as_deref(),
+            chat.tool_choice.as_ref(),
+            chat.parallel_tool_calls,
+        )
+        .expect("a tool plan");
+        let forced: Vec<&str> = plan
+            .forced
+            .iter()
+            .flatten()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(forced, ["weather"]);
+        for (choice, forced, offered) in [
+            (json!({"type": "any"}), true, true),
+            (json!({"type": "auto"}), false, true),
+            (json!({"type": "none"}), false, false),
+        ] {
+            let mut body = json!({"model": "m", "max_tokens": 9,
+                "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": "hi"}]});
+            body["tool_choice"] = choice.clone();
+            let chat = to_chat(&request(body)).expect("maps");
+            let plan = crate::tools::plan(
+                chat.tools.as_deref(),
+                chat.tool_choice.as_ref(),
+                chat.parallel_tool_calls,
+            )
+            .expect("a tool plan");
+            assert_eq!(
+                (plan.forced.is_some(), plan.reads_calls()),
+                (forced, offered),
+                "{choice}"
+            );
+        }
+    }
+
+    /// Both forms of the structured-output field map onto a JSON-schema `response_format`.
+    #[test]
+    fn output_formats_map_to_a_json_schema_response_format() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let base = json!({"model": "m", "max_tokens": 9,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let format = json!({"type": "json_schema", "schema": schema});
+        for key in ["output_config", "output_format"] {
+            let mut body = base.clone();
+            body[key] = if key == "output_config" {
+                json!({"format": format})
+            } else {
+                format.clone()
+            };
+            let chat = chat_json(&request(body.clone())).expect("maps");
+            assert_eq!(
+                chat["response_format"],
+                json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}})
+            );
+            assert!(to_chat(&request(body)).is_ok());
+        }
+        let mut both = base.clone();
+        both["output_format"] = format.clone();
+        both["output_config"] = json!({"format": format});
+        let e = to_chat(&request(both)).expect_err("twice");
+        assert_eq!(e.param.as_deref(), Some("output_format"));
+        let mut bare = base.clone();
+        bare["output_format"] = json!({"type": "json_schema"});
+        let e = to_chat(&request(bare)).expect_err("no schema");
+        assert_eq!(e.param.as_deref(), Some("output_format.schema"));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct MessagesRequest {
     pub tool_choice: Option<ToolChoice>,
     pub thinking: Option<Thinking>,
     pub output_config: Option<OutputConfig>,
+    /// The structured-outputs beta's form of `output_config.format`.
+    pub output_format: Option<OutputFormat>,
     pub container: Option<Value>,
     pub mcp_servers: Option<Value>,
 }
@@ -122,19 +124,22 @@ pub async fn messages(
         return Err(crate::refuse::refusal("max_tokens", "Field required").into());
     }
     let chat = map::to_chat(&req)?;
-    let (engine_req, _) = s.chat_request(&chat).await?;
-    let reply = reply::Reply {
-        id: format!("msg_{:024}", engine_req.id),
-        model: s.model_id().to_string(),
-        input_tokens: engine_req.prompt.len(),
-    };
+    let (engine_req, tools) = s.chat_request(&chat).await?;
+    let request = engine_req.id;
+    let reply = reply::Reply::new(
+        format!("msg_{request:024}"),
+        s.model_id().to_string(),
+        engine_req.prompt.len(),
+        tools.is_some(),
+    );
     let stops = engine_req.stop.clone();
-    let run = TextRun::new(s.submit(engine_req)?, s.tokenizer().clone(), stops);
+    let run = TextRun::new(s.submit(engine_req)?, s.tokenizer().clone(), stops)
+        .reading_calls(tools, request);
     if req.stream.unwrap_or(false) {
         Ok(text_run::sse(run, reply).into_response())
     } else {
-        let (text, outcome) = run.collect().await?;
-        Ok(Json(reply.message(&text, &outcome)).into_response())
+        let out = run.collect().await?;
+        Ok(Json(reply.message(&out)).into_response())
     }
 }
 

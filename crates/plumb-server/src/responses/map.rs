@@ -15,20 +15,17 @@ use serde_json::{json, Map, Value};
 
 use super::{Input, Item, ItemContent, ResponsesRequest};
 use crate::error::ApiError;
-use crate::refuse::{self, refusal};
+use crate::refuse::refusal;
 use crate::wire::ChatRequest;
 
 /// The chat request, or a 400 naming the field that cannot be served.
 pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, ApiError> {
-    let (chat, pending) = chat_json(req)?;
-    refuse::pending(&pending)?;
-    serde_json::from_value(chat)
+    serde_json::from_value(chat_json(req)?)
         .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
 }
 
-/// The chat-completions body, and the fields that need tool calling or structured output.
-pub fn chat_json(req: &ResponsesRequest) -> Result<(Value, Vec<String>), ApiError> {
-    let mut pending = Vec::new();
+/// The chat-completions body.
+pub fn chat_json(req: &ResponsesRequest) -> Result<Value, ApiError> {
     let mut messages = Vec::new();
     if let Some(i) = &req.instructions {
         messages.push(json!({"role": "system", "content": i}));
@@ -38,7 +35,7 @@ pub fn chat_json(req: &ResponsesRequest) -> Result<(Value, Vec<String>), ApiErro
         Some(Input::Text(t)) => messages.push(json!({"role": "user", "content": t})),
         Some(Input::Items(items)) => {
             for (i, item) in items.iter().enumerate() {
-                push_item(i, item, &mut messages, &mut pending)?;
+                push_item(i, item, &mut messages)?;
             }
         }
     }
@@ -58,31 +55,25 @@ pub fn chat_json(req: &ResponsesRequest) -> Result<(Value, Vec<String>), ApiErro
         "parallel_tool_calls",
         req.parallel_tool_calls.map(Value::from),
     );
-    put("tools", tools(req, &mut pending)?);
+    put("tools", tools(req)?);
     if let Some(choice) = &req.tool_choice {
-        put("tool_choice", Some(tool_choice(choice, &mut pending)?));
+        put("tool_choice", Some(tool_choice(choice)?));
     }
     if let Some(text) = &req.text {
         if text.verbosity.is_some() {
             return Err(refusal("text.verbosity", "verbosity is not supported"));
         }
-        put("response_format", response_format(text, &mut pending)?);
+        put("response_format", response_format(text)?);
     }
-    Ok((Value::Object(chat), pending))
+    Ok(Value::Object(chat))
 }
 
 /// Item `i` as a chat message; consecutive `function_call`s share one assistant message.
-fn push_item(
-    i: usize,
-    item: &Item,
-    messages: &mut Vec<Value>,
-    pending: &mut Vec<String>,
-) -> Result<(), ApiError> {
+fn push_item(i: usize, item: &Item, messages: &mut Vec<Value>) -> Result<(), ApiError> {
     let at = format!("input[{i}]");
     match item.kind.as_deref().unwrap_or("message") {
         "message" => messages.push(message(&at, item)?),
         "function_call" => {
-            pending.push(at);
             let call = json!({"id": item.call_id, "type": "function",
                               "function": {"name": item.name, "arguments": item.arguments}});
             match messages.last_mut() {
@@ -96,7 +87,6 @@ fn push_item(
             }
         }
         "function_call_output" => {
-            pending.push(at);
             let output = match &item.output {
                 Some(Value::String(s)) => s.clone(),
                 Some(v) => v.to_string(),
@@ -141,11 +131,10 @@ fn message(at: &str, item: &Item) -> Result<Value, ApiError> {
     Ok(json!({"role": role, "content": content}))
 }
 
-fn tools(req: &ResponsesRequest, pending: &mut Vec<String>) -> Result<Option<Value>, ApiError> {
+fn tools(req: &ResponsesRequest) -> Result<Option<Value>, ApiError> {
     let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    pending.push("tools".into());
     let mut out = Vec::new();
     for (i, t) in tools.iter().enumerate() {
         if t.kind != "function" {
@@ -163,16 +152,19 @@ fn tools(req: &ResponsesRequest, pending: &mut Vec<String>) -> Result<Option<Val
     Ok(Some(Value::Array(out)))
 }
 
-fn tool_choice(choice: &Value, pending: &mut Vec<String>) -> Result<Value, ApiError> {
+fn tool_choice(choice: &Value) -> Result<Value, ApiError> {
     match choice {
-        Value::String(s) if s == "auto" || s == "none" => Ok(choice.clone()),
-        Value::String(s) if s == "required" => {
-            pending.push("tool_choice".into());
+        Value::String(s) if ["auto", "none", "required"].contains(&s.as_str()) => {
             Ok(choice.clone())
         }
         Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            pending.push("tool_choice".into());
-            Ok(json!({"type": "function", "function": {"name": o.get("name")}}))
+            match o.get("name").and_then(Value::as_str) {
+                Some(name) => Ok(json!({"type": "function", "function": {"name": name}})),
+                None => Err(refusal(
+                    "tool_choice.name",
+                    "a function tool choice names the function",
+                )),
+            }
         }
         other => Err(refusal(
             "tool_choice",
@@ -181,10 +173,7 @@ fn tool_choice(choice: &Value, pending: &mut Vec<String>) -> Result<Value, ApiEr
     }
 }
 
-fn response_format(
-    text: &super::TextConfig,
-    pending: &mut Vec<String>,
-) -> Result<Option<Value>, ApiError> {
+fn response_format(text: &super::TextConfig) -> Result<Option<Value>, ApiError> {
     let Some(f) = &text.format else {
         return Ok(None);
     };
@@ -199,7 +188,6 @@ fn response_format(
             return Err(refusal("text.format", &why));
         }
     };
-    pending.push("text.format".into());
     Ok(Some(format))
 }
 
@@ -223,8 +211,7 @@ mod tests {
                 {"role": "developer", "content": [{"type": "input_text", "text": "Use French."}]},
             ],
         }));
-        let (chat, pending) = chat_json(&req).expect("maps");
-        assert!(pending.is_empty(), "{pending:?}");
+        let chat = chat_json(&req).expect("maps");
         assert_eq!(
             chat,
             json!({"model": "m", "max_tokens": 20, "temperature": 0.0, "top_p": 0.5,
@@ -242,13 +229,13 @@ mod tests {
         );
         let plain = request(json!({"model": "m", "input": "Hi"}));
         assert_eq!(
-            chat_json(&plain).expect("maps").0["messages"],
+            chat_json(&plain).expect("maps")["messages"],
             json!([{"role": "user", "content": "Hi"}])
         );
     }
 
-    /// Function calls map onto the chat request's tool fields, and the request is refused by
-    /// name.
+    /// Function tools, calls and outputs map onto the chat request's tool fields, and the
+    /// result is a chat request the chat path serves.
     #[test]
     fn function_calls_map_to_tool_calls() {
         let req = request(json!({
@@ -263,18 +250,7 @@ mod tests {
                 {"type": "function_call_output", "call_id": "c1", "output": "18 C"},
             ],
         }));
-        let (chat, pending) = chat_json(&req).expect("maps");
-        assert_eq!(
-            pending,
-            [
-                "input[1]",
-                "input[2]",
-                "input[3]",
-                "tools",
-                "tool_choice",
-                "text.format"
-            ]
-        );
+        let chat = chat_json(&req).expect("maps");
         let calls = chat["messages"][1]["tool_calls"].as_array().expect("calls");
         assert_eq!(calls.len(), 2, "{chat}");
         assert_eq!(
@@ -290,8 +266,32 @@ mod tests {
             json!({"type": "function", "function": {"name": "weather"}})
         );
         assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
-        let e = to_chat(&req).expect_err("tools are refused");
-        assert_eq!(e.param.as_deref(), Some("input[1]"));
+        let chat = to_chat(&req).expect("a chat request");
+        let plan = crate::tools::plan(
+            chat.tools.as_deref(),
+            chat.tool_choice.as_ref(),
+            chat.parallel_tool_calls,
+        )
+        .expect("a tool plan");
+        let forced: Vec<&str> = plan
+            .forced
+            .iter()
+            .flatten()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(forced, ["weather"]);
+        let object = request(json!({"model": "m", "input": "x",
+                                    "text": {"format": {"type": "json_object"}}}));
+        assert_eq!(
+            chat_json(&object).expect("maps")["response_format"],
+            json!({"type": "json_object"})
+        );
+        let nameless = request(json!({"model": "m", "input": "x",
+                                      "tool_choice": {"type": "function"}}));
+        assert_eq!(
+            to_chat(&nameless).expect_err("no name").param.as_deref(),
+            Some("tool_choice.name")
+        );
     }
 
     #[test]

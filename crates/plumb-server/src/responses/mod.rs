@@ -201,22 +201,22 @@ pub async fn create(
     let req: ResponsesRequest = wire::parse(&body)?;
     req.refused.check()?;
     let chat = map::to_chat(&req)?;
-    let (engine_req, _) = s.chat_request(&chat).await?;
-    let reply = reply::Reply {
-        id: format!("resp_{:024}", engine_req.id),
-        item_id: format!("msg_{:024}", engine_req.id),
-        created_at: unix_now(),
-        model: s.model_id().to_string(),
-        input_tokens: engine_req.prompt.len(),
-        echo: reply::Echo::of(&req),
-        text: String::new(),
-        sequence: 0,
-    };
-    let run = TextRun::new(s.submit(engine_req)?, s.tokenizer().clone(), Vec::new());
+    let (engine_req, tools) = s.chat_request(&chat).await?;
+    let request = engine_req.id;
+    let reply = reply::Reply::new(
+        request,
+        unix_now(),
+        s.model_id().to_string(),
+        engine_req.prompt.len(),
+        reply::Echo::of(&req),
+        tools.is_some(),
+    );
+    let run = TextRun::new(s.submit(engine_req)?, s.tokenizer().clone(), Vec::new())
+        .reading_calls(tools, request);
     if req.stream.unwrap_or(false) {
         Ok(text_run::sse(run, reply).into_response())
     } else {
-        let (text, outcome) = run.collect().await?;
-        Ok(Json(reply.response(&text, &outcome)).into_response())
+        let out = run.collect().await?;
+        Ok(Json(reply.response(&out)).into_response())
     }
 }

@@ -3,12 +3,44 @@
 //! content up to where a call may begin, then per call its header (`index`, `id`, `type`,
 //! `function.name`) once the name is complete, then its arguments in fragments. At the end
 //! the whole output is read as the non-streaming response reads it, so the deltas add up to
-//! that response.
+//! that response. The deltas are typed ([`Delta`]); [`Delta::to_openai`] writes a chat
+//! delta, and the translated APIs write their own events from them.
 
 use serde_json::{json, Value};
 
 use super::parse::{self, Call};
 use super::{call_id, Family};
+
+/// What a piece of output adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delta {
+    /// Message content.
+    Content(String),
+    /// Call `index` begins: its id and the function's name.
+    CallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s arguments (JSON text).
+    Arguments { index: usize, fragment: String },
+}
+
+impl Delta {
+    /// The chat-completions `delta` object.
+    pub fn to_openai(&self) -> Value {
+        match self {
+            Delta::Content(c) => json!({"content": c}),
+            Delta::CallStart { index, id, name } => json!({"tool_calls": [{
+                "index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }]}),
+            Delta::Arguments { index, fragment } => {
+                json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+            }
+        }
+    }
+}
 
 /// Per choice.
 pub struct ToolStream {
@@ -41,7 +73,7 @@ impl ToolStream {
     }
 
     /// The deltas `piece` of output text adds.
-    pub fn push(&mut self, piece: &str) -> Vec<Value> {
+    pub fn push(&mut self, piece: &str) -> Vec<Delta> {
         self.text.push_str(piece);
         let found = parse::locate(self.family, &self.text);
         // Trailing whitespace waits: it is dropped if a call follows.
@@ -65,7 +97,7 @@ impl ToolStream {
     }
 
     /// The last deltas, and whether the output holds calls.
-    pub fn finish(&mut self) -> (Vec<Value>, bool) {
+    pub fn finish(&mut self) -> (Vec<Delta>, bool) {
         let (content, calls) = parse::finish(self.family, &self.text);
         let mut out = Vec::new();
         let content_len = content.len();
@@ -83,28 +115,33 @@ impl ToolStream {
         (out, !calls.is_empty())
     }
 
-    fn content_up_to(&mut self, end: usize, out: &mut Vec<Value>) {
+    fn content_up_to(&mut self, end: usize, out: &mut Vec<Delta>) {
         if end > self.content_sent {
-            out.push(json!({"content": self.text[self.content_sent..end]}));
+            out.push(Delta::Content(
+                self.text[self.content_sent..end].to_string(),
+            ));
             self.content_sent = end;
         }
     }
 
-    fn call(&mut self, index: usize, name: &str, arguments: &str, out: &mut Vec<Value>) {
+    fn call(&mut self, index: usize, name: &str, arguments: &str, out: &mut Vec<Delta>) {
         while self.calls.len() <= index {
             self.calls.push(Sent::default());
         }
         let sent = &mut self.calls[index];
         if !sent.header {
-            let id = call_id(self.request, self.choice, index);
-            out.push(json!({"tool_calls": [{
-                "index": index, "id": id, "type": "function",
-                "function": {"name": name, "arguments": ""},
-            }]}));
+            out.push(Delta::CallStart {
+                index,
+                id: call_id(self.request, self.choice, index),
+                name: name.to_string(),
+            });
             sent.header = true;
         }
         if let Some(more) = arguments.get(sent.arguments..).filter(|m| !m.is_empty()) {
-            out.push(json!({"tool_calls": [{"index": index, "function": {"arguments": more}}]}));
+            out.push(Delta::Arguments {
+                index,
+                fragment: more.to_string(),
+            });
             sent.arguments = arguments.len();
         }
     }
@@ -132,7 +169,7 @@ mod tests {
         deltas.extend(last);
         let mut content = String::new();
         let mut calls: Vec<(String, String, String)> = Vec::new();
-        for d in deltas {
+        for d in deltas.iter().map(Delta::to_openai) {
             content.push_str(d["content"].as_str().unwrap_or(""));
             for c in d["tool_calls"].as_array().into_iter().flatten() {
                 let i = c["index"].as_u64().expect("index") as usize;
@@ -188,7 +225,11 @@ mod tests {
     fn arguments_stream_before_the_call_closes() {
         let mut s = ToolStream::new(Family::Hermes, 1, 0);
         assert!(s.push("<tool_ca").is_empty(), "a marker prefix waits");
-        let d = s.push("ll>\n{\"name\": \"f\", \"arguments\": {\"q\": \"ab");
+        let d: Vec<Value> = s
+            .push("ll>\n{\"name\": \"f\", \"arguments\": {\"q\": \"ab")
+            .iter()
+            .map(Delta::to_openai)
+            .collect();
         assert_eq!(d[0]["tool_calls"][0]["function"]["name"], "f");
         assert_eq!(
             d[1]["tool_calls"][0]["function"]["arguments"],
@@ -197,7 +238,14 @@ mod tests {
         let d = s.push("c\"}}\n</tool_call>");
         assert_eq!(
             d,
-            vec![json!({"tool_calls": [{"index": 0, "function": {"arguments": "c\"}"}}]})]
+            vec![Delta::Arguments {
+                index: 0,
+                fragment: "c\"}".into()
+            }]
+        );
+        assert_eq!(
+            d[0].to_openai(),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "c\"}"}}]})
         );
         assert_eq!(s.finish(), (vec![], true));
     }
