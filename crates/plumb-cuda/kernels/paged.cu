@@ -23,13 +23,18 @@
 // items of PG_ITEM words (q_row, n_tokens, pos0, table offset into meta, rho0), then the block
 // tables. An item is ROWS rows (token, query head of KV head kvh) of one sequence, as
 // attn_fwd's tiles; decode rows (n_tokens 1) and prefill rows mix freely.
-// Launch: grid (n_items, n_kv_heads), block 128. Same tile walk as attn_fwd (no key splits),
-// and the same sliding window (window > 0: a row sees its last `window` positions).
+// Launch: grid (n_items, n_kv_heads, n_split), block 128. Same tile walk as attn_fwd, and the
+// same sliding window (window > 0: a row sees its last `window` positions). With n_split = 1 a
+// block walks its item's keys and writes out. With n_split > 1 (few items: a decode batch of
+// one to a few dozen sequences would leave most multiprocessors idle) the item's key range is
+// cut into n_split whole-tile chunks, computed here from the item's own length, so the grid
+// depends only on the batch (a recorded step replays it at any length); split z writes its
+// rows' running max, sum and unnormalized output to part, and attn_paged_merge combines them.
 #define PG_ITEM 5
 template <int HD>
 static __device__ void attn_paged_impl(const float* q, const float* k, const float* v, float* out,
-                                       const u32* meta, int n_heads, int n_kv_heads, float scale,
-                                       int block_size, int window) {
+                                       float* part, const u32* meta, int n_heads,
+                                       int n_kv_heads, float scale, int block_size, int window) {
     constexpr int DPL = HD / WARP;
     __shared__ float Qs[ROWS][HD];
     __shared__ float Ks[BK][HD + 1];
@@ -54,7 +59,12 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
     }
     const int last_rho = min(rho0 + ROWS, n_rows) - 1;
     const int k_end = pos0 + last_rho / G + 1;
-    const int k_start = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) / BK * BK : 0;
+    const int k_first = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) / BK * BK : 0;
+    const int n_split = gridDim.z, split = blockIdx.z;
+    // This block's keys [k_start, k_stop): whole tiles of the item's range (all of it alone).
+    const int chunk = ((k_end - k_first + n_split - 1) / n_split + BK - 1) / BK * BK;
+    const int k_start = min(k_end, k_first + split * chunk);
+    const int k_stop = n_split > 1 ? min(k_end, k_start + chunk) : k_end;
 
     float m[4], l[4], acc[4][DPL];
 #pragma unroll
@@ -64,12 +74,12 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
         for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
     }
 
-    for (int kt = k_start; kt < k_end; kt += BK) {
+    for (int kt = k_start; kt < k_stop; kt += BK) {
         __syncthreads();
         for (int i = threadIdx.x; i < BK * HD / 4; i += blockDim.x) {
             const int j = i / (HD / 4), d = 4 * (i % (HD / 4)), key = kt + j;
             float4 kk = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kk;
-            if (key < k_end) {
+            if (key < k_stop) {
                 const size_t slot = (size_t)tab[key / block_size] * block_size + key % block_size;
                 const size_t off = slot * kv_dim + (size_t)kvh * HD + d;
                 kk = *reinterpret_cast<const float4*>(k + off);
@@ -86,7 +96,7 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
             const int limit = pos0 + rho / G;
             const int first = window > 0 ? limit + 1 - window : 0;
             const int key = kt + lane;
-            const bool valid = key < k_end && key <= limit && key >= first;
+            const bool valid = key < k_stop && key <= limit && key >= first;
             float s = NEG_INF;
             if (valid) {
                 s = 0.0f;
@@ -110,6 +120,21 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
         }
     }
 
+    if (n_split > 1) {
+        // An empty chunk (a short item) leaves m = -inf, l = 0: the merge gives it no weight.
+        float* base =
+            part + (((size_t)blockIdx.x * n_kv_heads + kvh) * n_split + split) * ROWS * (HD + 2);
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int lr = warp + 4 * r;
+            if (rho0 + lr >= n_rows) continue;
+            float* pr = base + (size_t)lr * (HD + 2);
+            if (lane == 0) { pr[0] = m[r]; pr[1] = l[r]; }
+#pragma unroll
+            for (int i = 0; i < DPL; i++) pr[2 + lane + WARP * i] = acc[r][i];
+        }
+        return;
+    }
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const int rho = rho0 + warp + 4 * r;
@@ -122,13 +147,56 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
     }
 }
 
+// attn_paged_merge — the n_split partials of attn_paged's rows into out: per row,
+// M = max m_s, out = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s. Grid (n_items,
+// n_kv_heads), block 128 (a warp per row, four rows each, lanes over HD).
+template <int HD>
+static __device__ void attn_paged_merge_impl(const float* part, float* out, const u32* meta,
+                                             int n_heads, int n_kv_heads, int n_split) {
+    constexpr int DPL = HD / WARP;
+    const u32* it = meta + (size_t)blockIdx.x * PG_ITEM;
+    const int q_row = (int)it[0], n_tokens = (int)it[1], rho0 = (int)it[4];
+    const int G = n_heads / n_kv_heads, kvh = blockIdx.y, n_rows = n_tokens * G;
+    const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    const size_t stride = (size_t)ROWS * (HD + 2);
+    const float* base = part + ((size_t)blockIdx.x * n_kv_heads + kvh) * n_split * stride;
+    for (int r = 0; r < 4; r++) {
+        const int lr = warp + 4 * r, rho = rho0 + lr;
+        if (rho >= n_rows) continue;
+        const float* pr = base + (size_t)lr * (HD + 2);
+        float mx = NEG_INF;
+        for (int z = 0; z < n_split; z++) mx = fmaxf(mx, pr[z * stride]);
+        float sum = 0.0f, o[DPL];
+#pragma unroll
+        for (int i = 0; i < DPL; i++) o[i] = 0.0f;
+        for (int z = 0; z < n_split; z++) {
+            const float mz = pr[z * stride];
+            if (mz == NEG_INF) continue;
+            const float w = expf(mz - mx);
+            sum += w * pr[z * stride + 1];
+#pragma unroll
+            for (int i = 0; i < DPL; i++) o[i] += w * pr[z * stride + 2 + lane + WARP * i];
+        }
+        const int t = rho / G, h = kvh * G + rho % G;
+        const size_t row = (size_t)(q_row + t) * n_heads + h;
+        const float inv = 1.0f / sum;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) out[row * HD + lane + WARP * i] = o[i] * inv;
+    }
+}
+
 #define ATTN_PAGED(HD)                                                                         \
     extern "C" __global__ void attn_paged_hd##HD(const float* q, const float* k, const float* v,\
-                                                 float* out, const u32* meta, int n_heads,     \
-                                                 int n_kv_heads, float scale, int block_size,  \
-                                                 int window) {                                 \
-        attn_paged_impl<HD>(q, k, v, out, meta, n_heads, n_kv_heads, scale, block_size,        \
+                                                 float* out, float* part, const u32* meta,     \
+                                                 int n_heads, int n_kv_heads, float scale,     \
+                                                 int block_size, int window) {                 \
+        attn_paged_impl<HD>(q, k, v, out, part, meta, n_heads, n_kv_heads, scale, block_size,  \
                             window);                                                           \
+    }                                                                                          \
+    extern "C" __global__ void attn_paged_merge_hd##HD(const float* part, float* out,           \
+                                                       const u32* meta, int n_heads,           \
+                                                       int n_kv_heads, int n_split) {          \
+        attn_paged_merge_impl<HD>(part, out, meta, n_heads, n_kv_heads, n_split);              \
     }
 ATTN_PAGED(64)
 ATTN_PAGED(128)

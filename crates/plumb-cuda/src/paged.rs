@@ -43,6 +43,13 @@ pub(crate) fn paged_meta(seqs: &[PagedSeq<'_>], group: usize) -> (Vec<u32>, usiz
     (meta, n_items)
 }
 
+/// Key splits of attn_paged for `blocks` (item, KV head) pairs on `sms` multiprocessors:
+/// enough to give every multiprocessor two blocks, at most 16; 1 once the pairs alone do.
+/// Depends on the batch only, never on lengths, so a recorded step keeps its grid.
+pub(crate) fn paged_splits(blocks: usize, sms: usize) -> usize {
+    (2 * sms).div_ceil(blocks.max(1)).clamp(1, 16)
+}
+
 /// The persistent u32 buffers [`CudaBackend::upload_u32s`] fills.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Upload {
@@ -195,14 +202,28 @@ impl CudaBackend {
             int(block_size, "attention_paged", "block size")?,
             window_arg(window, "attention_paged")?,
         ];
+        let n_split = paged_splits(n_items * n_kv_heads, self.info().sm_count);
+        let part_len = if n_split > 1 {
+            n_items * n_kv_heads * n_split * ROWS * (hd + 2)
+        } else {
+            1
+        };
+        int(part_len, "attention_paged", "split partials")?;
+        let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
+        let part = self.ensure_len(&mut guard.paged_part, part_len)?;
         let cfg = LaunchConfig {
-            grid_dim: (n_items as u32, n_kv_heads as u32, 1),
+            grid_dim: (n_items as u32, n_kv_heads as u32, n_split as u32),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         let f = self.func("paged.cu", None, &format!("attn_paged_hd{hd}"))?;
         let mut b = self.stream.launch_builder(&f);
-        b.arg(q).arg(k_pool).arg(v_pool).arg(&*out).arg(&meta_ptr);
+        b.arg(q)
+            .arg(k_pool)
+            .arg(v_pool)
+            .arg(&*out)
+            .arg(&*part)
+            .arg(&meta_ptr);
         b.arg(&ints[0])
             .arg(&ints[1])
             .arg(&scale)
@@ -211,8 +232,25 @@ impl CudaBackend {
         // SAFETY: every sequence's q/out rows are in bounds and every slot it reads (positions
         // below pos0 + n_tokens through its first blocks) is inside both pools (checked
         // above); meta holds n_items items and the tables they point at (copied above, in
-        // stream order); hd ∈ {64, 128}; grid.y = n_kv_heads.
+        // stream order); hd ∈ {64, 128}; grid.y = n_kv_heads; part holds n_items ·
+        // n_kv_heads · n_split · ROWS · (hd + 2) floats when n_split > 1 (the only case the
+        // kernel writes it).
         unsafe { b.launch(cfg) }.ctx(|| "launching paged attention".into())?;
+        if n_split > 1 {
+            let n_split_i = n_split as i32;
+            let f = self.func("paged.cu", None, &format!("attn_paged_merge_hd{hd}"))?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&*part).arg(&*out).arg(&meta_ptr);
+            b.arg(&ints[0]).arg(&ints[1]).arg(&n_split_i);
+            let cfg = LaunchConfig {
+                grid_dim: (n_items as u32, n_kv_heads as u32, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: part holds every (item, KV head, split, row) partial the launch above
+            // wrote, in stream order; out and meta as above; grid = (n_items, n_kv_heads).
+            unsafe { b.launch(cfg) }.ctx(|| "launching the paged attention merge".into())?;
+        }
         Ok(())
     }
 }
@@ -220,6 +258,15 @@ impl CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_fill_the_gpu_and_stop_at_sixteen() {
+        // One sequence of an 8-KV-head model on 132 SMs: 8 pairs, 16 splits (128 blocks).
+        assert_eq!(paged_splits(8, 132), 16);
+        assert_eq!(paged_splits(16 * 8, 132), 3);
+        assert_eq!(paged_splits(64 * 8, 132), 1);
+        assert_eq!(paged_splits(0, 132), 16);
+    }
 
     #[test]
     fn meta_layout() {

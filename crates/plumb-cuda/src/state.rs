@@ -22,6 +22,8 @@ pub(crate) struct Scratch {
     /// Paged KV: the slots of a kv_write_slots call and attn_paged's items + block tables.
     pub slots: Option<CudaSlice<u32>>,
     pub paged_meta: Option<CudaSlice<u32>>,
+    /// attn_paged's split partials (src/paged.rs `paged_splits`).
+    pub paged_part: Option<CudaSlice<f32>>,
     /// What `slots` and `paged_meta` hold now (src/paged.rs reuses an equal upload).
     pub slots_host: Vec<u32>,
     pub paged_meta_host: Vec<u32>,

@@ -74,7 +74,9 @@ pub(super) fn attention<B: Backend>(cx: &mut Ctx<B>, quick: bool) {
 pub(super) fn attention_paged<B: Backend>(cx: &mut Ctx<B>) {
     // (sequences as (n_tokens, pos0), heads, kv heads, head_dim, block size): decode batches,
     // mixed prefill and decode, GQA 1/3/4/8, positions that end mid-block.
-    // Then the same with sliding windows (one of them cutting mid-block).
+    // Then the same with sliding windows (one of them cutting mid-block). And a decode batch
+    // of 40 sequences × 8 KV heads: enough (item, KV head) pairs that a GPU launcher may not
+    // split the keys, where the smaller batches are split.
     type Case = (
         &'static [(usize, usize)],
         usize,
@@ -83,7 +85,49 @@ pub(super) fn attention_paged<B: Backend>(cx: &mut Ctx<B>) {
         usize,
         Option<usize>,
     );
-    let cases: [Case; 8] = [
+    const MANY: &[(usize, usize)] = &[
+        (1, 20),
+        (1, 57),
+        (1, 94),
+        (1, 131),
+        (1, 168),
+        (1, 55),
+        (1, 92),
+        (1, 129),
+        (1, 166),
+        (1, 53),
+        (1, 90),
+        (1, 127),
+        (1, 164),
+        (1, 51),
+        (1, 88),
+        (1, 125),
+        (1, 162),
+        (1, 49),
+        (1, 86),
+        (1, 123),
+        (1, 160),
+        (1, 47),
+        (1, 84),
+        (1, 121),
+        (1, 158),
+        (1, 45),
+        (1, 82),
+        (1, 119),
+        (1, 156),
+        (1, 43),
+        (1, 80),
+        (1, 117),
+        (1, 154),
+        (1, 41),
+        (1, 78),
+        (1, 115),
+        (1, 152),
+        (1, 39),
+        (1, 76),
+        (1, 113),
+    ];
+    let cases: [Case; 9] = [
         (&[(1, 0), (1, 17), (1, 40)], 9, 3, 64, 16, None),
         (&[(5, 0), (1, 100), (3, 31)], 8, 2, 128, 16, None),
         (&[(1, 63), (1, 64), (1, 65), (1, 1)], 8, 1, 64, 32, None),
@@ -92,6 +136,7 @@ pub(super) fn attention_paged<B: Backend>(cx: &mut Ctx<B>) {
         (&[(5, 0), (1, 100), (3, 31)], 8, 2, 128, 16, Some(20)),
         (&[(1, 63), (1, 64), (1, 65), (1, 1)], 8, 1, 64, 32, Some(37)),
         (&[(4, 60), (1, 9)], 4, 1, 256, 16, Some(16)),
+        (MANY, 32, 8, 128, 16, None),
     ];
     for (seq_shapes, h, kvh, hd, bs, window) in cases {
         let kv_dim = kvh * hd;
