@@ -171,7 +171,6 @@ impl Backend for WgpuBackend {
         p: AttnParams,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        no_window("attention", p.window)?;
         self.attention_impl(q, k, v, p, out)
     }
 
@@ -225,7 +224,6 @@ impl Backend for WgpuBackend {
         p: PagedParams,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        no_window("attention_paged", p.window)?;
         self.attention_paged_impl(q, k_pool, v_pool, seqs, p, out)
     }
 
@@ -237,16 +235,5 @@ impl Backend for WgpuBackend {
     fn end_step(&self) -> Result<()> {
         self.lock_pending().in_step = false;
         self.op(|_, _| Ok(()))
-    }
-}
-
-/// The shaders attend to every earlier key: a sliding-window layer is refused, not run wrong.
-fn no_window(op: &'static str, window: Option<usize>) -> Result<()> {
-    match window {
-        None => Ok(()),
-        Some(w) => Err(OpError::Unsupported {
-            op,
-            what: format!("a sliding window of {w} keys (attention.wgsl attends to all keys)"),
-        }),
     }
 }
