@@ -182,6 +182,18 @@ impl Backend for WgpuBackend {
         self.add_impl(x, y, len)
     }
 
+    fn geglu(&self, gate: &WgpuBuf, up: &WgpuBuf, len: usize, out: &mut WgpuBuf) -> Result<()> {
+        self.geglu_impl(gate, up, len, out)
+    }
+
+    fn scale(&self, x: &mut WgpuBuf, s: f32, len: usize) -> Result<()> {
+        self.scale_impl(x, s, len)
+    }
+
+    fn softcap(&self, x: &mut WgpuBuf, cap: f32, len: usize) -> Result<()> {
+        self.softcap_impl(x, cap, len)
+    }
+
     fn argmax(&self, x: &WgpuBuf, len: usize) -> Result<u32> {
         let ids = self.argmax_impl(x, 1, len)?;
         ids.first()
