@@ -10,7 +10,7 @@ use plumb_ops::{
     shapes, AttnParams, Backend, OpError, PagedParams, PagedSeq, Precision, Result, RopeParams,
 };
 
-use crate::buffer::{WgpuBuf, WgpuWeight};
+use crate::buffer::{Part, WgpuBuf, WgpuWeight};
 use crate::device::WgpuBackend;
 use crate::weight::{pack, Format};
 
@@ -71,16 +71,37 @@ impl Backend for WgpuBackend {
 
     fn upload_weight(&self, w: &HostWeight) -> Result<WgpuWeight> {
         let (format, words) = pack(w)?;
-        let bytes: Vec<u8> = words.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let row_words = format.row_words(w.cols);
         let what = format!("weight {}", w.name);
-        let usage = wgpu::BufferUsages::STORAGE;
-        let t = self.buffer(bytes.len() as u64, usage, &what, Some(&bytes))?;
+        // Parts of as many whole rows as one buffer takes (one part unless the weight is
+        // larger than the adapter binds).
+        let part_rows = (self.weight_part_bytes / 4) as usize / row_words.max(1);
+        if part_rows == 0 {
+            return Err(OpError::Unsupported {
+                op: "upload_weight",
+                what: format!(
+                    "{what}: one row of {} bytes is more than {} binds ({} bytes)",
+                    row_words * 4,
+                    self.info().name,
+                    self.weight_part_bytes
+                ),
+            });
+        }
+        let mut parts = Vec::new();
+        for row0 in (0..w.rows.max(1)).step_by(part_rows) {
+            let rows = part_rows.min(w.rows - row0.min(w.rows));
+            let part = &words[row0 * row_words..(row0 + rows) * row_words];
+            let bytes: Vec<u8> = part.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let usage = wgpu::BufferUsages::STORAGE;
+            let t = self.buffer(bytes.len() as u64, usage, &what, Some(&bytes))?;
+            parts.push(Part { t, row0, rows });
+        }
         Ok(WgpuWeight {
-            t,
+            parts,
             rows: w.rows,
             cols: w.cols,
             format,
-            row_words: format.row_words(w.cols),
+            row_words,
             stored: w.ty,
         })
     }
