@@ -59,6 +59,30 @@ fn the_default_model_on_wgpu_meets_the_model_check() {
     assert_eq!(v["decisive_agree"], v["decisive"]);
 }
 
+/// Gemma 3 270M (Q4_K_M: Q5_0, Q8_0, Q4_K and Q6_K matrices, a 180 MiB Q8_0 embedding that
+/// lavapipe binds in two parts; GELU-tanh gates, QK norms, post norms, the scaled embedding and
+/// sliding-window layers) against the reference backend. The prompt's 20 positions run as one
+/// prefill (f32 activations), held to the accurate thresholds; about a minute on lavapipe.
+#[test]
+fn gemma_3_on_wgpu_meets_the_model_check() {
+    let o = plumb(&[
+        "check",
+        "--model",
+        "gemma-3-270m",
+        "--device",
+        "wgpu",
+        "--json",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["backend"], "wgpu");
+    assert_eq!(v["pass"], true);
+    assert!(v["positions"].as_u64().unwrap_or(0) >= 8, "{v}");
+    assert!(v["decisive"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(v["decisive_agree"], v["decisive"]);
+}
+
 #[test]
 fn a_missing_adapter_is_named() {
     // No Vulkan driver at all: the error says what is missing and how to get one.
