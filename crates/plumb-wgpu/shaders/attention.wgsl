@@ -1,6 +1,8 @@
 // attention.wgsl: causal attention with grouped-query heads over a contiguous KV cache
 // (entry attention) or the slots of a paged pool (entry attention_paged):
-//   out[r, h] = Σ_{j ≤ last(r)} softmax_j(scale · q[r, h] · k[j, h / group]) v[j, h / group]
+//   out[r, h] = Σ_{first(r) ≤ j ≤ last(r)} softmax_j(scale · q[r, h] · k[j, h / group]) v[j, h / group]
+// first(r) is 0, or with a sliding window of w keys (w > 0) max(0, last(r) + 1 - w): window 512
+// at position 600 → keys 89 ..= 600 (plumb_ops::window_start).
 // q, out: [rows, n_heads, head_dim]; k, v: [positions or slots, n_kv_heads, head_dim].
 // Contiguous: item r is row r at position pos0 + r. Paged: `data` holds, from data_at, one
 // (row, last position, table start relative to data_at) per item, then the block tables;
@@ -8,7 +10,8 @@
 // [7, 2], position 19 → block 2, offset 3 → slot 35).
 //
 // Launch (src/attention.rs): one workgroup of 64 per (item, head), g = item · n_heads + h. The
-// positions go by in tiles of 64, one score per invocation, with an online softmax: the running
+// positions first(r) ..= last(r) go by in tiles of 64 starting at first(r) (one workgroup walks
+// the whole range, so no split of it can end anywhere but at last(r)), one score per invocation, with an online softmax: the running
 // maximum m and denominator l are rescaled by e^(m_old - m_new) as each tile arrives, and
 // invocation i accumulates output dimensions i, i + 64, ... (head_dim ≤ 256) from the tile's
 // probabilities in workgroup memory. Max and sum are workgroup reductions (reduce_*).
@@ -27,6 +30,7 @@ struct Params {
     scale: f32,
     pos0: u32,
     block_size: u32,
+    window: u32, // keys per query (sliding window), 0: all keys
     data_at: u32,
 }
 
@@ -54,6 +58,10 @@ fn attend(l: Lanes, item: u32, h: u32, paged: bool) {
     let r = workgroupUniformLoad(&row_sh);
     let row = r.x;
     let n_kv = r.y + 1u;
+    var first = 0u;
+    if p.window != 0u && n_kv > p.window {
+        first = n_kv - p.window;
+    }
     let table = r.z;
     let qd = p.n_heads * p.head_dim;
     let head = (h / p.group) * p.head_dim;
@@ -63,7 +71,7 @@ fn attend(l: Lanes, item: u32, h: u32, paged: bool) {
     var m = NEG_BIG;
     var lsum = 0.0;
     var acc: array<f32, MAX_DIMS>;
-    for (var t0 = 0u; t0 < n_kv; t0 += WG) {
+    for (var t0 = first; t0 < n_kv; t0 += WG) {
         let j = t0 + l.id;
         var slot = j;
         if paged && j < n_kv {

@@ -6,6 +6,8 @@
 // ... Per 32-wide step of k the workgroup dequantizes W[64 × 32] (two deq4 per invocation) and
 // loads x[64 × 32] (8 values each); invocation (ty, tx) = (id / 16, id % 16) accumulates the
 // 4 × 4 outputs rows 4ty .. 4ty + 3, tokens 4tx .. 4tx + 3.
+// A weight split into parts (src/buffer.rs) is one launch per part: rows counts the part's rows,
+// and its row r is output row row0 + r of out_rows.
 // Check: `plumb check --device wgpu --op matmul` (the cases with n > 8). Time: `plumb bench-ops
 // --device wgpu` (the matmul rows of the prefill shapes).
 
@@ -20,6 +22,8 @@ struct Params {
     n: u32,
     row_words: u32,
     tiles_m: u32,
+    out_rows: u32,
+    row0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,7 +86,7 @@ fn matmul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
         for (var j = 0u; j < 4u; j++) {
             let t = t0 + 4u * tx + j;
             if r < p.rows && t < p.n {
-                out[t * p.rows + r] = acc[i][j];
+                out[t * p.out_rows + p.row0 + r] = acc[i][j];
             }
         }
     }

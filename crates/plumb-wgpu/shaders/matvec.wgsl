@@ -13,6 +13,8 @@
 // its units u = lane, lane + TPR, ...; their partial sums meet in a tree through workgroup
 // memory. Worked example: cols 576 → 18 units → TPR 32, two rows per workgroup; invocation 40
 // is lane 8 of the second row and takes unit 8 only (8 + 32 ≥ 18).
+// A weight split into parts (src/buffer.rs) is one launch per part: rows counts the part's rows,
+// and its row r is output row row0 + r of out_rows.
 // Check: `plumb check --device wgpu --op matmul` (the n ≤ 8 cases). Time: `plumb bench-ops
 // --device wgpu` (the matmul rows with n 1).
 
@@ -28,6 +30,8 @@ struct Params {
     row_words: u32,
     units: u32,
     xs_at: u32,
+    out_rows: u32,
+    row0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -53,7 +57,7 @@ fn finish(acc: array<f32, MAX_N>, lid: u32, row: u32) {
     }
     if lane == 0u && row < p.rows {
         for (var t = 0u; t < p.n; t++) {
-            out[t * p.rows + row] = part[2u * lid + t / 4u][t % 4u];
+            out[t * p.out_rows + p.row0 + row] = part[2u * lid + t / 4u][t % 4u];
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Launcher of shaders/attention.wgsl: contiguous (prefill and decode alike) and paged.
+//! Launcher of shaders/attention.wgsl: contiguous (prefill and decode alike) and paged, each
+//! with or without a sliding window.
 
 use plumb_ops::{shapes, AttnParams, OpError, PagedParams, PagedSeq, Result};
 
@@ -19,6 +20,12 @@ fn head_dim_fits(op: &'static str, head_dim: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The shader's `window`: keys per query, 0 for all of them. A window past u32::MAX keys
+/// cuts nothing the shader can index (positions are u32), so it is no window.
+fn window_word(window: Option<usize>) -> u32 {
+    window.map_or(0, |w| u32::try_from(w).unwrap_or(0))
 }
 
 /// The paged launch's data: (q row, last position, table start) per query row, then the
@@ -60,6 +67,7 @@ impl WgpuBackend {
             p.scale.to_bits(),
             p.pos0 as u32,
             1,
+            window_word(p.window),
         ];
         let kern = Kernel::new(shaders::ATTENTION, "attention");
         let binds = [Bind::r(q), Bind::r(k), Bind::r(v), Bind::w(out)];
@@ -88,6 +96,7 @@ impl WgpuBackend {
             p.scale.to_bits(),
             0,
             p.block_size as u32,
+            window_word(p.window),
         ];
         let data = paged_data(seqs, p.block_size);
         let kern = Kernel::new(shaders::ATTENTION, "attention_paged");

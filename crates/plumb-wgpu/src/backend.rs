@@ -10,7 +10,7 @@ use plumb_ops::{
     shapes, AttnParams, Backend, OpError, PagedParams, PagedSeq, Precision, Result, RopeParams,
 };
 
-use crate::buffer::{WgpuBuf, WgpuWeight};
+use crate::buffer::{Part, WgpuBuf, WgpuWeight};
 use crate::device::WgpuBackend;
 use crate::weight::{pack, Format};
 
@@ -71,16 +71,37 @@ impl Backend for WgpuBackend {
 
     fn upload_weight(&self, w: &HostWeight) -> Result<WgpuWeight> {
         let (format, words) = pack(w)?;
-        let bytes: Vec<u8> = words.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let row_words = format.row_words(w.cols);
         let what = format!("weight {}", w.name);
-        let usage = wgpu::BufferUsages::STORAGE;
-        let t = self.buffer(bytes.len() as u64, usage, &what, Some(&bytes))?;
+        // Parts of as many whole rows as one buffer takes (one part unless the weight is
+        // larger than the adapter binds).
+        let part_rows = (self.weight_part_bytes / 4) as usize / row_words.max(1);
+        if part_rows == 0 {
+            return Err(OpError::Unsupported {
+                op: "upload_weight",
+                what: format!(
+                    "{what}: one row of {} bytes is more than {} binds ({} bytes)",
+                    row_words * 4,
+                    self.info().name,
+                    self.weight_part_bytes
+                ),
+            });
+        }
+        let mut parts = Vec::new();
+        for row0 in (0..w.rows.max(1)).step_by(part_rows) {
+            let rows = part_rows.min(w.rows - row0.min(w.rows));
+            let part = &words[row0 * row_words..(row0 + rows) * row_words];
+            let bytes: Vec<u8> = part.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let usage = wgpu::BufferUsages::STORAGE;
+            let t = self.buffer(bytes.len() as u64, usage, &what, Some(&bytes))?;
+            parts.push(Part { t, row0, rows });
+        }
         Ok(WgpuWeight {
-            t,
+            parts,
             rows: w.rows,
             cols: w.cols,
             format,
-            row_words: format.row_words(w.cols),
+            row_words,
             stored: w.ty,
         })
     }
@@ -171,7 +192,6 @@ impl Backend for WgpuBackend {
         p: AttnParams,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        no_window("attention", p.window)?;
         self.attention_impl(q, k, v, p, out)
     }
 
@@ -181,6 +201,18 @@ impl Backend for WgpuBackend {
 
     fn add(&self, x: &mut WgpuBuf, y: &WgpuBuf, len: usize) -> Result<()> {
         self.add_impl(x, y, len)
+    }
+
+    fn geglu(&self, gate: &WgpuBuf, up: &WgpuBuf, len: usize, out: &mut WgpuBuf) -> Result<()> {
+        self.geglu_impl(gate, up, len, out)
+    }
+
+    fn scale(&self, x: &mut WgpuBuf, s: f32, len: usize) -> Result<()> {
+        self.scale_impl(x, s, len)
+    }
+
+    fn softcap(&self, x: &mut WgpuBuf, cap: f32, len: usize) -> Result<()> {
+        self.softcap_impl(x, cap, len)
     }
 
     fn argmax(&self, x: &WgpuBuf, len: usize) -> Result<u32> {
@@ -225,7 +257,6 @@ impl Backend for WgpuBackend {
         p: PagedParams,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        no_window("attention_paged", p.window)?;
         self.attention_paged_impl(q, k_pool, v_pool, seqs, p, out)
     }
 
@@ -237,16 +268,5 @@ impl Backend for WgpuBackend {
     fn end_step(&self) -> Result<()> {
         self.lock_pending().in_step = false;
         self.op(|_, _| Ok(()))
-    }
-}
-
-/// The shaders attend to every earlier key: a sliding-window layer is refused, not run wrong.
-fn no_window(op: &'static str, window: Option<usize>) -> Result<()> {
-    match window {
-        None => Ok(()),
-        Some(w) => Err(OpError::Unsupported {
-            op,
-            what: format!("a sliding window of {w} keys (attention.wgsl attends to all keys)"),
-        }),
     }
 }

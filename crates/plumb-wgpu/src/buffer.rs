@@ -81,11 +81,23 @@ impl WgpuBuf {
     }
 }
 
+/// Rows `row0 .. row0 + rows` of a weight, in one buffer.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) t: Tracked,
+    pub(crate) row0: usize,
+    pub(crate) rows: usize,
+}
+
 /// A weight on the device in its stored format, each block starting on a word
 /// (shaders/formats.wgsl), or dequantized to f32 for the formats without shaders.
+///
+/// A weight larger than the adapter binds is split by rows into parts of whole rows, each its
+/// own buffer, and every op launches once per part: Gemma 3's 262,144 × 640 Q8_0 embedding
+/// (180 MiB on the device) is two parts on lavapipe, which binds 128 MiB.
 #[derive(Debug)]
 pub struct WgpuWeight {
-    pub(crate) t: Tracked,
+    pub(crate) parts: Vec<Part>,
     pub(crate) rows: usize,
     pub(crate) cols: usize,
     pub(crate) format: Format,
@@ -99,5 +111,10 @@ impl WgpuWeight {
     /// The format the shaders read: the stored one, or F32 for a dequantized weight.
     pub fn device_format(&self) -> GgmlType {
         self.format.ty()
+    }
+
+    /// Buffers the weight takes: 1, or more for a weight larger than the adapter binds.
+    pub fn parts(&self) -> usize {
+        self.parts.len()
     }
 }

@@ -24,6 +24,10 @@ pub struct Options {
     pub variants: Variants,
     /// Which graphics APIs to look on (default: `WGPU_BACKEND`, else all).
     pub backends: wgpu::Backends,
+    /// The most bytes of one weight in one buffer (default, and at most: what the adapter
+    /// binds); a larger weight is split by rows into several (src/buffer.rs). Smaller values
+    /// are for testing the split.
+    pub weight_part_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -32,6 +36,7 @@ impl Default for Options {
             ordinal: 0,
             variants: Variants::default(),
             backends: wgpu::Backends::from_env().unwrap_or_default(),
+            weight_part_bytes: None,
         }
     }
 }
@@ -42,6 +47,8 @@ pub struct WgpuBackend {
     pub(crate) queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub(crate) limits: wgpu::Limits,
+    /// Options::weight_part_bytes, within the adapter's limits.
+    pub(crate) weight_part_bytes: u64,
     variants: Variants,
     pub(crate) ids: Arc<Ids>,
     pipes: Pipelines,
@@ -134,6 +141,11 @@ impl WgpuBackend {
             errs.push(format!("device lost ({reason:?}): {msg}"));
         });
         let ids = Arc::new(Ids::default());
+        let bind_max = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        // A multiple of 4: weights are words.
+        let weight_part_bytes = o.weight_part_bytes.unwrap_or(bind_max).clamp(4, bind_max) & !3;
         Ok(WgpuBackend {
             pending: Mutex::new(Pending::new(&device, &limits, &ids)),
             scratch: Mutex::new(Scratch::default()),
@@ -144,6 +156,7 @@ impl WgpuBackend {
             queue,
             info,
             limits,
+            weight_part_bytes,
             variants,
             ids,
             errors,

@@ -18,9 +18,21 @@ impl WgpuBackend {
         shapes::embedding((table.rows, table.cols), ids, out.len)?;
         let k = Kernel::new(shaders::EMBEDDING, "embedding").with(&table.format.constants());
         // Counts fit u32: every buffer is bound whole, and an adapter binds at most 4 GiB.
-        let params = [ids.len() as u32, table.cols as u32, table.row_words as u32];
         let groups = (ids.len() * table.cols.div_ceil(4)).div_ceil(256);
-        let binds = [Bind::weight(table), Bind::w(out)];
-        self.op(|p, ctx| p.launch(ctx, &k, &params, ids, &binds, groups))
+        self.op(|p, ctx| {
+            // One launch per part of the table, each writing the ids in its rows.
+            for part in &table.parts {
+                let params = [
+                    ids.len() as u32,
+                    table.cols as u32,
+                    table.row_words as u32,
+                    part.row0 as u32,
+                    part.rows as u32,
+                ];
+                let binds = [Bind::part(part), Bind::w(out)];
+                p.launch(ctx, &k, &params, ids, &binds, groups)?;
+            }
+            Ok(())
+        })
     }
 }

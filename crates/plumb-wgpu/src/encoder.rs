@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use plumb_ops::{OpError, Result};
 
-use crate::buffer::{Ids, Tracked, WgpuBuf, WgpuWeight};
+use crate::buffer::{Ids, Part, Tracked, WgpuBuf};
 use crate::pipeline::{grid, Kernel, PARAMS_BYTES};
 
 /// Parameter slots of one submission; more launches than this submit early.
@@ -40,8 +40,8 @@ impl<'a> Bind<'a> {
         Bind::tracked(&b.t, true)
     }
 
-    pub(crate) fn weight(w: &'a WgpuWeight) -> Bind<'a> {
-        Bind::tracked(&w.t, false)
+    pub(crate) fn part(p: &'a Part) -> Bind<'a> {
+        Bind::tracked(&p.t, false)
     }
 
     pub(crate) fn tracked(t: &'a Tracked, writable: bool) -> Bind<'a> {

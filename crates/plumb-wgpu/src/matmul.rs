@@ -56,16 +56,21 @@ impl WgpuBackend {
         n: usize,
         out: &mut WgpuBuf,
     ) -> Result<()> {
-        let tiles_m = w.rows.div_ceil(64);
-        let params = [
-            w.rows as u32,
-            w.cols as u32,
-            n as u32,
-            w.row_words as u32,
-            tiles_m as u32,
-        ];
         let k = Kernel::new(shaders::MATMUL, "matmul").with(&w.format.constants());
-        let binds = [Bind::weight(w), Bind::r(x), Bind::w(out)];
-        p.launch(ctx, &k, &params, &[], &binds, tiles_m * n.div_ceil(64))
+        for part in &w.parts {
+            let tiles_m = part.rows.div_ceil(64);
+            let params = [
+                part.rows as u32,
+                w.cols as u32,
+                n as u32,
+                w.row_words as u32,
+                tiles_m as u32,
+                w.rows as u32,
+                part.row0 as u32,
+            ];
+            let binds = [Bind::part(part), Bind::r(x), Bind::w(out)];
+            p.launch(ctx, &k, &params, &[], &binds, tiles_m * n.div_ceil(64))?;
+        }
+        Ok(())
     }
 }

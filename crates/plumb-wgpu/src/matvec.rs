@@ -38,24 +38,34 @@ impl WgpuBackend {
         let mut constants = w.format.constants().to_vec();
         constants.push(("TPR", tpr as f64));
         let xs_at = q8.map_or(0, |q| q.xs_at);
-        let params = [
-            w.rows as u32,
-            w.cols as u32,
-            n as u32,
-            w.row_words as u32,
-            units as u32,
-            xs_at,
-        ];
-        let groups = w.rows.div_ceil(64 / tpr);
-        // Bindings 2..5: weight, 8-bit x, f32 x, out; the entry that does not read one of
-        // the two x's gets x there.
-        let (entry, xq) = match q8 {
-            Some(q) => ("matvec_q8", Bind::tracked(&q.buf, false)),
-            None => ("matvec_f32", Bind::r(x)),
+        let entry = if q8.is_some() {
+            "matvec_q8"
+        } else {
+            "matvec_f32"
         };
         let k = Kernel::new(shaders::MATVEC, entry).with(&constants);
-        let binds = [Bind::weight(w), xq, Bind::r(x), Bind::w(out)];
-        p.launch(ctx, &k, &params, &[], &binds, groups)
+        for part in &w.parts {
+            let params = [
+                part.rows as u32,
+                w.cols as u32,
+                n as u32,
+                w.row_words as u32,
+                units as u32,
+                xs_at,
+                w.rows as u32,
+                part.row0 as u32,
+            ];
+            let groups = part.rows.div_ceil(64 / tpr);
+            // Bindings 2..5: weight, 8-bit x, f32 x, out; the entry that does not read one of
+            // the two x's gets x there.
+            let xq = match q8 {
+                Some(q) => Bind::tracked(&q.buf, false),
+                None => Bind::r(x),
+            };
+            let binds = [Bind::part(part), xq, Bind::r(x), Bind::w(out)];
+            p.launch(ctx, &k, &params, &[], &binds, groups)?;
+        }
+        Ok(())
     }
 }
 
