@@ -180,6 +180,8 @@ fn tiny_model(quant: GgmlType, tag: &str) -> std::path::PathBuf {
         rms_eps: 1e-5,
         tied: false,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     };
     let dir = std::env::temp_dir().join(format!("plumb-cuda-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

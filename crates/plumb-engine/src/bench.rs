@@ -349,6 +349,8 @@ mod tests {
             rms_eps: 1e-5,
             tied: true,
             qkv_bias: false,
+            head_dim: None,
+            sliding_window: None,
         };
         let dir = std::env::temp_dir().join(format!("plumb-bench-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

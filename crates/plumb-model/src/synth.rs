@@ -1,6 +1,6 @@
 //! Synthetic models: GGUF files with the shapes of real models, random weights and a
-//! placeholder byte-level vocabulary, for benchmarks and GPU checks where real weights cannot
-//! travel. Every 2-D weight is stored in the requested format (as `llama-quantize --pure`
+//! placeholder vocabulary (byte-level BPE; for gemma3 SentencePiece, laid out like Gemma's),
+//! for benchmarks and GPU checks where real weights cannot travel. Every 2-D weight is stored in the requested format (as `llama-quantize --pure`
 //! does), except where a row is not a whole number of that format's blocks: then Q8_0.
 
 use std::path::Path;
@@ -12,6 +12,7 @@ use plumb_core::GgmlType;
 use plumb_gguf::{GgufWriter, Value, ValueType};
 use rayon::prelude::*;
 
+use crate::config::Arch;
 use crate::quantize::Recipe;
 use crate::Result;
 
@@ -31,6 +32,13 @@ pub struct SynthShape {
     pub rms_eps: f32,
     pub tied: bool,
     pub qkv_bias: bool,
+    /// Width of a query/key/value head when it is not `d_model / n_heads` (written as
+    /// `key_length` and `value_length`).
+    pub head_dim: Option<usize>,
+    /// The window of the sliding-window layers. Which layers those are and their RoPE base
+    /// are left to the architecture's defaults (gemma3: every 6th layer global, base 10,000),
+    /// as the real files do.
+    pub sliding_window: Option<usize>,
 }
 
 pub const SHAPES: &[SynthShape] = &[
@@ -48,6 +56,8 @@ pub const SHAPES: &[SynthShape] = &[
         rms_eps: 1e-5,
         tied: true,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     },
     SynthShape {
         name: "llama3-1b",
@@ -63,6 +73,8 @@ pub const SHAPES: &[SynthShape] = &[
         rms_eps: 1e-5,
         tied: true,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     },
     SynthShape {
         name: "llama3-8b",
@@ -78,6 +90,8 @@ pub const SHAPES: &[SynthShape] = &[
         rms_eps: 1e-5,
         tied: false,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     },
     SynthShape {
         name: "qwen2.5-0.5b",
@@ -93,11 +107,46 @@ pub const SHAPES: &[SynthShape] = &[
         rms_eps: 1e-6,
         tied: true,
         qkv_bias: true,
+        head_dim: None,
+        sliding_window: None,
+    },
+    // Gemma 3 270M as `gemma-3-270m-q4_k_m.gguf` has it: 256-wide heads (4 query heads, one
+    // KV head over a 640-wide model), QK norms and post-attention/post-FFN norms (from the
+    // architecture), five local layers with a 512-position window per global one.
+    SynthShape {
+        name: "gemma3-270m",
+        arch: "gemma3",
+        n_layers: 18,
+        d_model: 640,
+        d_ff: 2048,
+        n_heads: 4,
+        n_kv_heads: 1,
+        vocab: 262144,
+        ctx: 32768,
+        rope_theta: 1000000.0,
+        rms_eps: 1e-6,
+        tied: true,
+        qkv_bias: false,
+        head_dim: Some(256),
+        sliding_window: Some(512),
     },
 ];
 
 pub fn shape(name: &str) -> Option<&'static SynthShape> {
     SHAPES.iter().find(|s| s.name == name)
+}
+
+impl SynthShape {
+    /// The width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.d_model / self.n_heads)
+    }
+
+    /// Whether the architecture's files carry a SentencePiece vocabulary (gemma3) rather than
+    /// a byte-level BPE one.
+    fn sentencepiece(&self) -> bool {
+        self.arch == "gemma3"
+    }
 }
 
 /// GPT-2's byte-to-character map: printable bytes stand for themselves, the rest are shifted
@@ -139,10 +188,15 @@ pub fn write_synthetic_recipe(
     out: &Path,
     progress: Arc<dyn Fn(usize, usize) + Send + Sync>,
 ) -> Result<()> {
+    let arch = Arch::parse(shape.arch)?;
     let mut w = GgufWriter::new();
     add_hyperparameters(&mut w, shape, &recipe.name());
-    add_placeholder_vocab(&mut w, shape);
-    let specs = tensor_specs(shape);
+    if shape.sentencepiece() {
+        add_placeholder_spm_vocab(&mut w, shape);
+    } else {
+        add_placeholder_vocab(&mut w, shape);
+    }
+    let specs = tensor_specs(shape, arch);
     let total = specs.len();
     let done = Arc::new(AtomicUsize::new(0));
     for (i, (name, rows, cols, vector)) in specs.into_iter().enumerate() {
@@ -194,7 +248,17 @@ fn add_hyperparameters(w: &mut GgufWriter, s: &SynthShape, quant: &str) {
     );
     w.add_metadata(a("attention.layer_norm_rms_epsilon"), Value::F32(s.rms_eps));
     w.add_metadata(a("rope.freq_base"), Value::F32(s.rope_theta));
-    w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
+    // llama.cpp's gemma3 files carry no vocab_size: the token list's length is the vocabulary.
+    if !s.sentencepiece() {
+        w.add_metadata(a("vocab_size"), Value::U32(s.vocab as u32));
+    }
+    if let Some(hd) = s.head_dim {
+        w.add_metadata(a("attention.key_length"), Value::U32(hd as u32));
+        w.add_metadata(a("attention.value_length"), Value::U32(hd as u32));
+    }
+    if let Some(window) = s.sliding_window {
+        w.add_metadata(a("attention.sliding_window"), Value::U32(window as u32));
+    }
 }
 
 /// Placeholder vocabulary: the 256 byte tokens, BOS and EOS, then filler words (" w258",
@@ -230,9 +294,63 @@ fn add_placeholder_vocab(w: &mut GgufWriter, s: &SynthShape) {
     w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(false));
 }
 
-/// Every tensor of `s` in file order: (name, rows, cols, is a norm or bias vector).
-fn tensor_specs(s: &SynthShape) -> Vec<(String, usize, usize, bool)> {
-    let head_dim = s.d_model / s.n_heads;
+/// Placeholder SentencePiece vocabulary laid out like Gemma's: `<pad>`, `<eos>`, `<bos>`,
+/// `<unk>` at 0–3, control tokens `<unusedN>` up to 237 with `<start_of_turn>` and
+/// `<end_of_turn>` at 105 and 106 (so that Gemma's chat format applies), the 256 byte-fallback
+/// tokens `<0x00>`… at 238–493, the word boundary `▁` (so that a space is a token and
+/// decodes back to a space), then filler words ("▁w495", ...) with falling scores. Text
+/// tokenizes to `▁` and byte tokens; the ids, flags and key set are the real files'.
+fn add_placeholder_spm_vocab(w: &mut GgufWriter, s: &SynthShape) {
+    const BYTES: usize = 238;
+    let mut tokens = Vec::with_capacity(s.vocab);
+    let mut types = Vec::with_capacity(s.vocab);
+    let mut scores = Vec::with_capacity(s.vocab);
+    for i in 0..s.vocab {
+        let (text, ty, score) = match i {
+            0 => ("<pad>".to_string(), 3, -1000.0),
+            1 => ("<eos>".to_string(), 3, -1000.0),
+            2 => ("<bos>".to_string(), 3, -1000.0),
+            3 => ("<unk>".to_string(), 3, -1000.0),
+            105 => ("<start_of_turn>".to_string(), 3, -1000.0),
+            106 => ("<end_of_turn>".to_string(), 3, -1000.0),
+            _ if i < BYTES => (format!("<unused{i}>"), 3, -1000.0),
+            _ if i < BYTES + 256 => (format!("<0x{:02X}>", i - BYTES), 6, 0.0),
+            _ if i == BYTES + 256 => ("\u{2581}".to_string(), 1, 0.0),
+            _ => (format!("\u{2581}w{i}"), 1, -((i - BYTES - 256) as f32)),
+        };
+        tokens.push(Value::String(text));
+        types.push(Value::I32(ty));
+        scores.push(Value::F32(score));
+    }
+    w.add_metadata("tokenizer.ggml.model", Value::String("llama".into()));
+    w.add_metadata("tokenizer.ggml.pre", Value::String("default".into()));
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        Value::Array(ValueType::String, tokens),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores),
+    );
+    w.add_metadata(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types),
+    );
+    w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(2));
+    w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(1));
+    w.add_metadata("tokenizer.ggml.unknown_token_id", Value::U32(3));
+    w.add_metadata("tokenizer.ggml.padding_token_id", Value::U32(0));
+    w.add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    w.add_metadata("tokenizer.ggml.add_sep_token", Value::Bool(false));
+    w.add_metadata("tokenizer.ggml.add_eos_token", Value::Bool(false));
+    w.add_metadata("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+}
+
+/// Every tensor of `s` in file order: (name, rows, cols, is a norm or bias vector). The
+/// architecture adds per-head QK norms (qwen3, gemma3) and post-attention and post-FFN norms
+/// (gemma3).
+fn tensor_specs(s: &SynthShape, arch: Arch) -> Vec<(String, usize, usize, bool)> {
+    let head_dim = s.head_dim();
     let (q, kv) = (s.n_heads * head_dim, s.n_kv_heads * head_dim);
     let mut specs = vec![("token_embd.weight".into(), s.vocab, s.d_model, false)];
     for l in 0..s.n_layers {
@@ -246,11 +364,21 @@ fn tensor_specs(s: &SynthShape) -> Vec<(String, usize, usize, bool)> {
             specs.push((n("attn_k.bias"), 1, kv, true));
             specs.push((n("attn_v.bias"), 1, kv, true));
         }
+        if arch.qk_norm() {
+            specs.push((n("attn_q_norm.weight"), 1, head_dim, true));
+            specs.push((n("attn_k_norm.weight"), 1, head_dim, true));
+        }
         specs.push((n("attn_output.weight"), s.d_model, q, false));
+        if arch.post_norms() {
+            specs.push((n("post_attention_norm.weight"), 1, s.d_model, true));
+        }
         specs.push((n("ffn_norm.weight"), 1, s.d_model, true));
         specs.push((n("ffn_gate.weight"), s.d_ff, s.d_model, false));
         specs.push((n("ffn_up.weight"), s.d_ff, s.d_model, false));
         specs.push((n("ffn_down.weight"), s.d_model, s.d_ff, false));
+        if arch.post_norms() {
+            specs.push((n("post_ffw_norm.weight"), 1, s.d_model, true));
+        }
     }
     specs.push(("output_norm.weight".into(), 1, s.d_model, true));
     if !s.tied {

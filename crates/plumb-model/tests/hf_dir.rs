@@ -27,6 +27,8 @@ const SHAPE: SynthShape = SynthShape {
     rms_eps: 1e-5,
     tied: false,
     qkv_bias: false,
+    head_dim: None,
+    sliding_window: None,
 };
 const TOKENS: [u32; 7] = [5, 77, 3, 299, 1, 150, 42];
 

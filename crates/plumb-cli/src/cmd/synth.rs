@@ -8,11 +8,18 @@ use anyhow::{anyhow, Context, Result};
 use plumb_model::quantize::Recipe;
 use plumb_model::synth;
 
+/// The help's list of shapes, from the table itself.
+fn after_help() -> String {
+    let names: Vec<&str> = synth::SHAPES.iter().map(|s| s.name).collect();
+    format!(
+        "Shapes: {}.\n\
+Example: plumb synth --shape llama3-8b --quant q4_0 -o /tmp/llama3-8b-q4_0.gguf",
+        names.join(", ")
+    )
+}
+
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Shapes: smollm2-135m, llama3-1b, llama3-8b, qwen2.5-0.5b.\n\
-Example: plumb synth --shape llama3-8b --quant q4_0 -o /tmp/llama3-8b-q4_0.gguf"
-)]
+#[command(after_help = after_help())]
 pub struct Args {
     /// Model shape to imitate.
     #[arg(long)]

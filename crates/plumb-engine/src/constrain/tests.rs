@@ -33,6 +33,8 @@ const SHAPE: SynthShape = SynthShape {
     rms_eps: 1e-5,
     tied: true,
     qkv_bias: false,
+    head_dim: None,
+    sliding_window: None,
 };
 
 const EOS: u32 = 257;

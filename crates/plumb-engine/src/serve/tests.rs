@@ -31,6 +31,8 @@ const TINY: SynthShape = SynthShape {
     rms_eps: 1e-5,
     tied: true,
     qkv_bias: false,
+    head_dim: None,
+    sliding_window: None,
 };
 
 fn model_file() -> &'static PathBuf {

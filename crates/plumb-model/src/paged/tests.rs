@@ -21,6 +21,8 @@ fn model(name: &str) -> Model<ReferenceBackend> {
         rms_eps: 1e-5,
         tied: true,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     };
     let dir = std::env::temp_dir().join(format!("plumb-paged-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

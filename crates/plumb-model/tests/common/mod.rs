@@ -25,6 +25,8 @@ fn tiny(dir: &Path) -> PathBuf {
         rms_eps: 1e-5,
         tied: false,
         qkv_bias: false,
+        head_dim: None,
+        sliding_window: None,
     };
     let path = dir.join("tiny.gguf");
     write_synthetic(&shape, GgmlType::Q8_0, 9, &path, Arc::new(|_, _| {})).unwrap();
