@@ -7,6 +7,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_ops::shapes;
 use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
+use crate::attention::{fwd_rows, HEAD_DIMS};
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
 use crate::launch::{grid1, int, poisoned, window_arg};
@@ -174,10 +175,10 @@ impl CudaBackend {
             window,
         } = p;
         shapes::attention_paged(q.len(), k_pool.len(), v_pool.len(), seqs, &p, out.len())?;
-        if hd != 64 && hd != 128 {
+        if !HEAD_DIMS.contains(&hd) {
             return Err(OpError::Unsupported {
                 op: "attention_paged",
-                what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
+                what: format!("head_dim {hd} (kernels exist for 64, 128 and 256)"),
             });
         }
         let (kv_dim, group) = (n_kv_heads * hd, n_heads / n_kv_heads);
@@ -195,8 +196,13 @@ impl CudaBackend {
             int(block_size, "attention_paged", "block size")?,
             window_arg(window, "attention_paged")?,
         ];
+        // An item's ROWS rows take ROWS / fwd_rows(hd) blocks (2 at head_dim 256).
         let cfg = LaunchConfig {
-            grid_dim: (n_items as u32, n_kv_heads as u32, 1),
+            grid_dim: (
+                n_items as u32,
+                n_kv_heads as u32,
+                (ROWS / fwd_rows(hd)) as u32,
+            ),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -211,7 +217,8 @@ impl CudaBackend {
         // SAFETY: every sequence's q/out rows are in bounds and every slot it reads (positions
         // below pos0 + n_tokens through its first blocks) is inside both pools (checked
         // above); meta holds n_items items and the tables they point at (copied above, in
-        // stream order); hd ∈ {64, 128}; grid.y = n_kv_heads.
+        // stream order); hd ∈ {64, 128, 256}; grid.y = n_kv_heads, grid.z the blocks of an
+        // item (blocks past an item's last row return at once).
         unsafe { b.launch(cfg) }.ctx(|| "launching paged attention".into())?;
         Ok(())
     }
