@@ -13,7 +13,7 @@ use plumb_ops::{AttnParams, OpError, Result};
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
 use crate::launch::{
-    grid1, int, poisoned, shape, window_arg, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS,
+    grid1, int, poisoned, pt_rows, shape, window_arg, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS,
 };
 
 /// Keys per tile of attention.cu at head_dim 64 and 128 (FwdTile::BK there; 16 at 256): the
@@ -94,14 +94,12 @@ impl CudaBackend {
         let capacity = k.len().min(v.len()) / kv_dim;
         let pos0_u32 = [u32::try_from(pos0).map_err(|_| shape("attention", "pos0".into()))?];
         let (pos0_ptr, _upload) = self.device_u32s(self.step_pos0(pos0), &pos0_u32, "pos0")?;
-        // attn_prefill.cu holds 64 and 128; head_dim 256 stays here.
         if n_tokens == 1 && group <= dec_max_g(hd) && self.variant("attention") == Some("split_kv")
         {
             return self.attention_decode(q, k, v, p, out, pos0_ptr, capacity);
         }
-        let prefill_tiles = (n_tokens * group).div_ceil(PT_ROWS) * n_kv_heads;
+        let prefill_tiles = (n_tokens * group).div_ceil(pt_rows(hd)) * n_kv_heads;
         if n_tokens > 1
-            && hd != 256
             && self.variant("attention") == Some("split_kv")
             && (2 * prefill_tiles >= self.info().sm_count || n_keys <= PT_MAX_UNSPLIT_KEYS)
         {

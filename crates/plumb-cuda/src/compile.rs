@@ -175,7 +175,11 @@ pub fn entry_points(file: &str) -> Vec<String> {
             "kv_write_slots",
         ]),
         "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128", "attn_decode_hd256"]),
-        "attn_prefill.cu" => fixed(&["attn_prefill_hd64", "attn_prefill_hd128"]),
+        "attn_prefill.cu" => fixed(&[
+            "attn_prefill_hd64",
+            "attn_prefill_hd128",
+            "attn_prefill_hd256",
+        ]),
         "embedding.cu" => per_format(&["embedding"]),
         "matvec_q8.cu" => Q8_FORMATS
             .iter()
