@@ -51,10 +51,13 @@ static __device__ void attn_paged_impl(const float* q, const float* k, const flo
     const u32* it = meta + (size_t)blockIdx.x * PG_ITEM;
     const int q_row = (int)it[0], n_tokens = (int)it[1], pos0 = (int)it[2];
     const u32* tab = meta + it[3];
-    const int rho0 = (int)it[4] + (int)blockIdx.z * TROWS;
+    int rho0 = (int)it[4];
     const int G = n_heads / n_kv_heads, kvh = blockIdx.y;
     const int n_rows = n_tokens * G;
-    if (rho0 >= n_rows) return;  // the item's second half holds no row (whole block)
+    if constexpr (TROWS < ROWS) {
+        rho0 += (int)blockIdx.z * TROWS;
+        if (rho0 >= n_rows) return;  // the item's second half holds no row (whole block)
+    }
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     const int kv_dim = n_kv_heads * HD;
 
