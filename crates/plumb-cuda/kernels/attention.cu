@@ -35,8 +35,19 @@
 // one token over --ctx keys, a --prefill chunk). Measured (H100, NOTES.md): one token over 512
 // keys of Llama-3-8B 68 µs per synchronized call; 512 tokens 464 µs (4.6 TFLOP/s).
 
-#define BK 32
-#define ROWS 16
+// Tile shape per head size: HD 64 and 128 take 16 rows and 32 keys (one key per lane);
+// HD 256 takes 8 rows (2 per warp) and 16 keys, each key scored by two lanes (lane j takes
+// dims 0-15, 32-47, ... and lane j + 16 dims 16-31, 48-63, ...: with K padded to 257 columns
+// the 32 lanes read 32 banks; a shuffle adds the halves), so its tiles
+// stay under the 48 KB static shared-memory limit: 8·256 + 16·257 + 16·256 floats = 40.5 KB
+// (HD 128: 16·128 + 32·129 + 32·128 = 40.4 KB). src/attention.rs plans the grid with the
+// same rows per block (fwd_rows).
+template <int HD> struct FwdTile {
+    static constexpr int BK = HD == 256 ? 16 : 32;    // keys per tile
+    static constexpr int ROWS = HD == 256 ? 8 : 16;   // rows per block
+    static constexpr int RPW = ROWS / 4;              // rows per warp
+    static constexpr int LPK = WARP / BK;             // lanes per key
+};
 
 template <int HD>
 static __device__ void attn_fwd_impl(const float* q, const float* k, const float* v, float* out,
@@ -44,6 +55,10 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
                                      int n_kv_heads, float scale, int split_len, int n_splits,
                                      int capacity, int window) {
     constexpr int DPL = HD / WARP;  // dims per lane
+    constexpr int BK = FwdTile<HD>::BK, ROWS = FwdTile<HD>::ROWS, RPW = FwdTile<HD>::RPW;
+    constexpr int LPK = FwdTile<HD>::LPK;
+    static_assert((ROWS * HD + BK * (HD + 1) + BK * HD) * sizeof(float) <= 48 * 1024,
+                  "attn_fwd tiles exceed 48 KB of static shared memory");
     __shared__ float Qs[ROWS][HD];
     __shared__ float Ks[BK][HD + 1];
     __shared__ float Vs[BK][HD];
@@ -74,9 +89,9 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     const int k_begin = max(split * split_len, kmin);
     const int k_end = min(min((split + 1) * split_len, kmax + 1), capacity);
 
-    float m[4], l[4], acc[4][DPL];
+    float m[RPW], l[RPW], acc[RPW][DPL];
 #pragma unroll
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < RPW; r++) {
         m[r] = NEG_INF; l[r] = 0.0f;
 #pragma unroll
         for (int i = 0; i < DPL; i++) acc[r][i] = 0.0f;
@@ -93,25 +108,41 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
         }
         __syncthreads();
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
+        for (int r = 0; r < RPW; r++) {
             const int lr = warp + 4 * r, rho = rho0 + lr;
             if (rho >= n_rows) continue;  // uniform over the warp
             const int limit = pos0 + rho / G;
             const int first = window > 0 ? limit + 1 - window : 0;
-            const int key = kt + lane;
+            // Lane → key kj of the tile (with two lanes per key, each scores half the dims).
+            const int kj = lane % BK;
+            const int key = kt + kj;
             const bool valid = key < k_end && key <= limit && key >= first;
             float s = NEG_INF;
             if (valid) {
                 s = 0.0f;
+                if constexpr (LPK == 1) {
 #pragma unroll 16
-                for (int d = 0; d < HD; d++) s += Qs[lr][d] * Ks[lane][d];
+                    for (int d = 0; d < HD; d++) s += Qs[lr][d] * Ks[kj][d];
+                } else {
+                    // The second lane of a key takes the other 16 dims of each 32: its K
+                    // reads fall in the 16 banks the first lanes leave free.
+                    const int h16 = (lane / BK) * 16;
+#pragma unroll 4
+                    for (int d = h16; d < HD; d += 32) {
+#pragma unroll
+                        for (int e = 0; e < 16; e++) s += Qs[lr][d + e] * Ks[kj][d + e];
+                    }
+                }
             }
+            // Both lanes of a key are valid or neither: -inf stays -inf.
+            if constexpr (LPK == 2) s += __shfl_xor_sync(FULL_MASK, s, BK);
             const float tile_max = warp_max(s);
             if (tile_max == NEG_INF) continue;  // no visible key in this tile for this row
             const float m_new = fmaxf(m[r], tile_max);
             const float p = valid ? expf(s - m_new) : 0.0f;
             const float corr = expf(m[r] - m_new);  // 0 on the first visible tile
-            l[r] = l[r] * corr + warp_sum(p);
+            // Each key counted once: by its first lane.
+            l[r] = l[r] * corr + warp_sum(LPK == 1 || lane < BK ? p : 0.0f);
 #pragma unroll
             for (int i = 0; i < DPL; i++) acc[r][i] *= corr;
             for (int j = 0; j < BK; j++) {
@@ -124,7 +155,7 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     }
 
 #pragma unroll
-    for (int r = 0; r < 4; r++) {
+    for (int r = 0; r < RPW; r++) {
         const int rho = rho0 + warp + 4 * r;
         if (rho >= n_rows) continue;
         const int t = rho / G, h = kvh * G + rho % G;
@@ -154,6 +185,7 @@ static __device__ void attn_fwd_impl(const float* q, const float* k, const float
     }
 ATTN(64)
 ATTN(128)
+ATTN(256)
 
 // Splits with no visible key left (m = -inf, l = 0) weigh exp(-inf) = 0; the split holding
 // the row's own position always has a visible key, so the maximum is finite.

@@ -48,7 +48,12 @@ static __device__ __forceinline__ float ld_cg(const float* p) {
 
 template <int DPL>
 static __device__ __forceinline__ void load_dims(const float* p, float* v) {
-    if constexpr (DPL == 4) {
+    if constexpr (DPL == 8) {
+        const float4 a = *reinterpret_cast<const float4*>(p);
+        const float4 b = *reinterpret_cast<const float4*>(p + 4);
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else if constexpr (DPL == 4) {
         const float4 t = *reinterpret_cast<const float4*>(p);
         v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
     } else {
@@ -57,6 +62,13 @@ static __device__ __forceinline__ void load_dims(const float* p, float* v) {
     }
 }
 
+// Query heads per KV head a block holds: MAX_G, or 4 at HD 256 (the per-lane q and acc
+// arrays are MG·HD/32 floats each; Gemma 3 has G ≤ 4). The launcher routes larger groups to
+// attention.cu (DEC_MAX_G in src/launch.rs, dec_max_g in src/attention.rs).
+template <int HD> struct DecShape {
+    static constexpr int MG = HD == 256 ? 4 : MAX_G;
+};
+
 template <int HD>
 static __device__ void attn_decode_impl(const float* q, const float* k, const float* v,
                                         float* out, float* part, u32* count, const u32* pos0p,
@@ -64,8 +76,11 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
                                         int split_len, int n_splits, int capacity, i8* qs,
                                         float2* ds, int window) {
     constexpr int DPL = HD / WARP;
-    __shared__ float s_m[DEC_WARPS][MAX_G], s_l[DEC_WARPS][MAX_G];
-    __shared__ float s_acc[DEC_WARPS][MAX_G][HD];
+    constexpr int MG = DecShape<HD>::MG;
+    static_assert((2 * DEC_WARPS * MG + DEC_WARPS * MG * HD + 1) * sizeof(float) <= 48 * 1024,
+                  "attn_decode's merge buffers exceed 48 KB of static shared memory");
+    __shared__ float s_m[DEC_WARPS][MG], s_l[DEC_WARPS][MG];
+    __shared__ float s_acc[DEC_WARPS][MG][HD];
     __shared__ int s_last;
     const int G = n_heads / n_kv_heads, kvh = blockIdx.x, split = blockIdx.y;
     const int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
@@ -77,9 +92,9 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
     const int first_split = first / split_len, n_active = (n_keys + split_len - 1) / split_len;
 
     if (k_begin < k_end) {
-        float qr[MAX_G][DPL], m[MAX_G], l[MAX_G], acc[MAX_G][DPL];
+        float qr[MG][DPL], m[MG], l[MG], acc[MG][DPL];
 #pragma unroll
-        for (int g = 0; g < MAX_G; g++) {
+        for (int g = 0; g < MG; g++) {
             if (g < G) load_dims<DPL>(q + (size_t)(kvh * G + g) * HD + lane * DPL, qr[g]);
 #pragma unroll
             for (int i = 0; i < DPL; i++) {
@@ -102,7 +117,7 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
             for (int j = 0; j < DEC_UNROLL; j++) {
                 if (k0 + j * DEC_WARPS >= k_end) break;  // uniform over the warp
 #pragma unroll
-                for (int g = 0; g < MAX_G; g++) {
+                for (int g = 0; g < MG; g++) {
                     if (g >= G) break;
                     float s = 0.0f;
 #pragma unroll
@@ -119,7 +134,7 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
             }
         }
 #pragma unroll
-        for (int g = 0; g < MAX_G; g++) {
+        for (int g = 0; g < MG; g++) {
             if (g >= G) break;
             if (lane == 0) { s_m[warp][g] = m[g]; s_l[warp][g] = l[g]; }
 #pragma unroll
@@ -189,3 +204,4 @@ static __device__ void attn_decode_impl(const float* q, const float* k, const fl
     }
 ATTN_DECODE(64)
 ATTN_DECODE(128)
+ATTN_DECODE(256)

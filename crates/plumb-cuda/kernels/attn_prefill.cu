@@ -24,8 +24,19 @@
 // Check: `plumb check --device cuda --op attention` (variant attention=split_kv, the default).
 // Time: `plumb bench-ops --device cuda --prefill 512` (its prefill attention row).
 
-#define PT_ROWS 32
-#define PT_BK 32
+// Tile shape per head size: HD 64 and 128 take 32 rows and 32 keys per tile, each thread 2
+// rows and 4 keys (PtTile: RPT 2, KPT 4): 32·132 + 32·132 + 32·33 floats = 37.9 KB of shared
+// memory at HD 128. HD 256 takes 16 rows and 16 keys, each thread 1 row and 2 keys (and 32
+// dims of P·V): 16·260 + 16·260 + 16·17 floats = 33.6 KB, under the 48 KB static limit that
+// 32 × 32 tiles (69 KB) would pass. src/attn_prefill.rs plans the grid with the same rows per
+// block (pt_rows).
+template <int HD> struct PtTile {
+    static constexpr int RPT = HD == 256 ? 1 : 2;   // rows per thread
+    static constexpr int KPT = HD == 256 ? 2 : 4;   // keys per thread per tile
+    static constexpr int ROWS = 16 * RPT;           // rows per block (16 row groups)
+    static constexpr int BK = 8 * KPT;              // keys per tile (8 key groups)
+    static constexpr int NI = HD == 256 ? 8 : 4;    // float4s of P·V per row (up to)
+};
 
 template <int HD>
 static __device__ void attn_prefill_impl(const float* q, const float* k, const float* v,
@@ -34,13 +45,17 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
                                          int capacity, int window) {
     constexpr int HDP = HD + 4;
     constexpr int D4 = HD / 4;
+    constexpr int RPT = PtTile<HD>::RPT, KPT = PtTile<HD>::KPT, NI = PtTile<HD>::NI;
+    constexpr int PT_ROWS = PtTile<HD>::ROWS, PT_BK = PtTile<HD>::BK;
+    static_assert((PT_ROWS * HDP + PT_BK * HDP + PT_ROWS * (PT_BK + 1)) * sizeof(float) <=
+                      48 * 1024,
+                  "attn_prefill tiles exceed 48 KB of static shared memory");
     __shared__ __align__(16) float Qs[PT_ROWS][HDP];
     __shared__ __align__(16) float KVs[PT_BK][HDP];
     __shared__ float Ps[PT_ROWS][PT_BK + 1];
     const int G = n_heads / n_kv_heads, kvh = blockIdx.y;
     const int n_rows = n_tokens * G, rho0 = blockIdx.x * PT_ROWS;
     const int tid = threadIdx.x, rg = tid / 8, kg = tid % 8;
-    const int r0 = 2 * rg, r1 = 2 * rg + 1;
     const size_t kv_dim = (size_t)n_kv_heads * HD;
     const int pos0 = (int)*pos0p;
 
@@ -54,16 +69,25 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
         }
         *reinterpret_cast<float4*>(&Qs[lr][4 * d4]) = val;
     }
-    const int lim[2] = {pos0 + (rho0 + r0) / G, pos0 + (rho0 + r1) / G};  // inclusive
-    const int first[2] = {window > 0 ? lim[0] + 1 - window : 0,
-                          window > 0 ? lim[1] + 1 - window : 0};
+    // The thread's rows (local row RPT·rg + r), their causal limits (inclusive) and first keys.
+    int rl[RPT], lim[RPT], first[RPT];
+#pragma unroll
+    for (int r = 0; r < RPT; r++) {
+        rl[r] = RPT * rg + r;
+        lim[r] = pos0 + (rho0 + rl[r]) / G;
+        first[r] = window > 0 ? lim[r] + 1 - window : 0;
+    }
     const int last_rho = min(rho0 + PT_ROWS, n_rows) - 1;
     const int k_end = min(pos0 + last_rho / G + 1, capacity);
     const int k_start = window > 0 ? max(0, pos0 + rho0 / G + 1 - window) / PT_BK * PT_BK : 0;
 
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f}, acc[2][16];
+    float m[RPT], l[RPT], acc[RPT][4 * NI];
 #pragma unroll
-    for (int i = 0; i < 16; i++) { acc[0][i] = 0.0f; acc[1][i] = 0.0f; }
+    for (int r = 0; r < RPT; r++) {
+        m[r] = NEG_INF; l[r] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4 * NI; i++) acc[r][i] = 0.0f;
+    }
 
     for (int kt = k_start; kt < k_end; kt += PT_BK) {
         __syncthreads();  // Qs written / the previous V tile and Ps no longer read
@@ -75,27 +99,31 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
             *reinterpret_cast<float4*>(&KVs[j][4 * d4]) = val;
         }
         __syncthreads();
-        float s[2][4];
+        float s[RPT][KPT];
 #pragma unroll
-        for (int c = 0; c < 4; c++) { s[0][c] = 0.0f; s[1][c] = 0.0f; }
+        for (int r = 0; r < RPT; r++)
+#pragma unroll
+            for (int c = 0; c < KPT; c++) s[r][c] = 0.0f;
 #pragma unroll 4
         for (int d = 0; d < HD; d += 4) {
-            const float4 qa = *reinterpret_cast<const float4*>(&Qs[r0][d]);
-            const float4 qb = *reinterpret_cast<const float4*>(&Qs[r1][d]);
+            float4 qv[RPT];
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
+            for (int r = 0; r < RPT; r++) qv[r] = *reinterpret_cast<const float4*>(&Qs[rl[r]][d]);
+#pragma unroll
+            for (int c = 0; c < KPT; c++) {
                 const float4 kk = *reinterpret_cast<const float4*>(&KVs[kg + 8 * c][d]);
-                s[0][c] += qa.x * kk.x + qa.y * kk.y + qa.z * kk.z + qa.w * kk.w;
-                s[1][c] += qb.x * kk.x + qb.y * kk.y + qb.z * kk.z + qb.w * kk.w;
+#pragma unroll
+                for (int r = 0; r < RPT; r++)
+                    s[r][c] += qv[r].x * kk.x + qv[r].y * kk.y + qv[r].z * kk.z + qv[r].w * kk.w;
             }
         }
         // Online softmax of each row over this tile; the 8 lanes of a row group (consecutive
-        // lanes t/8) hold its 32 keys.
+        // lanes t/8) hold its PT_BK keys.
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
+        for (int r = 0; r < RPT; r++) {
             float mx = NEG_INF;
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
+            for (int c = 0; c < KPT; c++) {
                 const int key = kt + kg + 8 * c;
                 if (key > lim[r] || key >= k_end || key < first[r]) s[r][c] = NEG_INF;
                 mx = fmaxf(mx, s[r][c]);
@@ -105,9 +133,9 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
             const float m_new = fmaxf(m[r], mx);
             float ps = 0.0f;
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
+            for (int c = 0; c < KPT; c++) {
                 const float p = s[r][c] == NEG_INF ? 0.0f : expf(s[r][c] - m_new);
-                Ps[2 * rg + r][kg + 8 * c] = p;
+                Ps[rl[r]][kg + 8 * c] = p;
                 ps += p;
             }
 #pragma unroll
@@ -115,7 +143,7 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
             const float corr = m[r] == NEG_INF ? 0.0f : expf(m[r] - m_new);
             l[r] = l[r] * corr + ps;
 #pragma unroll
-            for (int i = 0; i < 16; i++) acc[r][i] *= corr;
+            for (int i = 0; i < 4 * NI; i++) acc[r][i] *= corr;
             m[r] = m_new;
         }
         __syncthreads();  // K no longer read, Ps written
@@ -129,27 +157,30 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
         __syncthreads();
 #pragma unroll 4
         for (int j = 0; j < PT_BK; j++) {
-            const float p0 = Ps[r0][j], p1 = Ps[r1][j];
+            float pr[RPT];
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
+            for (int r = 0; r < RPT; r++) pr[r] = Ps[rl[r]][j];
+#pragma unroll
+            for (int i = 0; i < NI; i++) {
                 if (4 * kg + 32 * i >= HD) break;  // HD 64: i < 2
                 const float4 vv = *reinterpret_cast<const float4*>(&KVs[j][4 * kg + 32 * i]);
-                acc[0][4 * i] += p0 * vv.x; acc[0][4 * i + 1] += p0 * vv.y;
-                acc[0][4 * i + 2] += p0 * vv.z; acc[0][4 * i + 3] += p0 * vv.w;
-                acc[1][4 * i] += p1 * vv.x; acc[1][4 * i + 1] += p1 * vv.y;
-                acc[1][4 * i + 2] += p1 * vv.z; acc[1][4 * i + 3] += p1 * vv.w;
+#pragma unroll
+                for (int r = 0; r < RPT; r++) {
+                    acc[r][4 * i] += pr[r] * vv.x; acc[r][4 * i + 1] += pr[r] * vv.y;
+                    acc[r][4 * i + 2] += pr[r] * vv.z; acc[r][4 * i + 3] += pr[r] * vv.w;
+                }
             }
         }
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int rho = rho0 + 2 * rg + r;
+    for (int r = 0; r < RPT; r++) {
+        const int rho = rho0 + rl[r];
         if (rho >= n_rows) continue;
         const int t = rho / G, h = kvh * G + rho % G;
         float* o = out + ((size_t)t * n_heads + h) * HD;
         const float inv = 1.0f / l[r];
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < NI; i++) {
             if (4 * kg + 32 * i >= HD) break;
             *reinterpret_cast<float4*>(o + 4 * kg + 32 * i) =
                 make_float4(acc[r][4 * i] * inv, acc[r][4 * i + 1] * inv,
@@ -169,3 +200,4 @@ static __device__ void attn_prefill_impl(const float* q, const float* k, const f
     }
 ATTN_PREFILL(64)
 ATTN_PREFILL(128)
+ATTN_PREFILL(256)

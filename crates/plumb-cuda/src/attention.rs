@@ -13,12 +13,36 @@ use plumb_ops::{AttnParams, OpError, Result};
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
 use crate::launch::{
-    grid1, int, poisoned, shape, window_arg, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS, PT_ROWS,
+    grid1, int, poisoned, pt_rows, shape, window_arg, DEC_MAX_G, PT_MAX_UNSPLIT_KEYS,
 };
 
-/// Rows (token, query head) per block and keys per tile, as ROWS and BK in attention.cu.
-const ROWS: usize = 16;
+/// Keys per tile of attention.cu at head_dim 64 and 128 (FwdTile::BK there; 16 at 256): the
+/// splits are multiples of it, so of every tile size.
 const BK: usize = 32;
+
+/// Query heads per KV head attn_decode.cu holds for head size `hd` (DecShape::MG there):
+/// DEC_MAX_G, or 4 at 256, whose per-lane arrays are twice as long. Larger groups take the
+/// flash kernel.
+pub(crate) fn dec_max_g(hd: usize) -> usize {
+    if hd == 256 {
+        4
+    } else {
+        DEC_MAX_G
+    }
+}
+
+/// The head sizes attention.cu, attn_decode.cu and attn_prefill.cu have kernels for.
+pub(crate) const HEAD_DIMS: [usize; 3] = [64, 128, 256];
+
+/// Rows (token, query head) per block of attention.cu's attn_fwd for head size `hd`
+/// (FwdTile::ROWS): 16, or 8 at 256, whose tiles would not fit 48 KB of shared memory.
+pub(crate) fn fwd_rows(hd: usize) -> usize {
+    if hd == 256 {
+        8
+    } else {
+        16
+    }
+}
 /// A split never has fewer keys than this: below it the combine pass costs more than the
 /// parallelism gains.
 const MIN_SPLIT_KEYS: usize = 256;
@@ -56,10 +80,10 @@ impl CudaBackend {
         shapes::attention(q.len(), k.len(), v.len(), &p, out.len())?;
         let kv_dim = n_kv_heads * hd;
         let n_keys = pos0 + n_tokens;
-        if hd != 64 && hd != 128 {
+        if !HEAD_DIMS.contains(&hd) {
             return Err(OpError::Unsupported {
                 op: "attention",
-                what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
+                what: format!("head_dim {hd} (kernels exist for 64, 128 and 256)"),
             });
         }
         if n_tokens == 0 || n_heads == 0 {
@@ -70,10 +94,11 @@ impl CudaBackend {
         let capacity = k.len().min(v.len()) / kv_dim;
         let pos0_u32 = [u32::try_from(pos0).map_err(|_| shape("attention", "pos0".into()))?];
         let (pos0_ptr, _upload) = self.device_u32s(self.step_pos0(pos0), &pos0_u32, "pos0")?;
-        if n_tokens == 1 && group <= DEC_MAX_G && self.variant("attention") == Some("split_kv") {
+        if n_tokens == 1 && group <= dec_max_g(hd) && self.variant("attention") == Some("split_kv")
+        {
             return self.attention_decode(q, k, v, p, out, pos0_ptr, capacity);
         }
-        let prefill_tiles = (n_tokens * group).div_ceil(PT_ROWS) * n_kv_heads;
+        let prefill_tiles = (n_tokens * group).div_ceil(pt_rows(hd)) * n_kv_heads;
         if n_tokens > 1
             && self.variant("attention") == Some("split_kv")
             && (2 * prefill_tiles >= self.info().sm_count || n_keys <= PT_MAX_UNSPLIT_KEYS)
@@ -106,7 +131,7 @@ impl CudaBackend {
             window,
         } = p;
         let (group, n_keys) = (n_heads / n_kv_heads, pos0 + n_tokens);
-        let row_tiles = (n_tokens * group).div_ceil(ROWS);
+        let row_tiles = (n_tokens * group).div_ceil(fwd_rows(hd));
         // One token: splits planned on the capacity, not on pos0 (a recorded step's grid).
         let plan_keys = if n_tokens == 1 { capacity } else { n_keys };
         let (n_splits, split_len) =

@@ -79,8 +79,9 @@ impl CudaBackend {
             .arg(&ds)
             .arg(&window_i);
         // SAFETY: q/out hold n_heads*hd floats and k/v capacity*kv_dim (checked by
-        // attention_impl), G ≤ MAX_G, hd ∈ {64, 128}; part holds n_kv_heads*n_splits*G*(hd+2)
-        // floats when n_splits > 1 (the only case the kernel touches it) and count one zeroed
+        // attention_impl), G ≤ dec_max_g(hd) (the kernel's MG), hd ∈ {64, 128, 256}; part
+        // holds n_kv_heads*n_splits*G*(hd+2) floats when n_splits > 1 (the only case the
+        // kernel touches it) and count one zeroed
         // u32 per KV head, which the kernel leaves zeroed; pos0_ptr points at one u32; qs/ds
         // are null or a q8 slot of n_heads*hd values (hd a multiple of 32).
         unsafe { b.launch(cfg) }.ctx(|| "launching decode attention".into())?;

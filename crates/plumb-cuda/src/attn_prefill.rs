@@ -1,15 +1,15 @@
 //! Launcher of kernels/attn_prefill.cu: attention of several tokens, register-tiled, one block
-//! per 32 rows of a KV head, no key splits.
+//! per 32 rows of a KV head (16 at head_dim 256), no key splits.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use plumb_ops::{AttnParams, Result};
 
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
-use crate::launch::{int, window_arg, PT_ROWS};
+use crate::launch::{int, pt_rows, window_arg};
 
 impl CudaBackend {
-    /// Several tokens: attn_prefill.cu, one block per 32 rows of a KV head.
+    /// Several tokens: attn_prefill.cu, one block per pt_rows(hd) rows of a KV head.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn attention_prefill(
         &self,
@@ -31,7 +31,7 @@ impl CudaBackend {
         ];
         let cfg = LaunchConfig {
             grid_dim: (
-                (p.n_tokens * group).div_ceil(PT_ROWS) as u32,
+                (p.n_tokens * group).div_ceil(pt_rows(p.head_dim)) as u32,
                 p.n_kv_heads as u32,
                 1,
             ),
@@ -51,7 +51,7 @@ impl CudaBackend {
             .arg(&ints[3])
             .arg(&ints[4]);
         // SAFETY: q/out hold n_tokens*n_heads*hd floats and k/v capacity*kv_dim (checked by
-        // attention_impl), hd ∈ {64, 128}; the kernel reads keys below min(pos0 + n_tokens,
+        // attention_impl), hd ∈ {64, 128, 256}; the kernel reads keys below min(pos0 + n_tokens,
         // capacity) only and writes the rows below n_tokens*G; pos0_ptr points at one u32.
         unsafe { b.launch(cfg) }.ctx(|| "launching prefill attention".into())?;
         Ok(())

@@ -162,16 +162,27 @@ pub fn entry_points(file: &str) -> Vec<String> {
         ]),
         "argmax.cu" => fixed(&["argmax_f32"]),
         "sample.cu" => fixed(&["sample_rows"]),
-        "attention.cu" => fixed(&["attn_fwd_hd64", "attn_fwd_hd128", "attn_combine"]),
+        "attention.cu" => fixed(&[
+            "attn_fwd_hd64",
+            "attn_fwd_hd128",
+            "attn_fwd_hd256",
+            "attn_combine",
+        ]),
         "paged.cu" => fixed(&[
             "attn_paged_hd64",
             "attn_paged_hd128",
+            "attn_paged_hd256",
             "attn_paged_merge_hd64",
             "attn_paged_merge_hd128",
+            "attn_paged_merge_hd256",
             "kv_write_slots",
         ]),
-        "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128"]),
-        "attn_prefill.cu" => fixed(&["attn_prefill_hd64", "attn_prefill_hd128"]),
+        "attn_decode.cu" => fixed(&["attn_decode_hd64", "attn_decode_hd128", "attn_decode_hd256"]),
+        "attn_prefill.cu" => fixed(&[
+            "attn_prefill_hd64",
+            "attn_prefill_hd128",
+            "attn_prefill_hd256",
+        ]),
         "embedding.cu" => per_format(&["embedding"]),
         "matvec_q8.cu" => Q8_FORMATS
             .iter()

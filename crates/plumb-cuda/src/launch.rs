@@ -29,6 +29,16 @@ pub(crate) const DEC_MAX_G: usize = 8;
 /// Rows per block of attn_prefill.cu (PT_ROWS). It has no key splits: with fewer blocks than
 /// half the SMs and more keys than PT_MAX_UNSPLIT_KEYS, the flash kernel's split-K is used.
 pub(crate) const PT_ROWS: usize = 32;
+
+/// Rows per block of attn_prefill.cu for head size `hd` (PtTile::ROWS there): PT_ROWS, or 16
+/// at 256, whose 32-row tiles would not fit 48 KB of shared memory.
+pub(crate) fn pt_rows(hd: usize) -> usize {
+    if hd == 256 {
+        16
+    } else {
+        PT_ROWS
+    }
+}
 pub(crate) const PT_MAX_UNSPLIT_KEYS: usize = 1024;
 
 pub(crate) fn shape(op: &'static str, msg: String) -> OpError {

@@ -7,6 +7,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use plumb_ops::shapes;
 use plumb_ops::{OpError, PagedParams, PagedSeq, Result};
 
+use crate::attention::{fwd_rows, HEAD_DIMS};
 use crate::device::CudaBackend;
 use crate::error::DriverContext;
 use crate::launch::{grid1, int, poisoned, window_arg};
@@ -181,10 +182,10 @@ impl CudaBackend {
             window,
         } = p;
         shapes::attention_paged(q.len(), k_pool.len(), v_pool.len(), seqs, &p, out.len())?;
-        if hd != 64 && hd != 128 {
+        if !HEAD_DIMS.contains(&hd) {
             return Err(OpError::Unsupported {
                 op: "attention_paged",
-                what: format!("head_dim {hd} (kernels exist for 64 and 128)"),
+                what: format!("head_dim {hd} (kernels exist for 64, 128 and 256)"),
             });
         }
         let (kv_dim, group) = (n_kv_heads * hd, n_heads / n_kv_heads);
@@ -202,7 +203,14 @@ impl CudaBackend {
             int(block_size, "attention_paged", "block size")?,
             window_arg(window, "attention_paged")?,
         ];
-        let n_split = paged_splits(n_items * n_kv_heads, self.info().sm_count);
+        // Head dim 256: an item's ROWS rows take ROWS / fwd_rows(hd) blocks (grid.z), keys
+        // unsplit; 64 and 128: grid.z = the key splits.
+        let row_blocks = ROWS / fwd_rows(hd);
+        let n_split = if row_blocks > 1 {
+            1
+        } else {
+            paged_splits(n_items * n_kv_heads, self.info().sm_count)
+        };
         let part_len = if n_split > 1 {
             n_items * n_kv_heads * n_split * ROWS * (hd + 2)
         } else {
@@ -212,7 +220,11 @@ impl CudaBackend {
         let mut guard = self.scratch.lock().map_err(|_| OpError::from(poisoned()))?;
         let part = self.ensure_len(&mut guard.paged_part, part_len)?;
         let cfg = LaunchConfig {
-            grid_dim: (n_items as u32, n_kv_heads as u32, n_split as u32),
+            grid_dim: (
+                n_items as u32,
+                n_kv_heads as u32,
+                (row_blocks * n_split) as u32,
+            ),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -232,9 +244,10 @@ impl CudaBackend {
         // SAFETY: every sequence's q/out rows are in bounds and every slot it reads (positions
         // below pos0 + n_tokens through its first blocks) is inside both pools (checked
         // above); meta holds n_items items and the tables they point at (copied above, in
-        // stream order); hd ∈ {64, 128}; grid.y = n_kv_heads; part holds n_items ·
-        // n_kv_heads · n_split · ROWS · (hd + 2) floats when n_split > 1 (the only case the
-        // kernel writes it).
+        // stream order); hd ∈ {64, 128, 256}; grid.y = n_kv_heads, grid.z the blocks of an
+        // item (blocks past an item's last row return at once) or its key splits; part holds
+        // n_items · n_kv_heads · n_split · ROWS · (hd + 2) floats when n_split > 1 (the only
+        // case the kernel writes it).
         unsafe { b.launch(cfg) }.ctx(|| "launching paged attention".into())?;
         if n_split > 1 {
             let n_split_i = n_split as i32;
