@@ -217,7 +217,8 @@ mod tests {
             steps: 3,
             step_times: plumb_engine::serve::StepTimes {
                 steps: 3,
-                forward: 0.5,
+                launch: 0.0625,
+                wait: 0.5,
                 sample: 0.25,
                 host: 0.125,
             },
@@ -241,6 +242,12 @@ mod tests {
         assert!(
             t.contains("plumb_engine_step_seconds_total{model=\"m\\\"x\",phase=\"sample\"} 0.25\n")
         );
+        assert!(
+            t.contains("plumb_engine_step_seconds_total{model=\"m\\\"x\",phase=\"wait\"} 0.5\n")
+        );
+        assert!(t.contains(
+            "plumb_engine_step_seconds_total{model=\"m\\\"x\",phase=\"launch\"} 0.0625\n"
+        ));
         assert!(t.contains(
             "plumb_time_to_first_token_seconds_bucket{model=\"m\\\"x\",le=\"+Inf\"} 3\n"
         ));
