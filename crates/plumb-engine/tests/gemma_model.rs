@@ -4,8 +4,9 @@
 //! alike through chunked prefill, decode steps and the paged cache. The model is fetched on
 //! first use as `--model gemma-3-270m` does; these tests never skip.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod common;
+
+use std::path::PathBuf;
 
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::Session;
@@ -16,18 +17,8 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gemma-3-270m-q4_k_m")
 }
 
-/// One fetch per test binary, even with tests running in parallel.
 fn model_path() -> PathBuf {
-    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = guard.as_ref() {
-        return p.clone();
-    }
-    let name = Path::new("gemma-3-270m");
-    let p = plumb_engine::store::resolve_model(Some(name), &mut |m| eprintln!("{m}"))
-        .expect("fetching gemma-3-270m");
-    *guard = Some(p.clone());
-    p
+    common::fetched(Some("gemma-3-270m"))
 }
 
 fn session(ctx: usize) -> Session<CpuBackend> {
@@ -35,8 +26,7 @@ fn session(ctx: usize) -> Session<CpuBackend> {
 }
 
 fn json(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture");
-    serde_json::from_str(&text).expect("fixture JSON")
+    common::json(&fixtures().join(name))
 }
 
 /// Logits closer than this to our top token are a near-tie (as for the default model).
@@ -72,54 +62,7 @@ fn perplexity_at_512_is_within_one_percent_of_llama_cpp() {
 #[test]
 fn llama_cpp_greedy_tokens_are_our_top_tokens_up_to_near_ties() {
     let mut s = session(256);
-    let cases = json("greedy.json");
-    let cases = cases.as_array().unwrap();
-    assert_eq!(cases.len(), 8);
-    let vocab = s.model.config.vocab_size;
-    let (mut positions, mut agree, mut worst) = (0, 0, 0f32);
-    let mut report = String::new();
-    for case in cases {
-        let prompt = case["prompt"].as_str().unwrap();
-        let want_ids: Vec<u32> = case["prompt_token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let ids = s.encode(prompt).unwrap();
-        assert_eq!(ids, want_ids, "prompt ids of {prompt:?}");
-        let want = case["greedy_text_24"].as_str().unwrap();
-        let full = s.encode(&format!("{prompt}{want}")).unwrap();
-        assert_eq!(&full[..ids.len()], &ids[..], "{prompt:?}: re-tokenization");
-        let logits = s.logits_all(&full).unwrap();
-        for pos in ids.len() - 1..full.len() - 1 {
-            let row = &logits[pos * vocab..(pos + 1) * vocab];
-            let top = plumb_engine::sampler::argmax(row) as usize;
-            let expected = full[pos + 1] as usize;
-            let gap = row[top] - row[expected];
-            positions += 1;
-            if gap == 0.0 {
-                agree += 1;
-            } else {
-                report.push_str(&format!(
-                    "{prompt:?} +{}: llama.cpp {:?}, ours {:?}, gap {gap:.3}\n",
-                    pos + 1 - ids.len(),
-                    s.tokenizer.decode(&[expected as u32]),
-                    s.tokenizer.decode(&[top as u32])
-                ));
-            }
-            worst = worst.max(gap);
-        }
-    }
-    eprintln!("{agree}/{positions} positions agree; worst gap {worst:.3}\n{report}");
-    assert!(
-        worst < NEAR_TIE,
-        "a llama.cpp token is {worst:.3} below our top\n{report}"
-    );
-    assert!(
-        agree * 100 >= positions * 95,
-        "only {agree}/{positions} agree\n{report}"
-    );
+    common::teacher_forced(&mut s, &json("greedy.json")).assert_agrees(NEAR_TIE);
 }
 
 /// 600 tokens, so that the last ones' local layers see only a window of the input: the

@@ -2,8 +2,9 @@
 //! `shared/fixtures`. The model is fetched on first use exactly as the CLI does; these tests
 //! never skip.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::{GenerateParams, SamplingParams, Session};
@@ -18,22 +19,12 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/smollm2-135m-instruct-q4_1")
 }
 
-/// One fetch per test binary, even with tests running in parallel.
 fn model_path() -> PathBuf {
-    static LOCK: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = guard.as_ref() {
-        return p.clone();
-    }
-    let p = plumb_engine::store::resolve_model(None, &mut |m| eprintln!("{m}"))
-        .expect("fetching the default model");
-    *guard = Some(p.clone());
-    p
+    common::fetched(None)
 }
 
 fn json(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture");
-    serde_json::from_str(&text).expect("fixture JSON")
+    common::json(&fixtures().join(name))
 }
 
 /// Logits closer than this to our top token are a near-tie: two engines whose rounding
@@ -48,61 +39,7 @@ const NEAR_TIE: f32 = 0.4;
 #[test]
 fn llama_cpp_greedy_tokens_are_our_top_tokens_up_to_near_ties() {
     let mut s = Session::load(&model_path(), backend(), 256).unwrap();
-    let cases = json("greedy.json");
-    let cases = cases.as_array().unwrap();
-    assert_eq!(cases.len(), 8);
-    let (mut positions, mut agree, mut worst) = (0, 0, 0f32);
-    let mut report = String::new();
-    for case in cases {
-        let prompt = case["prompt"].as_str().unwrap();
-        let want_ids: Vec<u32> = case["prompt_token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let ids = s.encode(prompt).unwrap();
-        assert_eq!(ids, want_ids, "prompt ids of {prompt:?}");
-        let want = case["greedy_text_24"].as_str().unwrap();
-        let full = s
-            .tokenizer
-            .encode(&format!("{prompt}{want}"), false, true)
-            .unwrap();
-        assert_eq!(
-            &full[..ids.len()],
-            &ids[..],
-            "{prompt:?}: the continuation re-tokenizes across the prompt"
-        );
-        let logits = s.logits_all(&full).unwrap();
-        let vocab = s.model.config.vocab_size;
-        for pos in ids.len() - 1..full.len() - 1 {
-            let row = &logits[pos * vocab..(pos + 1) * vocab];
-            let top = plumb_engine::sampler::argmax(row) as usize;
-            let expected = full[pos + 1] as usize;
-            let gap = row[top] - row[expected];
-            positions += 1;
-            if gap == 0.0 {
-                agree += 1;
-            } else {
-                report.push_str(&format!(
-                    "{prompt:?} +{}: llama.cpp {:?}, ours {:?}, gap {gap:.3}\n",
-                    pos + 1 - ids.len(),
-                    s.tokenizer.decode(&[expected as u32]),
-                    s.tokenizer.decode(&[top as u32])
-                ));
-            }
-            worst = worst.max(gap);
-        }
-    }
-    eprintln!("{agree}/{positions} positions agree; worst gap {worst:.3}\n{report}");
-    assert!(
-        worst < NEAR_TIE,
-        "a llama.cpp token is {worst:.3} logits below our top token\n{report}"
-    );
-    assert!(
-        agree * 100 >= positions * 95,
-        "only {agree}/{positions} positions agree\n{report}"
-    );
+    common::teacher_forced(&mut s, &json("greedy.json")).assert_agrees(NEAR_TIE);
 }
 
 /// One prompt of `greedy.json` run free (greedy, 24 tokens at most) against llama.cpp's

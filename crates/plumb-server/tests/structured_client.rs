@@ -21,7 +21,7 @@ fn structured_output_and_tool_calls_suite() {
     let ok = common::run_python(
         "structured_suite.py",
         &[
-            ("PLUMB_URL", served.url.clone()),
+            ("PLUMB_URL", served.urls[0].clone()),
             ("PLUMB_MODEL", served.loaded.model_id.clone()),
         ],
         Duration::from_secs(600),

@@ -3,7 +3,7 @@
 
 use plumb_core::HostWeight;
 
-use super::{cols_for, tolerance, Ctx, Output, WEIGHT_TYPES};
+use super::{cols_for, tolerance, weight_types, Ctx, Output};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::ops;
@@ -22,7 +22,7 @@ pub(super) fn matmul<B: Backend>(cx: &mut Ctx<B>, quick: bool) {
         shapes.push((2048, 1536, 1));
         shapes.push((256, 2048, 128));
     }
-    for &ty in WEIGHT_TYPES {
+    for ty in weight_types() {
         for &(rows, cols, n) in &shapes {
             let cols = cols_for(ty, cols);
             let x = cx.rng.normals(n * cols, 1.0);

@@ -13,9 +13,9 @@ use super::{CaseResult, CheckOptions, Status};
 use crate::backend::Backend;
 use crate::error::Result;
 
-/// Weight formats of the matmul and embedding cases: the GGUF formats a model may store its
-/// matrices in, then every MLX affine format (bits × group size).
-pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
+/// The GGUF formats a model may store its matrices in (the matmul and embedding cases run
+/// these, then every MLX affine format: [`weight_types`]).
+const GGUF_WEIGHT_TYPES: &[GgmlType] = &[
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -29,25 +29,16 @@ pub(super) const WEIGHT_TYPES: &[GgmlType] = &[
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
-    GgmlType::Mlx2G32,
-    GgmlType::Mlx2G64,
-    GgmlType::Mlx2G128,
-    GgmlType::Mlx3G32,
-    GgmlType::Mlx3G64,
-    GgmlType::Mlx3G128,
-    GgmlType::Mlx4G32,
-    GgmlType::Mlx4G64,
-    GgmlType::Mlx4G128,
-    GgmlType::Mlx5G32,
-    GgmlType::Mlx5G64,
-    GgmlType::Mlx5G128,
-    GgmlType::Mlx6G32,
-    GgmlType::Mlx6G64,
-    GgmlType::Mlx6G128,
-    GgmlType::Mlx8G32,
-    GgmlType::Mlx8G64,
-    GgmlType::Mlx8G128,
 ];
+
+/// Weight formats of the matmul and embedding cases: the GGUF formats, then every MLX affine
+/// format (bits × group size, [`GgmlType::MLX`]).
+pub(super) fn weight_types() -> impl Iterator<Item = GgmlType> {
+    GGUF_WEIGHT_TYPES
+        .iter()
+        .chain(GgmlType::MLX.iter())
+        .copied()
+}
 
 /// What each op allows, over the whole output (NMSE) and for its worst element (relative to
 /// the output scale: each element's own `Σ_k (w_k x_k)²` for a matmul, the reference's RMS

@@ -2,12 +2,12 @@
 
 use plumb_core::GgmlType;
 
-use super::{cols_for, tolerance, Ctx, Output, WEIGHT_TYPES};
+use super::{cols_for, tolerance, weight_types, Ctx, Output};
 use crate::backend::{Backend, RopeParams, RopeStyle};
 use crate::ops;
 
 pub(super) fn embedding<B: Backend>(cx: &mut Ctx<B>) {
-    for &ty in WEIGHT_TYPES {
+    for ty in weight_types() {
         let (vocab, dim) = (97, cols_for(ty, 576));
         let ids = [0u32, 96, 5, 5, 42];
         let run = (|| {
