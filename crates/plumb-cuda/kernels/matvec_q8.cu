@@ -5,12 +5,18 @@
 // Shapes: W [rows, cols] (row_bytes per row, the repacked layouts of quant.cuh), xq [n, cols]
 // int8, xd [n, cols / 32] float2, out [n, rows]; up to 3 (W, out) sets share x̂ in one launch
 // (MvSets). cols is a multiple of 32 (every quantized format's block), so a row has cols / 32
-// "units" whatever the format:
-//   Q4_0 / Q4_1 / Q8_0: unit u = block u (16 or 32 bytes of quants, one scale);
-//   Q4_K: unit u = 16 bytes of super-block u / 8's qs: its low nibbles are 16 elements of
-//         sub-block 2j, its high nibbles 16 of sub-block 2j+1 (j = (u % 8) / 2);
+// "units" whatever the format (layouts: quant.cuh):
+//   Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0: unit u = block u (16 or 32 bytes of quants, Q5's 4
+//         bytes of high bits, one scale);
+//   Q2_K / Q3_K: unit u = 8 bytes of reordered 2-bit quants (+ Q3_K's 4 bytes of high bits),
+//         the 32 elements of one q8 block, two 16-element sub-blocks' scales in 2 bytes;
+//   Q4_K / Q5_K: unit u = 16 bytes of super-block u / 8's qs: its low nibbles are 16 elements
+//         of sub-block 2j, its high nibbles 16 of sub-block 2j+1 (j = (u % 8) / 2); Q5_K adds
+//         16 bytes of qh (the same 16 for the 4 units of a half: one coalesced load); the
+//         unit's scales and mins are one 4-byte load;
 //   Q6_K: unit u = 16 bytes of ql (two 16-element runs, k and k+2) + 16 bytes of qh.
-// Every unit is one 16-byte load per row (two for Q8_0 and Q6_K), aligned by the layouts.
+// Every unit is one aligned 16-byte load per row (two for Q8_0, Q5_K and Q6_K; 8 bytes for the
+// 2- and 3-bit formats, whose 32 elements take 8 and 12 bytes), plus its scales.
 //
 // v2 "q8_dp4a" (this file; v1 = matvec_q.cu's warp_per_row and tiled, f32 activations, 8-18%
 // of bandwidth on Llama-3-8B shapes).
