@@ -5,12 +5,18 @@
 // Shapes: W [rows, cols] (row_bytes per row, the repacked layouts of quant.cuh), xq [n, cols]
 // int8, xd [n, cols / 32] float2, out [n, rows]; up to 3 (W, out) sets share x̂ in one launch
 // (MvSets). cols is a multiple of 32 (every quantized format's block), so a row has cols / 32
-// "units" whatever the format:
-//   Q4_0 / Q4_1 / Q8_0: unit u = block u (16 or 32 bytes of quants, one scale);
-//   Q4_K: unit u = 16 bytes of super-block u / 8's qs: its low nibbles are 16 elements of
-//         sub-block 2j, its high nibbles 16 of sub-block 2j+1 (j = (u % 8) / 2);
+// "units" whatever the format (layouts: quant.cuh):
+//   Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0: unit u = block u (16 or 32 bytes of quants, Q5's 4
+//         bytes of high bits, one scale);
+//   Q2_K / Q3_K: unit u = 8 bytes of reordered 2-bit quants (+ Q3_K's 4 bytes of high bits),
+//         the 32 elements of one q8 block, two 16-element sub-blocks' scales in 2 bytes;
+//   Q4_K / Q5_K: unit u = 16 bytes of super-block u / 8's qs: its low nibbles are 16 elements
+//         of sub-block 2j, its high nibbles 16 of sub-block 2j+1 (j = (u % 8) / 2); Q5_K adds
+//         16 bytes of qh (the same 16 for the 4 units of a half: one coalesced load); the
+//         unit's scales and mins are one 4-byte load;
 //   Q6_K: unit u = 16 bytes of ql (two 16-element runs, k and k+2) + 16 bytes of qh.
-// Every unit is one 16-byte load per row (two for Q8_0 and Q6_K), aligned by the layouts.
+// Every unit is one aligned 16-byte load per row (two for Q8_0, Q5_K and Q6_K; 8 bytes for the
+// 2- and 3-bit formats, whose 32 elements take 8 and 12 bytes), plus its scales.
 //
 // v2 "q8_dp4a" (this file; v1 = matvec_q.cu's warp_per_row and tiled, f32 activations, 8-18%
 // of bandwidth on Llama-3-8B shapes).
@@ -45,6 +51,12 @@ static __device__ __forceinline__ uint4 ldw16(const void* p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+static __device__ __forceinline__ uint2 ldw8(const void* p) {
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
+                 : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
 static __device__ __forceinline__ u32 ldw4(const void* p) {
@@ -133,26 +145,135 @@ template <> struct WU<T_Q8_0> {
     }
 };
 
-// Byte k (0..11) of a Q4_K super-block's scales, i.e. byte 4 + k of its 16-byte header h.
-static __device__ __forceinline__ u32 k4_byte(const uint4& h, int k) {
-    const int i = 4 + k;
-    const u32 w = i < 8 ? h.y : (i < 12 ? h.z : h.w);
-    return (w >> (8 * (i & 3))) & 0xffu;
+// Bits 0..3 of v, one per byte, at bit 4 of bytes 0..3 (v · 0x00204081 puts bit i at bit 8i,
+// with no other bit of v landing on 0, 8, 16 or 24 and no carries).
+static __device__ __forceinline__ u32 bits_to_b4(u32 v) {
+    return ((v & 15u) * 0x00204081u & 0x01010101u) << 4;
 }
 
-// Q4_K (GGUF layout, 16-byte aligned super-blocks of 144 bytes: d, dmin, scales[12], qs[128]).
-// Unit u: super-block sb = u / 8, j = (u % 8) / 2, half h = u % 2 -> qs bytes 32j + 16h ..+16:
-// low nibbles = elements 64j + 16h + (0..15) (sub-block 2j), high = 64j + 32 + 16h + (0..15)
-// (sub-block 2j + 1). w = d·sc·q − dmin·m per sub-block; the min term of a sub-block is added
-// once, by its h = 0 unit, with the q8 block's whole Σ.
-template <> struct WU<T_Q4_K> {
-    uint4 q, hd;
-    int u8i;  // u % 8
-    __device__ void load(const u8* row, int u, int) {
-        const u8* b = row + 144 * (u / 8);
-        u8i = u % 8;
-        hd = *reinterpret_cast<const uint4*>(b);  // shared by 8 units: through L1
-        q = ldw16(b + 16 + 16 * u8i);
+// Q5_0 / Q5_1 (repacked: qs, qh and the scales in their own regions). Unit u = block u:
+// element j (0..15) = low nibble of qs byte j | bit j of qh << 4, element j + 16 = high nibble
+// | bit j + 16 << 4; q in 0..31. Q5_0: w = d (q − 16); Q5_1: w = d q + m.
+template <int T> struct WU5 {
+    uint4 q;
+    u32 qh;
+    float d, m;
+    __device__ void load(const u8* row, int u, int nb) {
+        q = ldw16(row + 16 * u);
+        qh = ldw4(row + 16 * nb + 4 * u);
+        if constexpr (T == T_Q5_0) {
+            d = f16_to_f32(ldw2(row + 20 * nb + 2 * u));
+            m = 0.0f;
+        } else {
+            const u32 dm = ldw4(row + 20 * nb + 4 * u);
+            d = f16_to_f32((u16)(dm & 0xffff)); m = f16_to_f32((u16)(dm >> 16));
+        }
+    }
+    static __device__ void loadx(const i8* xq, const float2* xd, int u, XU& x) {
+        const int4* p = reinterpret_cast<const int4*>(xq + 32 * u);
+        x.a = p[0]; x.b = p[1]; x.d0 = xd[u];
+    }
+    __device__ float dot(const XU& x) const {
+        const u32 l[4] = {q.x, q.y, q.z, q.w};
+        const int xa[4] = {x.a.x, x.a.y, x.a.z, x.a.w}, xb[4] = {x.b.x, x.b.y, x.b.z, x.b.w};
+        int s = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            s = dp4a(lo4(l[i]) | (int)bits_to_b4(qh >> (4 * i)), xa[i], s);
+            s = dp4a(hi4(l[i]) | (int)bits_to_b4(qh >> (16 + 4 * i)), xb[i], s);
+        }
+        if constexpr (T == T_Q5_0) return d * (x.d0.x * (float)s - 16.0f * x.d0.y);
+        else return d * x.d0.x * (float)s + m * x.d0.y;
+    }
+};
+template <> struct WU<T_Q5_0> : WU5<T_Q5_0> {};
+template <> struct WU<T_Q5_1> : WU5<T_Q5_1> {};
+
+// Q2_K / Q3_K (repacked, quant.cuh). Unit u = elements 32v..32v+32 of super-block sb = u / 8
+// (v = u % 8), one q8 block: 8 bytes of qs' (words q.x, q.y), (q.x >> 2k) & 0x03030303 = the
+// 2-bit quants of elements 4k..4k+4 of sub-block 2v (q.y: of sub-block 2v + 1), paired with
+// x̂ word k of a (b). Q3_K adds hm' word v: bit 4a + k of byte i is the high bit of element
+// 16a + 4k + i, q = low + 4·hbit − 4 (−4..3), w = d · scale · q (scale: i8 byte 2v + a).
+// Q2_K: w = d·(sc & 15)·q − dmin·(sc >> 4) per 16-element sub-block (scale byte 2v + a), so
+// the min term needs each half's Σ qx̂ (dp4a with 0x01010101: a function of x̂ alone, shared
+// by the group's rows).
+template <int T> struct WU2 {
+    uint2 q;
+    u32 hm, sc;  // hm: Q3_K only; sc: scale bytes 2v, 2v + 1
+    float d, dmin;
+    __device__ void load(const u8* row, int u, int nb) {
+        constexpr int QB = T == T_Q2_K ? 64 : 96;
+        const int sb = u / 8, v = u % 8;
+        q = ldw8(row + QB * sb + 8 * v);
+        sc = ldw2(row + QB * nb + 16 * sb + 2 * v);
+        if constexpr (T == T_Q2_K) {
+            const u32 dm = ldw4(row + 80 * nb + 4 * sb);
+            d = f16_to_f32((u16)(dm & 0xffff)); dmin = f16_to_f32((u16)(dm >> 16));
+            hm = 0;
+        } else {
+            hm = ldw4(row + QB * sb + 64 + 4 * v);
+            d = f16_to_f32(ldw2(row + 112 * nb + 2 * sb));
+            dmin = 0.0f;
+        }
+    }
+    static __device__ void loadx(const i8* xq, const float2* xd, int u, XU& x) {
+        WU5<T_Q5_0>::loadx(xq, xd, u, x);
+    }
+    __device__ float dot(const XU& x) const {
+        const int xa[4] = {x.a.x, x.a.y, x.a.z, x.a.w}, xb[4] = {x.b.x, x.b.y, x.b.z, x.b.w};
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            u32 q0 = (q.x >> (2 * k)) & 0x03030303u, q1 = (q.y >> (2 * k)) & 0x03030303u;
+            if constexpr (T == T_Q3_K) {
+                q0 |= ((hm >> k) & 0x01010101u) << 2;
+                q1 |= ((hm >> (4 + k)) & 0x01010101u) << 2;
+                // q − 4 per byte for q in 0..7 (no borrow crosses a byte: raised by 0x80 first).
+                q0 = ((q0 | 0x80808080u) - 0x04040404u) ^ 0x80808080u;
+                q1 = ((q1 | 0x80808080u) - 0x04040404u) ^ 0x80808080u;
+            }
+            s0 = dp4a((int)q0, xa[k], s0);
+            s1 = dp4a((int)q1, xb[k], s1);
+        }
+        if constexpr (T == T_Q2_K) {
+            int n0 = 0, n1 = 0;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                n0 = dp4a(0x01010101, xa[k], n0);
+                n1 = dp4a(0x01010101, xb[k], n1);
+            }
+            const int isc = (int)(sc & 15) * s0 + (int)((sc >> 8) & 15) * s1;
+            const int imn = (int)((sc >> 4) & 15) * n0 + (int)((sc >> 12) & 15) * n1;
+            return x.d0.x * (d * (float)isc - dmin * (float)imn);
+        } else {
+            const int isc = (int)(i8)(sc & 0xff) * s0 + (int)(i8)((sc >> 8) & 0xff) * s1;
+            return d * x.d0.x * (float)isc;
+        }
+    }
+};
+template <> struct WU<T_Q2_K> : WU2<T_Q2_K> {};
+template <> struct WU<T_Q3_K> : WU2<T_Q3_K> {};
+
+// Q4_K / Q5_K (repacked, quant.cuh: quants 16-byte aligned, the (scale, min) pairs unpacked to
+// bytes, (d, dmin) in their own region). Unit u: super-block sb = u / 8, v = u % 8, j = v / 2,
+// h = v % 2 -> qs bytes 16v ..+16: low nibbles = elements 64j + 16h + (0..15) (sub-block 2j),
+// high = 64j + 32 + 16h + (0..15) (sub-block 2j + 1); Q5_K: qh bytes 16h ..+16, bits 2j and
+// 2j + 1, are their fifth bits. scm word j = (sc[2j], sc[2j+1], m[2j], m[2j+1]): one 4-byte
+// load, no 6-bit unpacking. w = d·sc·q − dmin·m per sub-block; the min term of a sub-block is
+// added once, by its h = 0 unit, with the q8 block's whole Σ.
+template <int T> struct WUK {
+    uint4 q, qh;  // qh: Q5_K only
+    u32 scm, dm;
+    int v;
+    __device__ void load(const u8* row, int u, int nb) {
+        constexpr int QB = T == T_Q4_K ? 128 : 160;
+        const int sb = u / 8;
+        v = u % 8;
+        q = ldw16(row + QB * sb + 16 * v);
+        if constexpr (T == T_Q5_K) qh = ldw16(row + QB * sb + 128 + 16 * (v % 2));  // × 4 units
+        else qh = make_uint4(0, 0, 0, 0);
+        scm = ldw4(row + QB * nb + 16 * sb + 4 * (v / 2));                       // × 2 units
+        dm = ldw4(row + (QB + 16) * nb + 4 * sb);                                 // × 8 units
     }
     static __device__ void loadx(const i8* xq, const float2* xd, int u, XU& x) {
         const int sb = u / 8, j = (u % 8) / 2, h = u % 2;
@@ -163,29 +284,30 @@ template <> struct WU<T_Q4_K> {
         x.d1 = xd[8 * sb + 2 * j + 1];
     }
     __device__ float dot(const XU& x) const {
-        const int j = u8i / 2;
-        // get_scale_min_k4 for sub-blocks 2j and 2j + 1.
-        u32 sc[2], mn[2];
+        const u32 l[4] = {q.x, q.y, q.z, q.w}, hh[4] = {qh.x, qh.y, qh.z, qh.w};
+        const int xa[4] = {x.a.x, x.a.y, x.a.z, x.a.w}, xb[4] = {x.b.x, x.b.y, x.b.z, x.b.w};
+        const int j2 = 2 * (v / 2);
+        int s0 = 0, s1 = 0;
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            const int sub = 2 * j + i;
-            if (sub < 4) {
-                sc[i] = k4_byte(hd, sub) & 63; mn[i] = k4_byte(hd, sub + 4) & 63;
-            } else {
-                sc[i] = (k4_byte(hd, sub + 4) & 0x0f) | ((k4_byte(hd, sub - 4) >> 6) << 4);
-                mn[i] = (k4_byte(hd, sub + 4) >> 4) | ((k4_byte(hd, sub) >> 6) << 4);
+        for (int i = 0; i < 4; i++) {
+            int q0 = lo4(l[i]), q1 = hi4(l[i]);
+            if constexpr (T == T_Q5_K) {
+                q0 |= (int)(((hh[i] >> j2) & 0x01010101u) << 4);
+                q1 |= (int)(((hh[i] >> (j2 + 1)) & 0x01010101u) << 4);
             }
+            s0 = dp4a(q0, xa[i], s0);
+            s1 = dp4a(q1, xb[i], s1);
         }
-        int s0 = dp4a(lo4(q.x), x.a.x, 0);
-        s0 = dp4a(lo4(q.y), x.a.y, s0); s0 = dp4a(lo4(q.z), x.a.z, s0); s0 = dp4a(lo4(q.w), x.a.w, s0);
-        int s1 = dp4a(hi4(q.x), x.b.x, 0);
-        s1 = dp4a(hi4(q.y), x.b.y, s1); s1 = dp4a(hi4(q.z), x.b.z, s1); s1 = dp4a(hi4(q.w), x.b.w, s1);
-        const float d = f16_to_f32((u16)(hd.x & 0xffff)), dmin = f16_to_f32((u16)(hd.x >> 16));
-        float r = d * ((float)sc[0] * x.d0.x * (float)s0 + (float)sc[1] * x.d1.x * (float)s1);
-        if ((u8i & 1) == 0) r -= dmin * ((float)mn[0] * x.d0.y + (float)mn[1] * x.d1.y);
+        const float d = f16_to_f32((u16)(dm & 0xffff)), dmin = f16_to_f32((u16)(dm >> 16));
+        float r = d * ((float)(scm & 0xff) * x.d0.x * (float)s0 +
+                       (float)((scm >> 8) & 0xff) * x.d1.x * (float)s1);
+        if ((v & 1) == 0)
+            r -= dmin * ((float)((scm >> 16) & 0xff) * x.d0.y + (float)(scm >> 24) * x.d1.y);
         return r;
     }
 };
+template <> struct WU<T_Q4_K> : WUK<T_Q4_K> {};
+template <> struct WU<T_Q5_K> : WUK<T_Q5_K> {};
 
 // (b - 32) per byte for bytes b in 0..63, as signed bytes (no borrow crosses a byte: each
 // byte is raised by 0x80 first).
@@ -261,7 +383,7 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
     const int tpr = blockDim.x, tx = threadIdx.x;
     const int r0 = (blk * blockDim.y + threadIdx.y) * MV_R;
     const int units = cols / 32;
-    const int nb = T == T_Q4_K || T == T_Q6_K ? cols / 256 : cols / 32;
+    const int nb = cols / Fmt<T>::qk;  // blocks per row
     const u8* row[MV_R];
 #pragma unroll
     for (int r = 0; r < MV_R; r++) row[r] = W + (size_t)min(r0 + r, rows - 1) * row_bytes;
@@ -318,11 +440,15 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
 }
 
 // Register budget: ≥ 8 blocks of 128 per SM (64 registers) lets ptxas keep all the loads of a
-// round in flight without spilling for one or two tokens; more tokens (and Q4_K's scale
-// unpacking) need more accumulators, so fewer resident blocks (cuobjdump -res-usage: no
-// stack frame with these bounds).
-#define MV_MIN_BLOCKS(T, N)                                                   \
-    ((T) == T_Q4_K ? ((N) == 1 ? 6 : (N) == 2 ? 4 : 3) : ((N) <= 2 ? 8 : (N) <= 4 ? 4 : 3))
+// round in flight without spilling for one or two tokens; more tokens need more accumulators,
+// so fewer resident blocks. Exceptions where these bounds spilled (ptxas -v through NVRTC,
+// sm_90): Q5_0 at 2 tokens (7 blocks: 72 registers), Q5_K's batched kernel (2 blocks). With
+// these bounds no kernel of the file has a stack frame but Q8_0's batched one (36 bytes of
+// spill stores, as before the other formats came). Q4_K needed 6 / 4 blocks at 1 / 2 tokens
+// while its units unpacked 6-bit scales; the repacked layout fits the common bounds.
+#define MV_MIN_BLOCKS(T, N) \
+    ((T) == T_Q5_0 && (N) == 2 ? 7 : (N) <= 2 ? 8 : (N) <= 4 ? 4 : 3)
+#define MV_MIN_BLOCKS_B8(T) ((T) == T_Q5_K ? 2 : MV_MIN_BLOCKS(T, 8))
 #define MV_N(T, name, N)                                                                     \
     extern "C" __global__ void __launch_bounds__(128, MV_MIN_BLOCKS(T, N))                  \
         matvec_q8_n##N##_##name(MvSets sets, const i8* xq, const float2* xd, int cols) {      \
@@ -332,7 +458,7 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
 // ceil(n / 8) blocks that read the same weight rows run together and all but the first read
 // them from L2: DRAM sees the weights about once per call.
 #define MV_B8(T, name)                                                                       \
-    extern "C" __global__ void __launch_bounds__(128, MV_MIN_BLOCKS(T, 8))                  \
+    extern "C" __global__ void __launch_bounds__(128, MV_MIN_BLOCKS_B8(T))                  \
         matvec_q8_b8_##name(MvSets sets, const i8* xq, const float2* xd, int cols, int n_tok) { \
         const int chunks = (n_tok + 7) / 8, c = blockIdx.x % chunks;                         \
         matvec_q8_impl<T, 8>(sets, xq, xd, cols, blockIdx.x / chunks, 8 * c,                 \
@@ -346,6 +472,7 @@ static __device__ void matvec_q8_impl(const MvSets& sets, const i8* xq, const fl
 #define PLUMB_Q8_FORMATS(M) PLUMB_ONE_FORMAT(M)
 #else
 #define PLUMB_Q8_FORMATS(M) \
-    M(T_Q4_0, q4_0) M(T_Q4_1, q4_1) M(T_Q8_0, q8_0) M(T_Q4_K, q4_k) M(T_Q6_K, q6_k)
+    M(T_Q4_0, q4_0) M(T_Q4_1, q4_1) M(T_Q5_0, q5_0) M(T_Q5_1, q5_1) M(T_Q8_0, q8_0) \
+    M(T_Q2_K, q2_k) M(T_Q3_K, q3_k) M(T_Q4_K, q4_k) M(T_Q5_K, q5_k) M(T_Q6_K, q6_k)
 #endif
 PLUMB_Q8_FORMATS(MATVEC_Q8)

@@ -15,16 +15,34 @@
 // Type codes are GGUF's ggml_type ids, and for the MLX affine formats plumb's own
 // (0x1000 | bits << 8 | group, as plumb-core's GgmlType).
 //
-// Repacked layouts. Four formats are stored on the device in a layout of their own (written by
-// src/weight.rs at upload), because their blocks (18, 20, 34 and 210 bytes) leave the quants
-// only 2- or 4-byte aligned and the matvec wants 16-byte loads. Each row separates the quants
-// from the scales, keeping every byte and padding the row to a multiple of 16 bytes:
-//   Q4_0: [nb × qs[16]] [nb × d(f16)]              nb = cols / 32
+// Repacked layouts. Every quantized GGUF format but Q8_1 and Q8_K is stored on the device in a
+// layout of its own (written by src/weight.rs at upload), because GGUF's blocks (18, 22, 34,
+// 84, 110, 210 bytes) leave the quants only 2- or 4-byte aligned and interleave them with the
+// scales, and the matvec wants aligned 16-byte loads of quants and no bit unpacking of scales.
+// Each row is cut into regions, every block of the row contributing one piece to each region
+// in block order; the row is padded with zeros to a multiple of 16 bytes (nb = blocks per row):
+//   Q4_0: [nb × qs[16]] [nb × d(f16)]                                  nb = cols / 32
 //   Q4_1: [nb × qs[16]] [nb × (d, m)(f16 × 2)]
+//   Q5_0: [nb × qs[16]] [nb × qh(u32)] [nb × d]
+//   Q5_1: [nb × qs[16]] [nb × qh(u32)] [nb × (d, m)]
 //   Q8_0: [nb × qs[32]] [nb × d(f16)]
-//   Q6_K: [nb × (ql[128] qh[64])] [nb × scales[16]] [nb × d(f16)]   nb = cols / 256
-// Q4_0 row of 4096 columns: 128 × 16 = 2048 bytes of quants, then 256 bytes of scales: block
-// 5's quants at bytes 80..96 and its d at 2048 + 10. The other formats keep GGUF's layout.
+//   Q2_K: [nb × qs'[64]] [nb × scales[16]] [nb × (d, dmin)]            nb = cols / 256
+//   Q3_K: [nb × (qs'[64] hm'[32])] [nb × scales[16] (i8, −32..31)] [nb × d]
+//   Q4_K: [nb × qs[128]] [nb × scm[16]] [nb × (d, dmin)]
+//   Q5_K: [nb × (qs[128] qh[32])] [nb × scm[16]] [nb × (d, dmin)]
+//   Q6_K: [nb × (ql[128] qh[64])] [nb × scales[16]] [nb × d(f16)]
+// Quants, qh and scales keep GGUF's bytes except: scm word j of Q4_K / Q5_K = (sc[2j],
+// sc[2j+1], m[2j], m[2j+1]), the 6-bit (scale, min) pairs of get_scale_min_k4 unpacked to
+// bytes (16 bytes for GGUF's 12: 148 / 180 bytes per 256 against 144 / 176); Q3_K's scales are
+// unpacked the same way (16 bytes for 12, 114 per 256 against 110) and already minus 32.
+// Q2_K / Q3_K reorder their 2-bit quants per 32 elements (unit v = elements 32v..32v+32 of a
+// super-block, bytes 8v..8v+8 of qs'): element 32v + 16a + 4k + i is byte 8v + 4a + i, bits
+// 2k..2k+2, so that (word a >> 2k) & 0x03030303 holds 4 consecutive elements in x̂'s byte
+// order; Q3_K's high bits likewise (hm' word v, element 32v + 16a + 4k + i at bit 4a + k of
+// byte i). Q4_0 row of 4096 columns: 128 × 16 = 2048 bytes of quants, then 256 bytes of
+// scales: block 5's quants at bytes 80..96 and its d at 2048 + 10. Q4_K row of 4096: 16 × 128
+// bytes of quants, scm at 2048 + 16·blk, (d, dmin) at 2304 + 4·blk (2368 bytes, 16 × 148).
+// Q8_1 and Q8_K (not weight formats in practice) and the float formats keep GGUF's layout.
 //
 // MLX affine (plumb-core quant::affine): a block is one group of G = 32, 64 or 128 elements,
 // scale (f32) @0, bias (f32) @4, then the group's G·bits/8 bytes of the row's little-endian
@@ -89,7 +107,7 @@ FMT(T_Q6_K, 256, 210, 2)
 FMT(T_Q8_K, 256, 292, 4)
 
 // Loads N bytes (N = 16 or 32) at `p` into N/4 little-endian words with the widest loads the
-// alignment A allows: 16-byte vector loads for Q4_K/Q5_K, 4-byte or 2-byte ones otherwise.
+// alignment A allows: 16-byte vector loads for the repacked layouts, 4- or 2-byte ones otherwise.
 template <int N, int A>
 static __device__ __forceinline__ void load_words(const u8* p, u32* w) {
     if constexpr (A >= 16) {
@@ -115,16 +133,6 @@ static __device__ __forceinline__ u32 byte_of(const u32* w, int i) {
 static __device__ __forceinline__ float fmul(float a, float b) { return __fmul_rn(a, b); }
 static __device__ __forceinline__ float fadd(float a, float b) { return __fadd_rn(a, b); }
 static __device__ __forceinline__ float fsub(float a, float b) { return __fsub_rn(a, b); }
-
-// (scale, min) of sub-block j of Q4_K / Q5_K: ggml's get_scale_min_k4.
-static __device__ __forceinline__ void scale_min_k4(int j, const u8* s, u32& sc, u32& m) {
-    if (j < 4) {
-        sc = s[j] & 63; m = s[j + 4] & 63;
-    } else {
-        sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-        m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
 
 // Chunk c of an MLX affine row (layout above): w = s·q + b, the product rounded first.
 template <int T>
@@ -186,29 +194,26 @@ static __device__ __forceinline__ void dq32_ggml(const u8* row, int c, int cols,
                 out[j] = fadd(fmul((float)(q & 15), d), m);
                 out[j + 16] = fadd(fmul((float)(q >> 4), d), m);
             }
-        } else if constexpr (T == T_Q5_0) {
-            const float d = f16_to_f32(ld_u16(b));
-            const u32 qh = (u32)ld_u16(b + 2) | ((u32)ld_u16(b + 4) << 16);
-            load_words<16, A>(b + 6, w);
+        } else if constexpr (T == T_Q5_0 || T == T_Q5_1) {  // repacked
+            // [nb × qs[16]] [nb × qh(u32)] [nb × d(f16) (Q5_1: d, m)] from byte 0, 16nb, 20nb.
+            const int nb = cols / 32;
+            const u32 qh = reinterpret_cast<const u32*>(row + 16 * nb)[c];
+            const u16* dm = reinterpret_cast<const u16*>(row + 20 * nb) + (T == T_Q5_1 ? 2 : 1) * c;
+            const float d = f16_to_f32(dm[0]);
+            load_words<16, 16>(row + 16 * c, w);
 #pragma unroll
             for (int j = 0; j < 16; j++) {
                 const u32 q = byte_of(w, j);
                 const u32 q0 = (q & 15) | (((qh >> j) & 1) << 4);
                 const u32 q1 = (q >> 4) | (((qh >> (j + 16)) & 1) << 4);
-                out[j] = fmul((float)((int)q0 - 16), d);
-                out[j + 16] = fmul((float)((int)q1 - 16), d);
-            }
-        } else if constexpr (T == T_Q5_1) {
-            const float d = f16_to_f32(ld_u16(b)), m = f16_to_f32(ld_u16(b + 2));
-            const u32 qh = *reinterpret_cast<const u32*>(b + 4);
-            load_words<16, A>(b + 8, w);
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-                const u32 q = byte_of(w, j);
-                const u32 q0 = (q & 15) | (((qh >> j) & 1) << 4);
-                const u32 q1 = (q >> 4) | (((qh >> (j + 16)) & 1) << 4);
-                out[j] = fadd(fmul((float)q0, d), m);
-                out[j + 16] = fadd(fmul((float)q1, d), m);
+                if constexpr (T == T_Q5_0) {
+                    out[j] = fmul((float)((int)q0 - 16), d);
+                    out[j + 16] = fmul((float)((int)q1 - 16), d);
+                } else {
+                    const float m = f16_to_f32(dm[1]);
+                    out[j] = fadd(fmul((float)q0, d), m);
+                    out[j + 16] = fadd(fmul((float)q1, d), m);
+                }
             }
         } else if constexpr (T == T_Q8_0) {  // repacked
             const float d = f16_to_f32(reinterpret_cast<const u16*>(row + 32 * (cols / 32))[c]);
@@ -225,46 +230,55 @@ static __device__ __forceinline__ void dq32_ggml(const u8* row, int c, int cols,
             load_words<32, A>(b + 4 + 32 * sub, w);
 #pragma unroll
             for (int j = 0; j < 32; j++) out[j] = fmul(d, (float)(i8)byte_of(w, j));
-        } else if constexpr (T == T_Q2_K) {
-            // scales[16] @0, qs[64] @16, d @80, dmin @82; sub = 4*half + k: qs[32*half + l],
-            // bits 2k..2k+2; element 32*sub + l has scale byte 2*sub + l/16.
-            const float d = f16_to_f32(ld_u16(b + 80)), dmin = f16_to_f32(ld_u16(b + 82));
-            load_words<32, A>(b + 16 + 32 * (sub / 4), w);
-            const int shift = 2 * (sub % 4);
+        } else if constexpr (T == T_Q2_K || T == T_Q3_K) {  // repacked
+            // Q2_K: [nb × qs'[64]] [nb × scales[16]] [nb × (d, dmin)]      from 0, 64nb, 80nb;
+            // Q3_K: [nb × (qs'[64] hm'[32])] [nb × scales[16] (i8)] [nb × d] from 0, 96nb, 112nb.
+            // Chunk c = unit v = c % 8 of super-block blk = c / 8: its 2-bit quants are bytes
+            // 8v..8v+8 of qs' (element j = 16a + 4k + i: byte 4a + i, bits 2k), its high bits
+            // (Q3_K) word v of hm' (element j: bit 4a + k of byte i), its two sub-blocks'
+            // scales bytes 2v, 2v + 1.
+            constexpr int QB = T == T_Q2_K ? 64 : 96;
+            const int nb = cols / 256, blk = c / 8, v = c % 8;
+            const u8* q = row + QB * blk + 8 * v;
+            w[0] = reinterpret_cast<const u32*>(q)[0];
+            w[1] = reinterpret_cast<const u32*>(q)[1];
+            const u8* sc = row + QB * nb + 16 * blk + 2 * v;
+            if constexpr (T == T_Q2_K) {
+                const u16* dd = reinterpret_cast<const u16*>(row + 80 * nb) + 2 * blk;
+                const float d = f16_to_f32(dd[0]), dmin = f16_to_f32(dd[1]);
 #pragma unroll
-            for (int j = 0; j < 32; j++) {
-                const u32 sc = b[2 * sub + j / 16];
-                const float dl = fmul(d, (float)(sc & 15)), ml = fmul(dmin, (float)(sc >> 4));
-                const u32 q = (byte_of(w, j) >> shift) & 3;
-                out[j] = fsub(fmul(dl, (float)q), ml);
-            }
-        } else if constexpr (T == T_Q3_K) {
-            // hmask[32] @0, qs[64] @32, scales[12] @96, d @108.
-            const float d = f16_to_f32(ld_u16(b + 108));
-            const u8* s = b + 96;
-            load_words<32, A>(b + 32 + 32 * (sub / 4), w);
-            load_words<32, A>(b, h);
-            const int shift = 2 * (sub % 4);
+                for (int j = 0; j < 32; j++) {
+                    const int a = j / 16, k = (j % 16) / 4, i = j % 4;
+                    const u32 s = sc[a];
+                    const float dl = fmul(d, (float)(s & 15)), ml = fmul(dmin, (float)(s >> 4));
+                    const u32 qv = (byte_of(w, 4 * a + i) >> (2 * k)) & 3;
+                    out[j] = fsub(fmul(dl, (float)qv), ml);
+                }
+            } else {
+                const float d = f16_to_f32(reinterpret_cast<const u16*>(row + 112 * nb)[blk]);
+                const u32 hm = reinterpret_cast<const u32*>(row + QB * blk + 64)[v];
 #pragma unroll
-            for (int j = 0; j < 32; j++) {
-                const int i = 2 * sub + j / 16;  // scale index
-                const u32 lo = i < 8 ? (s[i] & 15) : (s[i - 8] >> 4);
-                const u32 hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
-                const int scale = (int)(lo | (hi << 4)) - 32;
-                const float dl = fmul(d, (float)scale);
-                const int low = (int)((byte_of(w, j) >> shift) & 3);
-                const int hbit = (int)((byte_of(h, j) >> sub) & 1);
-                out[j] = fmul(dl, (float)(low - (hbit ? 0 : 4)));
+                for (int j = 0; j < 32; j++) {
+                    const int a = j / 16, k = (j % 16) / 4, i = j % 4;
+                    const float dl = fmul(d, (float)(int)(i8)sc[a]);
+                    const int low = (int)((byte_of(w, 4 * a + i) >> (2 * k)) & 3);
+                    const int hbit = (int)((hm >> (8 * i + 4 * a + k)) & 1);
+                    out[j] = fmul(dl, (float)(low - (hbit ? 0 : 4)));
+                }
             }
-        } else if constexpr (T == T_Q4_K || T == T_Q5_K) {
-            // d @0, dmin @2, scales[12] @4, (Q5_K: qh[32] @16,) qs[128] @16 / @48.
-            const float d = f16_to_f32(ld_u16(b)), dmin = f16_to_f32(ld_u16(b + 2));
-            u32 sc, m;
-            scale_min_k4(sub, b + 4, sc, m);
-            const float d1 = fmul(d, (float)sc), m1 = fmul(dmin, (float)m);
-            constexpr int QS = T == T_Q4_K ? 16 : 48;
-            load_words<32, A>(b + QS + 32 * (sub / 2), w);
-            if constexpr (T == T_Q5_K) load_words<32, A>(b + 16, h);
+        } else if constexpr (T == T_Q4_K || T == T_Q5_K) {  // repacked
+            // Q4_K: [nb × qs[128]] [nb × scm[16]] [nb × (d, dmin)] from 0, 128nb, 144nb;
+            // Q5_K: [nb × (qs[128] qh[32])] [nb × scm[16]] [nb × (d, dmin)] from 0, 160nb, 176nb.
+            // scm word j = (sc[2j], sc[2j+1], m[2j], m[2j+1]), the 6-bit pairs unpacked.
+            // Sub-block sub = c % 8: qs bytes 32(sub / 2) ..+32, nibble sub % 2; qh bit sub.
+            constexpr int QB = T == T_Q4_K ? 128 : 160;
+            const int nb = cols / 256, blk = c / 8, sub = c % 8;
+            const u8* scm = row + QB * nb + 16 * blk + 4 * (sub / 2) + sub % 2;
+            const u16* dd = reinterpret_cast<const u16*>(row + (QB + 16) * nb) + 2 * blk;
+            const float d = f16_to_f32(dd[0]), dmin = f16_to_f32(dd[1]);
+            const float d1 = fmul(d, (float)scm[0]), m1 = fmul(dmin, (float)scm[2]);
+            load_words<32, 16>(row + QB * blk + 32 * (sub / 2), w);
+            if constexpr (T == T_Q5_K) load_words<32, 16>(row + QB * blk + 128, h);
             const int shift = 4 * (sub % 2);
 #pragma unroll
             for (int j = 0; j < 32; j++) {

@@ -129,7 +129,9 @@ pub const FORMATS: &[(GgmlType, &str)] = &[
 
 /// The formats matvec_q8.cu has dp4a kernels for (its PLUMB_Q8_FORMATS); a one-format unit of
 /// that file exists only for these.
-pub const Q8_FORMATS: &[&str] = &["q4_0", "q4_1", "q8_0", "q4_k", "q6_k"];
+pub const Q8_FORMATS: &[&str] = &[
+    "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+];
 
 /// The kernel-name suffix of a weight format.
 pub fn format_suffix(ty: GgmlType) -> Option<&'static str> {
