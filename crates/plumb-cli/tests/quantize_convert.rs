@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use plumb_gguf::GgufFile;
@@ -42,6 +43,7 @@ fn s(p: &Path) -> &str {
 }
 
 struct Files {
+    root: PathBuf,
     model: PathBuf,
     hf: PathBuf,
     direct: PathBuf,
@@ -59,6 +61,7 @@ fn files() -> &'static Files {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let f = Files {
+            root: dir.clone(),
             hf: dir.join("hf"),
             direct: dir.join("direct-q8_0.gguf"),
             from_dir: dir.join("from-dir-q8_0.gguf"),
@@ -93,6 +96,14 @@ fn files() -> &'static Files {
         ]);
         f
     })
+}
+
+/// Each test calls this when it is done; the last removes the files (about 0.8 GB).
+fn done() {
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    if DONE.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+        let _ = std::fs::remove_dir_all(&files().root);
+    }
 }
 
 #[test]
@@ -137,6 +148,7 @@ fn a_directory_quantizes_to_the_same_gguf_as_its_source() {
         m.forward(&tokens, &mut c, Logits::All).unwrap()
     };
     assert_eq!(logits(&f.direct), logits(&f.from_dir));
+    done();
 }
 
 fn greedy(model: &Path, prompt: &str) -> Vec<u64> {
@@ -175,6 +187,7 @@ fn a_directory_written_from_the_gguf_runs_by_itself() {
         assert!(want.len() >= 4, "{want:?}");
         assert_eq!(greedy(&f.hf, prompt), want, "prompt {prompt:?}");
     }
+    done();
 }
 
 #[test]
@@ -230,4 +243,5 @@ fn directories_without_a_convertible_tokenizer_are_refused() {
     );
     assert!(!out_file.exists());
     let _ = std::fs::remove_dir_all(&dir);
+    done();
 }
