@@ -83,6 +83,27 @@ pub fn resolve_pre(name: Option<&str>) -> PreTokenizerInfo {
     }
 }
 
+/// A GGUF merge `left right` split as llama.cpp splits it: at the first space after the
+/// first character (so a left part that is itself a space survives).
+pub(crate) fn split_merge(m: &str) -> Option<(&str, &str)> {
+    let skip = m.chars().next().map_or(0, char::len_utf8);
+    let pos = m[skip..].find(' ')? + skip;
+    Some((&m[..pos], &m[pos + 1..]))
+}
+
+/// The `tokenizer.ggml.pre` name for a pre-tokenizer that splits by `regexes` (in order)
+/// and, with `ignore_merges`, takes a word found whole in the vocabulary as one token: the
+/// name llama.cpp's converter writes for the model family that uses exactly this split
+/// (`gpt2`; `smollm`, whose split StarCoder and Refact share; `llama-bpe` for Llama 3;
+/// `dbrx`, Llama 3's split without ignore_merges; `qwen2`). `None`: no name plumb knows.
+pub fn pre_name_for(regexes: &[&str], ignore_merges: bool) -> Option<&'static str> {
+    const NAMES: [&str; 6] = ["gpt2", "smollm", "llama-bpe", "dbrx", "qwen2", "default"];
+    NAMES.into_iter().find(|&n| {
+        let info = resolve_pre(Some(n));
+        info.regexes == regexes && info.ignore_merges == ignore_merges
+    })
+}
+
 /// Builds the `tokenizers` pipeline (no normalizer, no added tokens: special tokens are
 /// handled by the caller) for a byte-level BPE vocabulary.
 pub(crate) fn build(
@@ -96,12 +117,10 @@ pub(crate) fn build(
     }
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, m) in merges.iter().enumerate() {
-        // As llama.cpp: split at the first space after the first character.
-        let skip = m.chars().next().map_or(0, char::len_utf8);
-        let pos = m[skip..].find(' ').map(|p| p + skip).ok_or_else(|| {
+        let (l, r) = split_merge(m).ok_or_else(|| {
             TokenizerError::InvalidVocab(format!("merge #{i} {m:?} is not `left right`"))
         })?;
-        pairs.push((m[..pos].to_string(), m[pos + 1..].to_string()));
+        pairs.push((l.to_string(), r.to_string()));
     }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, pairs)
@@ -140,6 +159,19 @@ mod tests {
         assert_eq!((unknown.used, unknown.fallback), ("gpt2", true));
         assert!(resolve_pre(None).fallback);
         assert!(!resolve_pre(Some("gpt2")).fallback);
+    }
+
+    #[test]
+    fn every_regex_set_has_one_name_that_resolves_back() {
+        for name in ["gpt2", "smollm", "llama-bpe", "dbrx", "qwen2", "default"] {
+            let info = resolve_pre(Some(name));
+            assert_eq!(pre_name_for(info.regexes, info.ignore_merges), Some(name));
+        }
+        assert_eq!(pre_name_for(&[QWEN2_REGEX], true), None);
+        assert_eq!(pre_name_for(&[DIGIT_REGEX], false), None);
+        assert_eq!(split_merge("Ġ t"), Some(("Ġ", "t")));
+        assert_eq!(split_merge("  x"), Some((" ", "x")));
+        assert_eq!(split_merge("ab"), None);
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub enum TokenizerError {
     #[error("tokenizer backend error: {0}")]
     Backend(String),
 
+    /// A tokenizer cannot be converted between GGUF metadata and Hugging Face files.
+    #[error("cannot convert the tokenizer: {0}")]
+    Convert(String),
+
     /// A chat template failed to compile or to render.
     #[error("chat template error: {0}")]
     ChatTemplate(String),

@@ -79,7 +79,7 @@ impl<'a, F: Fn(&str) -> Option<&'a Value>> Meta<F> {
             .ok_or_else(|| Self::bad(key, "an array of strings"))
     }
 
-    fn numbers<T>(
+    pub(crate) fn numbers<T>(
         &self,
         key: &str,
         n: usize,

@@ -1,7 +1,9 @@
 //! `plumb quantize`: a GGUF file or model directory re-encoded to GGUF (Q4_0 .. Q6_K, Q4_K_M,
 //! Q5_K_M), to an MLX directory (affine groups, or mlx-lm's mixed recipes) or to a Hugging
 //! Face directory (f32 / f16 / bf16), streaming tensor by tensor; with `--ppl-file`, the
-//! perplexity of the source and of the result side by side.
+//! perplexity of the source and of the result side by side. Tokenizers convert with the
+//! model: a directory's tokenizer.json becomes GGUF metadata, a GGUF's byte-level BPE
+//! vocabulary becomes tokenizer.json, tokenizer_config.json and generation_config.json.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -12,16 +14,24 @@ use plumb_core::GgmlType;
 use plumb_engine::perplexity::perplexity;
 use plumb_engine::{text_side, Session};
 use plumb_model::quantize::dir::{write_dir, DirFormat, MlxRecipe};
-use plumb_model::quantize::gguf::{quantize_gguf, Progress};
+use plumb_model::quantize::gguf::{quantize_dir, quantize_gguf, Progress};
 use plumb_model::quantize::Recipe;
 use plumb_model::{Checkpoint, Model};
+use plumb_tokenizer::GgufVocab;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(
+    after_help = "Tokenizers are converted with the model: a directory's tokenizer.json \
+(byte-level BPE) becomes the GGUF's tokenizer metadata; a GGUF's byte-level BPE vocabulary \
+becomes the directory's tokenizer.json, tokenizer_config.json and generation_config.json, so \
+that the directory runs by itself. SentencePiece vocabularies are not converted (a directory \
+written from such a GGUF has no tokenizer.json).\n\nExamples:\n  \
 plumb quantize -m model.gguf --quant q4_k_m -o model-q4_k_m.gguf\n  \
+plumb quantize -m hf-dir --quant q8_0 -o model-q8_0.gguf\n  \
 plumb quantize -m hf-dir --mlx 4 --group 64 -o mlx-dir\n  \
 plumb quantize -m hf-dir --mlx mixed_3_6 -o mlx-dir\n  \
-plumb quantize -m model.gguf --hf bf16 -o hf-dir --ppl-file text.txt")]
+plumb quantize -m model.gguf --hf bf16 -o hf-dir --ppl-file text.txt"
+)]
 pub struct Args {
     /// The source: a GGUF file or a Hugging Face / MLX directory [default: the default model]
     #[arg(long, short = 'm', value_name = "PATH")]
@@ -29,7 +39,7 @@ pub struct Args {
     /// Output GGUF file or directory.
     #[arg(short = 'o', long)]
     output: PathBuf,
-    /// GGUF output in this format: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
+    /// GGUF output (from a GGUF or a directory) in this format: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
     /// q6_k, f16, bf16, f32, or llama.cpp's mixes q4_k_m, q5_k_m.
     #[arg(long, value_name = "Q", group = "to")]
     quant: Option<String>,
@@ -85,19 +95,26 @@ pub fn main(a: Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     if let Some(q) = &a.quant {
         let recipe = Recipe::parse(q)?;
-        let Checkpoint::Gguf(f) = &ck else {
-            bail!(
-                "GGUF output needs a GGUF source (a directory's tokenizer is not converted to \
-                 GGUF metadata); use --mlx or --hf for a directory, or --quantize {q} at load"
-            );
-        };
         eprintln!(
             "plumb: {} -> {} ({})",
             src.display(),
             a.output.display(),
             recipe.name()
         );
-        let plan = quantize_gguf(f, recipe, &a.output, progress_bar())?;
+        let plan = match &ck {
+            Checkpoint::Gguf(f) => quantize_gguf(f, recipe, &a.output, progress_bar())?,
+            Checkpoint::Dir(d) => {
+                let vocab = GgufVocab::from_model_dir(&d.dir, Some(d.config.vocab_size))
+                    .context("converting the directory's tokenizer to GGUF metadata")?;
+                eprintln!(
+                    "plumb: tokenizer: {} tokens, {} merges, pre-tokenizer {}",
+                    vocab.tokens.len(),
+                    vocab.merges.len(),
+                    vocab.pre
+                );
+                quantize_dir(d, recipe, vocab.to_metadata(), &a.output, progress_bar())?
+            }
+        };
         let counts: Vec<String> = plan
             .counts()
             .iter()
@@ -131,11 +148,22 @@ pub fn main(a: Args) -> Result<()> {
         );
         let n = write_dir(&ck, format, &a.output, progress_bar())?;
         eprintln!("\nplumb: wrote {n} tensors");
-        if matches!(ck, Checkpoint::Gguf(_)) {
-            eprintln!(
-                "plumb: the directory has weights and config.json only (a GGUF's tokenizer is \
-                 not converted); copy a tokenizer.json into it to run it"
-            );
+        if let Checkpoint::Gguf(f) = &ck {
+            match GgufVocab::from_gguf_metadata(|k| f.get(k)) {
+                Ok(vocab) => {
+                    vocab
+                        .write_model_dir(&a.output)
+                        .context("writing the converted tokenizer")?;
+                    eprintln!(
+                        "plumb: tokenizer.json, tokenizer_config.json and \
+                         generation_config.json written from the GGUF's vocabulary"
+                    );
+                }
+                Err(e) => eprintln!(
+                    "plumb: the directory has weights and config.json only ({e}); copy the \
+                     model's tokenizer.json and tokenizer_config.json into it to run it"
+                ),
+            }
         }
     }
     eprintln!("plumb: done in {:.1} s", t0.elapsed().as_secs_f64());
@@ -154,7 +182,8 @@ pub fn main(a: Args) -> Result<()> {
 }
 
 /// Perplexity of `text` with the model at `path` on the CPU backend, tokenized by the
-/// source checkpoint `ck` (a directory written from a GGUF has no tokenizer of its own).
+/// source checkpoint `ck` (a directory written from a SentencePiece GGUF has no tokenizer of
+/// its own).
 fn score(ck: &Checkpoint, path: &Path, text: &str, ctx: usize) -> Result<f64> {
     let (tok, tmpl) = text_side(ck)?;
     let model = Model::load_checkpoint(&Checkpoint::open(path)?, plumb_ops::CpuBackend::new())?;

@@ -260,8 +260,8 @@ fn base_config(ck: &Checkpoint, cfg: &ModelConfig, tied: bool) -> Result<Map<Str
 }
 
 /// Writes the model of `ck` as a directory `out` in `format` and returns how many tensors
-/// it wrote. Tokenizer files of a source directory are copied; a GGUF's tokenizer is not
-/// converted (`out` then has weights and config only, and the caller says so).
+/// it wrote. Tokenizer files of a source directory are copied; a GGUF's tokenizer is left to
+/// the caller (plumb-tokenizer's `GgufVocab` writes it into `out` afterwards).
 pub fn write_dir(
     ck: &Checkpoint,
     format: DirFormat,
