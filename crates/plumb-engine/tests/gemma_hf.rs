@@ -207,6 +207,6 @@ fn gemma3_directory_config_round_trips() {
     let j = json(&out.join(HF).join("config.json"));
     assert_eq!(j["model_type"], "gemma3_text");
     assert_eq!(j["sliding_window_pattern"], 6);
-    assert_eq!(j["query_pre_attn_scalar"], 256.0);
+    assert_eq!(j["query_pre_attn_scalar"], 256);
     assert_eq!(j["hidden_activation"], "gelu_pytorch_tanh");
 }

@@ -284,8 +284,9 @@ fn gemma3_config(f: &GgufFile, cfg: &ModelConfig, tied: bool) -> Result<Map<Stri
     if cfg.embed_scale != Some((cfg.d_model as f32).sqrt()) || cfg.n_rot != cfg.head_dim {
         return unsupported("with a partial rotation or another embedding scale");
     }
-    // attn_scale = query_pre_attn_scalar^-½.
-    let scalar = (1.0 / (cfg.attn_scale as f64).powi(2)).round();
+    // attn_scale = query_pre_attn_scalar^-½; an integer, as Hugging Face's config class
+    // requires (it refuses 256.0).
+    let scalar = (1.0 / (cfg.attn_scale as f64).powi(2)).round() as u64;
     let layer_types: Vec<&str> = swa
         .local
         .iter()
