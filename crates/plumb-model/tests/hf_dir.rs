@@ -418,3 +418,72 @@ fn mlx_directory_gives_the_logits_of_its_dequantized_values() {
     let e = load_dir(&mlx).err().unwrap().to_string();
     assert!(e.contains("down_proj"), "{e}");
 }
+
+/// A tiny gemma3 (QK norms, post norms, local layers with a window shorter than the input)
+/// written by `plumb quantize`'s directory writer from a GGUF: the stored norms are the
+/// GGUF's minus 1 (Gemma's `x · (1 + w)`), the names are Gemma's, and the directory gives the
+/// GGUF's logits.
+#[test]
+fn gemma3_directory_round_trips_through_the_writer() {
+    use plumb_model::quantize::dir::{write_dir, DirFormat};
+    let shape = SynthShape {
+        name: "tiny-gemma3",
+        arch: "gemma3",
+        n_layers: 7,
+        head_dim: Some(32),
+        tied: true,
+        sliding_window: Some(3),
+        rms_eps: 1e-6,
+        ..SHAPE
+    };
+    let dir = scratch("gemma3");
+    let gguf_path = dir.join("m.gguf");
+    write_synthetic(&shape, GgmlType::F32, 11, &gguf_path, Arc::new(|_, _| {})).unwrap();
+    let ck = Checkpoint::open(&gguf_path).unwrap();
+    let hf = dir.join("hf");
+    let quiet = Arc::new(|_: usize, _: usize, _: &str| {});
+    write_dir(&ck, DirFormat::Hf(GgmlType::F32), &hf, quiet).unwrap();
+    let file = GgufFile::open(&gguf_path).unwrap();
+    let st = plumb_model::formats::safetensors::Safetensors::open_dir(&hf).unwrap();
+    for (gguf, name) in [
+        (
+            "blk.3.ffn_norm.weight",
+            "model.layers.3.pre_feedforward_layernorm.weight",
+        ),
+        (
+            "blk.3.post_attention_norm.weight",
+            "model.layers.3.post_attention_layernorm.weight",
+        ),
+        (
+            "blk.3.post_ffw_norm.weight",
+            "model.layers.3.post_feedforward_layernorm.weight",
+        ),
+        (
+            "blk.3.attn_k_norm.weight",
+            "model.layers.3.self_attn.k_norm.weight",
+        ),
+        ("output_norm.weight", "model.norm.weight"),
+    ] {
+        let want = file.weight(gguf).unwrap().to_f32().unwrap();
+        let t = st.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        let got: Vec<f32> = t
+            .data
+            .as_slice()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(*g, w - 1.0, "{name}");
+        }
+    }
+    assert!(st.get("lm_head.weight").is_none());
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(j["model_type"], "gemma3_text");
+    assert_eq!(j["sliding_window"], 3);
+    let want = logits(&Model::load_checkpoint(&ck, ReferenceBackend { threads: false }).unwrap());
+    let got = logits(&load_dir(&hf).unwrap());
+    let d = max_diff(&want, &got);
+    assert!(d < 1e-4, "gemma3 directory logits differ by {d}");
+}

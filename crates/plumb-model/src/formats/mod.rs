@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 
 use self::mlx::MlxQuant;
 use self::safetensors::{read_json, Safetensors, StTensor};
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::store::ModelKind;
 use crate::weights::TensorSource;
@@ -36,6 +36,8 @@ pub struct HfDir {
     pub quant: Option<MlxQuant>,
     /// The head is the embedding table (`lm_head` is not read).
     pub tied: bool,
+    /// Where the language model's tensors are (nested in a multimodal gemma3 checkpoint).
+    pub prefixes: hf::Prefixes,
 }
 
 impl HfDir {
@@ -44,9 +46,15 @@ impl HfDir {
         let config = hf::config_from_json(&config_json)?;
         let quant = MlxQuant::from_config(&config_json)?;
         let tensors = Safetensors::open_dir(dir)?;
+        let prefixes = hf::Prefixes::detect(|n| tensors.get(n).is_some());
+        // mlx-lm ties a gemma3 head whenever the file has no lm_head.
+        let head = format!("{}.weight", prefixes.head);
+        let tied = hf::tied_embeddings(&config_json)
+            || (config.arch == Arch::Gemma3 && tensors.get(&head).is_none());
         Ok(HfDir {
             dir: dir.to_path_buf(),
-            tied: hf::tied_embeddings(&config_json),
+            tied,
+            prefixes,
             config_json,
             config,
             tensors,
@@ -84,15 +92,26 @@ fn plain(name: &str, t: &StTensor) -> Result<HostWeight> {
     Ok(HostWeight::new(name, ty, rows, cols, t.data.clone())?)
 }
 
-impl TensorSource for HfDir {
-    fn weight(&self, name: &str) -> Result<Option<HostWeight>> {
+impl HfDir {
+    /// The directory's module and tensor name of the GGUF name `name`.
+    fn module(&self, name: &str) -> Option<(String, String)> {
+        let (module, suffix) = hf::hf_module(self.config.arch, name)?;
+        let module = self.prefixes.apply(&module);
+        let key = format!("{module}.{suffix}");
+        Some((module, key))
+    }
+
+    /// The tensor `name` (a GGUF name) as the directory stores it: gemma3's norm vectors
+    /// without the `1 +` that [`TensorSource::weight`] adds. `None` when the directory has
+    /// no such tensor (or the head is tied).
+    pub fn stored_weight(&self, name: &str) -> Result<Option<HostWeight>> {
         if name == "output.weight" && self.tied {
             return Ok(None);
         }
-        let Some((module, suffix)) = hf::hf_module(name) else {
+        let Some((module, key)) = self.module(name) else {
             return Ok(None);
         };
-        let key = format!("{module}.{suffix}");
+        let suffix = &key[module.len() + 1..];
         let Some(t) = self.tensors.get(&key) else {
             return Ok(None);
         };
@@ -119,9 +138,41 @@ impl TensorSource for HfDir {
             _ => Ok(Some(plain(&key, t)?)),
         }
     }
+}
+
+/// `w` with `offset` added to every value, in F32.
+fn offset_vector(w: &HostWeight, offset: f32) -> Result<HostWeight> {
+    let mut v = w.to_f32()?;
+    for x in &mut v {
+        *x += offset;
+    }
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Ok(HostWeight::new(
+        &w.name,
+        GgmlType::F32,
+        w.rows,
+        w.cols,
+        plumb_core::Bytes::from_vec(bytes),
+    )?)
+}
+
+impl TensorSource for HfDir {
+    /// The stored tensor, with gemma3's `1 +` added to its norm vectors (the weight a GGUF
+    /// file stores and the forward multiplies by).
+    fn weight(&self, name: &str) -> Result<Option<HostWeight>> {
+        let Some(w) = self.stored_weight(name)? else {
+            return Ok(None);
+        };
+        let offset = hf::norm_offset(self.config.arch, name);
+        if offset == 0.0 {
+            return Ok(Some(w));
+        }
+        Ok(Some(offset_vector(&w, offset)?))
+    }
 
     fn source_name(&self, name: &str) -> String {
-        hf::hf_module(name).map_or_else(|| name.to_string(), |(m, s)| format!("{m}.{s}"))
+        self.module(name)
+            .map_or_else(|| name.to_string(), |(_, k)| k)
     }
 }
 

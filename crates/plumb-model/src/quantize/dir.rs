@@ -16,15 +16,16 @@ use std::sync::Mutex;
 
 use plumb_core::quant::affine;
 use plumb_core::{GgmlType, HostWeight};
+use plumb_gguf::GgufFile;
 use plumb_ops::RopeStyle;
 use safetensors::Dtype;
 use serde_json::{json, Map, Value as Json};
 
 use super::gguf::Progress;
 use super::{for_each_band, is_matrix, model_tensor_names, RowOrder};
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::formats::hf::hf_module;
+use crate::formats::hf;
 use crate::formats::{Checkpoint, HfDir};
 
 /// How an MLX directory is quantized.
@@ -146,6 +147,8 @@ struct Lazy<'a> {
     /// The float type of the values before quantization (and of scales and biases).
     float: Dtype,
     params: (u32, usize),
+    /// Added to every value of a plain tensor before it is rounded (gemma3's norms: −1).
+    offset: f32,
     shape: Vec<usize>,
     len: usize,
     failed: &'a Mutex<Option<ModelError>>,
@@ -162,7 +165,12 @@ impl Lazy<'_> {
         let mut rounded = vec![0f32; group.max(1)];
         for_each_band(w, self.order, |_, band| {
             if self.part == Part::Plain {
-                encode(self.dtype, band, &mut out);
+                if self.offset == 0.0 {
+                    encode(self.dtype, band, &mut out);
+                } else {
+                    let shifted: Vec<f32> = band.iter().map(|v| v + self.offset).collect();
+                    encode(self.dtype, &shifted, &mut out);
+                }
                 return Ok(());
             }
             for x in band.chunks_exact(group) {
@@ -231,6 +239,9 @@ fn base_config(ck: &Checkpoint, cfg: &ModelConfig, tied: bool) -> Result<Map<Str
                     "a GGUF with rope_freqs (Llama 3.1 RoPE scaling) as a directory".into(),
                 ));
             }
+            if cfg.arch == Arch::Gemma3 {
+                return gemma3_config(f, cfg, tied);
+            }
             let arch = cfg.arch.name();
             let class = match arch {
                 "qwen2" => "Qwen2ForCausalLM",
@@ -259,6 +270,63 @@ fn base_config(ck: &Checkpoint, cfg: &ModelConfig, tied: bool) -> Result<Map<Str
     }
 }
 
+/// The `config.json` of a gemma3_text directory from a GGUF's configuration: Hugging
+/// Face's keys (those mlx-lm's gemma3_text reads among them).
+fn gemma3_config(f: &GgufFile, cfg: &ModelConfig, tied: bool) -> Result<Map<String, Json>> {
+    let unsupported = |what: &str| {
+        Err(ModelError::Unsupported(format!(
+            "a gemma3 GGUF {what} as a gemma3_text directory"
+        )))
+    };
+    let Some(swa) = &cfg.swa else {
+        return unsupported("without a sliding window");
+    };
+    if cfg.embed_scale != Some((cfg.d_model as f32).sqrt()) || cfg.n_rot != cfg.head_dim {
+        return unsupported("with a partial rotation or another embedding scale");
+    }
+    // attn_scale = query_pre_attn_scalar^-½; an integer, as Hugging Face's config class
+    // requires (it refuses 256.0).
+    let scalar = (1.0 / (cfg.attn_scale as f64).powi(2)).round() as u64;
+    let layer_types: Vec<&str> = swa
+        .local
+        .iter()
+        .map(|&l| {
+            if l {
+                "sliding_attention"
+            } else {
+                "full_attention"
+            }
+        })
+        .collect();
+    let id = |k: &str| f.get_u64(k).ok();
+    let mut j = json!({
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+        "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_kv_heads,
+        "num_hidden_layers": cfg.n_layers, "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.n_ctx_train,
+        "rms_norm_eps": cfg.rms_eps as f64, "rope_theta": cfg.rope_theta as f64,
+        "rope_local_base_freq": swa.rope_theta as f64, "rope_scaling": null,
+        "query_pre_attn_scalar": scalar, "sliding_window": swa.window,
+        "layer_types": layer_types,
+        "final_logit_softcapping": cfg.final_softcap.map(|c| c as f64),
+        "attn_logit_softcapping": null, "hidden_activation": "gelu_pytorch_tanh",
+        "tie_word_embeddings": tied, "attention_bias": false,
+    });
+    // mlx-lm reads the layout only as a period: write one where the layers have it.
+    if let Some(n) = (1..=cfg.n_layers).find(|&n| hf::pattern_layers(n, cfg.n_layers) == swa.local)
+    {
+        j["sliding_window_pattern"] = json!(n);
+    }
+    if let Some(b) = id("tokenizer.ggml.bos_token_id") {
+        j["bos_token_id"] = json!(b);
+    }
+    if let Some(e) = id("tokenizer.ggml.eos_token_id") {
+        j["eos_token_id"] = json!(e);
+    }
+    Ok(j.as_object().cloned().unwrap_or_default())
+}
+
 /// Writes the model of `ck` as a directory `out` in `format` and returns how many tensors
 /// it wrote. Tokenizer files of a source directory are copied; a GGUF's tokenizer is left to
 /// the caller (plumb-tokenizer's `GgufVocab` writes it into `out` afterwards).
@@ -271,6 +339,12 @@ pub fn write_dir(
     let cfg = ck.config()?;
     let src = ck.tensors();
     let tied = src.weight("output.weight")?.is_none();
+    // A directory's tensors are copied as stored; a GGUF gemma3's norms lose the converter's
+    // `1 +`; a nested (multimodal) directory keeps its layout.
+    let (stored, prefixes) = match ck {
+        Checkpoint::Dir(d) => (Some(d.as_ref()), d.prefixes.clone()),
+        Checkpoint::Gguf(_) => (None, hf::Prefixes::TEXT),
+    };
     let order_from = cfg.rope_style;
     let (float, recipe) = match format {
         DirFormat::Hf(t) => (st_dtype(t)?, None),
@@ -297,17 +371,22 @@ pub fn write_dir(
         .collect();
     let mut found = Vec::new();
     for name in names {
-        let Some((module, suffix)) = hf_module(&name).map(|(m, s)| (m, s.to_string())) else {
+        let Some((module, suffix)) = hf::hf_module(cfg.arch, &name) else {
             continue;
         };
-        let Some(w) = src.weight(&name)? else {
+        let (module, suffix) = (prefixes.apply(&module), suffix.to_string());
+        let (w, offset) = match stored {
+            Some(d) => (d.stored_weight(&name)?, 0.0),
+            None => (src.weight(&name)?, -hf::norm_offset(cfg.arch, &name)),
+        };
+        let Some(w) = w else {
             continue;
         };
-        found.push((name, module, suffix, w));
+        found.push((name, module, suffix, w, offset));
     }
     let total_tensors = found
         .iter()
-        .map(|(n, _, _, w)| match recipe {
+        .map(|(n, _, _, w, _)| match recipe {
             Some(r) if is_matrix(n) && w.cols.is_multiple_of(r.group()) => 3,
             _ => 1,
         })
@@ -316,7 +395,7 @@ pub fn write_dir(
         let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         progress(n, total_tensors, "");
     };
-    for (name, module, suffix, w) in found {
+    for (name, module, suffix, w, offset) in found {
         let order = RowOrder::for_tensor(&name, cfg.head_dim, order_from, RopeStyle::Neox);
         let (rows, cols) = (w.rows, w.cols);
         let mk = |part, dtype, params, shape: Vec<usize>, len| Lazy {
@@ -326,6 +405,7 @@ pub fn write_dir(
             dtype,
             float,
             params,
+            offset,
             shape,
             len,
             failed: &failed,

@@ -193,10 +193,12 @@ pub fn model_tensor_names(cfg: &ModelConfig) -> Vec<String> {
             "attn_q_norm.weight",
             "attn_k_norm.weight",
             "attn_output.weight",
+            "post_attention_norm.weight",
             "ffn_norm.weight",
             "ffn_gate.weight",
             "ffn_up.weight",
             "ffn_down.weight",
+            "post_ffw_norm.weight",
         ] {
             v.push(format!("blk.{l}.{p}"));
         }
