@@ -486,4 +486,29 @@ fn gemma3_directory_round_trips_through_the_writer() {
     let got = logits(&load_dir(&hf).unwrap());
     let d = max_diff(&want, &got);
     assert!(d < 1e-4, "gemma3 directory logits differ by {d}");
+
+    // To GGUF it is refused by name, and nothing is written.
+    let Checkpoint::Dir(hf_dir) = Checkpoint::open(&hf).unwrap() else {
+        panic!("{} is not read as a directory", hf.display());
+    };
+    let tokens = vec![(
+        "tokenizer.ggml.tokens".to_string(),
+        plumb_gguf::Value::Array(
+            plumb_gguf::ValueType::String,
+            vec![plumb_gguf::Value::String("a".into())],
+        ),
+    )];
+    let out = dir.join("back.gguf");
+    let quiet = Arc::new(|_: usize, _: usize, _: &str| {});
+    let e = plumb_model::quantize::gguf::quantize_dir(
+        &hf_dir,
+        plumb_model::quantize::Recipe::parse("q8_0").unwrap(),
+        tokens,
+        &out,
+        quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("gemma3"), "{e}");
+    assert!(!out.exists());
 }

@@ -160,6 +160,16 @@ pub fn quantize_dir(
     progress: Progress,
 ) -> Result<Plan> {
     let cfg = &d.config;
+    if cfg.arch == Arch::Gemma3 {
+        // dir_metadata writes the keys of the llama, qwen2 and qwen3 families only, and
+        // Gemma's SentencePiece tokenizer is not converted to GGUF metadata.
+        return Err(ModelError::Unsupported(
+            "a gemma3 directory to GGUF (its sliding-window keys and SentencePiece \
+             tokenizer are not converted; quantize the GGUF, or load the directory with \
+             --quantize)"
+                .into(),
+        ));
+    }
     let to_style = cfg.arch.rope_style();
     if !tokenizer.iter().any(|(k, _)| k == "tokenizer.ggml.tokens") {
         return Err(ModelError::Unsupported(
