@@ -78,7 +78,7 @@ pub const KERNEL_FILES: &[KernelFile] = &[
         true,
     ),
     kf("matmul.cu", include_str!("../kernels/matmul.cu"), true),
-    kf("mmq.cu", include_str!("../kernels/mmq.cu"), false),
+    kf("mmq.cu", include_str!("../kernels/mmq.cu"), true),
     kf("sample.cu", include_str!("../kernels/sample.cu"), false),
 ];
 
@@ -132,6 +132,10 @@ pub const FORMATS: &[(GgmlType, &str)] = &[
 pub const Q8_FORMATS: &[&str] = &[
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
 ];
+
+/// The formats mmq.cu has int8 tensor-core kernels for (its PLUMB_MMQ_FORMATS): every format
+/// with a dp4a kernel; a one-format unit of that file exists only for these.
+pub const MMQ_FORMATS: &[&str] = Q8_FORMATS;
 
 /// The kernel-name suffix of a weight format.
 pub fn format_suffix(ty: GgmlType) -> Option<&'static str> {
@@ -194,8 +198,12 @@ pub fn entry_points(file: &str) -> Vec<String> {
                     .chain(std::iter::once(format!("matvec_q8_b8_{s}")))
             })
             .collect(),
-        "mmq.cu" => (1..=8)
-            .flat_map(|nt| [format!("mmq_q4_0_nt{nt}"), format!("mmq_q4_0_lb_nt{nt}")])
+        "mmq.cu" => MMQ_FORMATS
+            .iter()
+            .flat_map(|s| {
+                (1..=8)
+                    .flat_map(move |nt| [format!("mmq_nt{nt}_{s}"), format!("mmq_lb_nt{nt}_{s}")])
+            })
             .chain(["quantize_q8_frag".to_string()])
             .collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
@@ -245,7 +253,7 @@ impl Unit {
             Some(f) => {
                 let tail = format!("_{f}");
                 all.into_iter()
-                    .filter(|e| e.ends_with(&tail) || e == "to_f16_f32")
+                    .filter(|e| e.ends_with(&tail) || e == "to_f16_f32" || e == "quantize_q8_frag")
                     .collect()
             }
         }
