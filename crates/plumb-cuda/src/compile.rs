@@ -72,6 +72,7 @@ pub const KERNEL_FILES: &[KernelFile] = &[
         false,
     ),
     kf("matvec_q.cu", include_str!("../kernels/matvec_q.cu"), true),
+    kf("matvec_h.cu", include_str!("../kernels/matvec_h.cu"), false),
     kf(
         "matvec_q8.cu",
         include_str!("../kernels/matvec_q8.cu"),
@@ -207,6 +208,10 @@ pub fn entry_points(file: &str) -> Vec<String> {
             .chain(["quantize_q8_frag".to_string()])
             .collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
+        "matvec_h.cu" => ["f16", "bf16"]
+            .iter()
+            .flat_map(|s| (1..=8).map(move |n| format!("matvec_h_n{n}_{s}")))
+            .collect(),
         "matmul.cu" => {
             let mut v = per_format(&["dequant_f16", "dequant_f32", "matmul_tiled"]);
             v.push("to_f16_f32".into());

@@ -19,6 +19,7 @@ use crate::error::{CudaError, DriverContext};
 use crate::launch::{
     auto_mma_max_n, grid1, int, poisoned, BatchKernel, Dims, MvItem, BATCH_MAX_N, MATVEC_MAX_N,
 };
+use crate::matvec_h::takes_h;
 use crate::matvec_q8::has_q8_kernel;
 use crate::mmq::has_mmq_kernel;
 use crate::state::Scratch;
@@ -80,8 +81,9 @@ impl CudaBackend {
         has_mmq_kernel(ty) && self.info().compute_capability.0 >= 8
     }
 
-    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels
-    /// (held back inside a step, src/defer.rs) where the variant and format allow, else v1.
+    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels, or
+    /// matvec_h.cu for F16 / BF16 (held back inside a step, src/defer.rs), where the variant and
+    /// format allow, else v1.
     pub(crate) fn matvec(
         &self,
         w: &CudaWeight,
@@ -96,14 +98,17 @@ impl CudaBackend {
         } else {
             matches!(variant, Some("q8_dp4a") | Some("mma"))
         };
-        if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+        let xp = x.device_ptr(&self.stream).0;
+        // F16 / BF16 under the q8 variants: matvec_h.cu (16-byte weight loads, f32 x).
+        let h = dp4a && takes_h(w.ty, d.n as usize, w.cols, xp);
+        if h || (dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32)) {
             let item = MvItem {
                 w: w.data.device_ptr(&self.stream).0,
                 ty: w.ty,
                 rows: w.rows,
                 cols: w.cols,
                 row_bytes: w.row_bytes,
-                x: x.device_ptr(&self.stream).0,
+                x: xp,
                 n: d.n as usize,
                 out: out.device_ptr(&self.stream).0,
             };
@@ -114,8 +119,9 @@ impl CudaBackend {
         self.matvec_q(w, x, out, d, sfx)
     }
 
-    /// The kernel of a q8 launch over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu where
-    /// the variants send it there (every format it has), else matvec_q8.cu.
+    /// The kernel of a held-back matvec over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu
+    /// where the variants send it there (every format it has), matvec_h.cu for F16 / BF16,
+    /// else matvec_q8.cu.
     pub(crate) fn matvec_set(&self, items: &[MvItem]) -> Result<()> {
         let Some(first) = items.first() else {
             return Ok(());
@@ -130,6 +136,9 @@ impl CudaBackend {
             && self.mma_ok(first.ty)
         {
             return self.mmq(items, false);
+        }
+        if takes_h(first.ty, n, first.cols, first.x) {
+            return self.matvec_h(items);
         }
         if n > MATVEC_MAX_N {
             match self.batch_kernel(first.ty, n) {

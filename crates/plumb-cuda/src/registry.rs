@@ -49,8 +49,9 @@ pub const FAMILIES: &[Family] = &[
         variants: &[
             v(
                 "q8_dp4a",
-                "matvec_q8.cu: q8_1 activations, dp4a dots on repacked weights (formats \
-                 without a dp4a kernel take warp_per_row)",
+                "matvec_q8.cu: q8_1 activations, dp4a dots on repacked weights; F16 / BF16: \
+                 matvec_h.cu (f32 activations, 16-byte weight loads); other formats take \
+                 warp_per_row",
             ),
             v(
                 "warp_per_row",
