@@ -72,13 +72,14 @@ pub const KERNEL_FILES: &[KernelFile] = &[
         false,
     ),
     kf("matvec_q.cu", include_str!("../kernels/matvec_q.cu"), true),
+    kf("matvec_h.cu", include_str!("../kernels/matvec_h.cu"), false),
     kf(
         "matvec_q8.cu",
         include_str!("../kernels/matvec_q8.cu"),
         true,
     ),
     kf("matmul.cu", include_str!("../kernels/matmul.cu"), true),
-    kf("mmq.cu", include_str!("../kernels/mmq.cu"), false),
+    kf("mmq.cu", include_str!("../kernels/mmq.cu"), true),
     kf("sample.cu", include_str!("../kernels/sample.cu"), false),
 ];
 
@@ -132,6 +133,10 @@ pub const FORMATS: &[(GgmlType, &str)] = &[
 pub const Q8_FORMATS: &[&str] = &[
     "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
 ];
+
+/// The formats mmq.cu has int8 tensor-core kernels for (its PLUMB_MMQ_FORMATS): every format
+/// with a dp4a kernel; a one-format unit of that file exists only for these.
+pub const MMQ_FORMATS: &[&str] = Q8_FORMATS;
 
 /// The kernel-name suffix of a weight format.
 pub fn format_suffix(ty: GgmlType) -> Option<&'static str> {
@@ -194,11 +199,19 @@ pub fn entry_points(file: &str) -> Vec<String> {
                     .chain(std::iter::once(format!("matvec_q8_b8_{s}")))
             })
             .collect(),
-        "mmq.cu" => (1..=8)
-            .flat_map(|nt| [format!("mmq_q4_0_nt{nt}"), format!("mmq_q4_0_lb_nt{nt}")])
+        "mmq.cu" => MMQ_FORMATS
+            .iter()
+            .flat_map(|s| {
+                (1..=8)
+                    .flat_map(move |nt| [format!("mmq_nt{nt}_{s}"), format!("mmq_lb_nt{nt}_{s}")])
+            })
             .chain(["quantize_q8_frag".to_string()])
             .collect(),
         "matvec_q.cu" => per_format(&["matvec_warp", "matvec_tiled"]),
+        "matvec_h.cu" => ["f16", "bf16"]
+            .iter()
+            .flat_map(|s| (1..=8).map(move |n| format!("matvec_h_n{n}_{s}")))
+            .collect(),
         "matmul.cu" => {
             let mut v = per_format(&["dequant_f16", "dequant_f32", "matmul_tiled"]);
             v.push("to_f16_f32".into());
@@ -245,7 +258,7 @@ impl Unit {
             Some(f) => {
                 let tail = format!("_{f}");
                 all.into_iter()
-                    .filter(|e| e.ends_with(&tail) || e == "to_f16_f32")
+                    .filter(|e| e.ends_with(&tail) || e == "to_f16_f32" || e == "quantize_q8_frag")
                     .collect()
             }
         }

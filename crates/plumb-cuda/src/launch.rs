@@ -19,9 +19,31 @@ pub const MATVEC_MAX_N: usize = 8;
 /// MV_B8 over chunks of 8 tokens); above it, the prefill path (matmul.cu).
 pub(crate) const BATCH_MAX_N: usize = 64;
 
-/// The most tokens variant `batch=auto` gives the mma kernel: all of the batch range
-/// (NOTES.md, run 6).
-pub(crate) const AUTO_MMA_MAX_N: usize = BATCH_MAX_N;
+/// The most tokens variant `batch=auto` gives the mma kernel (mmq.cu), per weight format: up to
+/// where it measured ahead of dequant + cuBLAS. Q4_0: all of the batch range (NOTES.md, run 6).
+/// The other formats start with Q4_0's rule, to be re-measured on a device (`plumb bench
+/// --parallel` with `--variant batch=mma` against `batch=prefill`). A format missing here gets
+/// no mma under `auto`.
+pub(crate) const AUTO_MMA_MAX_N: &[(GgmlType, usize)] = &[
+    (GgmlType::Q4_0, BATCH_MAX_N),
+    (GgmlType::Q4_1, BATCH_MAX_N),
+    (GgmlType::Q5_0, BATCH_MAX_N),
+    (GgmlType::Q5_1, BATCH_MAX_N),
+    (GgmlType::Q8_0, BATCH_MAX_N),
+    (GgmlType::Q2K, BATCH_MAX_N),
+    (GgmlType::Q3K, BATCH_MAX_N),
+    (GgmlType::Q4K, BATCH_MAX_N),
+    (GgmlType::Q5K, BATCH_MAX_N),
+    (GgmlType::Q6K, BATCH_MAX_N),
+];
+
+/// `AUTO_MMA_MAX_N`'s entry for `ty` (0: none).
+pub(crate) fn auto_mma_max_n(ty: GgmlType) -> usize {
+    AUTO_MMA_MAX_N
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map_or(0, |(_, n)| *n)
+}
 
 /// Query heads per KV head the decode attention kernel holds (MAX_G in attn_decode.cu).
 pub(crate) const DEC_MAX_G: usize = 8;
@@ -155,7 +177,7 @@ impl MvSets {
 /// The kernel of a 9-to-64-token matmul (variant `batch`), if not the prefill path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BatchKernel {
-    /// mmq.cu: int8 mma, Q4_0.
+    /// mmq.cu: int8 mma (every format of `MMQ_FORMATS`).
     Mma,
     /// mmq.cu without the double buffer, two blocks per SM.
     MmaLb,

@@ -41,6 +41,7 @@ mod embedding;
 pub mod error;
 mod launch;
 mod matmul;
+mod matvec_h;
 mod matvec_q;
 mod matvec_q8;
 mod mmq;

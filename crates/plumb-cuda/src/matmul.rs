@@ -17,9 +17,11 @@ use crate::compile::format_suffix;
 use crate::device::CudaBackend;
 use crate::error::{CudaError, DriverContext};
 use crate::launch::{
-    grid1, int, poisoned, BatchKernel, Dims, MvItem, AUTO_MMA_MAX_N, BATCH_MAX_N, MATVEC_MAX_N,
+    auto_mma_max_n, grid1, int, poisoned, BatchKernel, Dims, MvItem, BATCH_MAX_N, MATVEC_MAX_N,
 };
+use crate::matvec_h::takes_h;
 use crate::matvec_q8::has_q8_kernel;
+use crate::mmq::has_mmq_kernel;
 use crate::state::Scratch;
 use crate::weight::CudaWeight;
 
@@ -60,12 +62,13 @@ impl CudaBackend {
         }
     }
 
-    /// `n` tokens (9 ≤ n ≤ BATCH_MAX_N). `auto`: mma up to AUTO_MMA_MAX_N tokens, where it
-    /// measured ahead of dequant + cuBLAS (NOTES.md), the prefill path above.
+    /// `n` tokens (9 ≤ n ≤ BATCH_MAX_N). `auto`: mma for the formats mmq.cu has, on sm_80+, up
+    /// to the format's AUTO_MMA_MAX_N tokens (where it measured ahead of dequant + cuBLAS,
+    /// NOTES.md), the prefill path above.
     pub(crate) fn batch_kernel(&self, ty: GgmlType, n: usize) -> Option<BatchKernel> {
-        let mma_ok = ty == GgmlType::Q4_0 && self.info().compute_capability.0 >= 8;
+        let mma_ok = self.mma_ok(ty);
         match self.variant("batch") {
-            Some("auto") if mma_ok && n <= AUTO_MMA_MAX_N => Some(BatchKernel::Mma),
+            Some("auto") if mma_ok && n <= auto_mma_max_n(ty) => Some(BatchKernel::Mma),
             Some("mma") if mma_ok => Some(BatchKernel::Mma),
             Some("mma_lb") if mma_ok => Some(BatchKernel::MmaLb),
             Some("q8_dp4a") if has_q8_kernel(ty) => Some(BatchKernel::Dp4a),
@@ -73,8 +76,14 @@ impl CudaBackend {
         }
     }
 
-    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels
-    /// (held back inside a step, src/defer.rs) where the variant and format allow, else v1.
+    /// Whether mmq.cu can take `ty` here: a format it has kernels for, int8 mma (sm_80+).
+    fn mma_ok(&self, ty: GgmlType) -> bool {
+        has_mmq_kernel(ty) && self.info().compute_capability.0 >= 8
+    }
+
+    /// n ≤ MATVEC_MAX_N tokens, or 9 to BATCH_MAX_N with a batch kernel: the q8 kernels, or
+    /// matvec_h.cu for F16 / BF16 (held back inside a step, src/defer.rs), where the variant and
+    /// format allow, else v1.
     pub(crate) fn matvec(
         &self,
         w: &CudaWeight,
@@ -89,14 +98,17 @@ impl CudaBackend {
         } else {
             matches!(variant, Some("q8_dp4a") | Some("mma"))
         };
-        if dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32) {
+        let xp = x.device_ptr(&self.stream).0;
+        // F16 / BF16 under the q8 variants: matvec_h.cu (16-byte weight loads, f32 x).
+        let h = dp4a && takes_h(w.ty, d.n as usize, w.cols, xp);
+        if h || (dp4a && has_q8_kernel(w.ty) && w.cols.is_multiple_of(32)) {
             let item = MvItem {
                 w: w.data.device_ptr(&self.stream).0,
                 ty: w.ty,
                 rows: w.rows,
                 cols: w.cols,
                 row_bytes: w.row_bytes,
-                x: x.device_ptr(&self.stream).0,
+                x: xp,
                 n: d.n as usize,
                 out: out.device_ptr(&self.stream).0,
             };
@@ -107,23 +119,26 @@ impl CudaBackend {
         self.matvec_q(w, x, out, d, sfx)
     }
 
-    /// The kernel of a q8 launch over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu for
-    /// Q4_0 where the variants send it there, else matvec_q8.cu.
+    /// The kernel of a held-back matvec over 1 to 3 items sharing x (`MvItem::joins`): mmq.cu
+    /// where the variants send it there (every format it has), matvec_h.cu for F16 / BF16,
+    /// else matvec_q8.cu.
     pub(crate) fn matvec_set(&self, items: &[MvItem]) -> Result<()> {
         let Some(first) = items.first() else {
             return Ok(());
         };
         let n = first.n;
-        // Variant matvec=mma: 2 to 8 tokens of Q4_0 through the mma kernel too (one tile).
-        // 8B Q4_0 on an H100, `bench --parallel`: 2 sequences 421 t/s with dp4a against 308
-        // with mma, 4: 608 / 611, 8: 877 / 1,240 (NOTES.md run 7), hence not the default yet:
-        // a size-dependent choice is next.
+        // Variant matvec=mma: 2 to 8 tokens of every mmq.cu format through the mma kernel too
+        // (one tile). 8B Q4_0 on an H100, `bench --parallel`: 2 sequences 421 t/s with dp4a
+        // against 308 with mma, 4: 608 / 611, 8: 877 / 1,240 (NOTES.md run 7), hence not the
+        // default yet: a size-dependent choice is next.
         if self.variant("matvec") == Some("mma")
             && (2..=MATVEC_MAX_N).contains(&n)
-            && first.ty == GgmlType::Q4_0
-            && self.info().compute_capability.0 >= 8
+            && self.mma_ok(first.ty)
         {
             return self.mmq(items, false);
+        }
+        if takes_h(first.ty, n, first.cols, first.x) {
+            return self.matvec_h(items);
         }
         if n > MATVEC_MAX_N {
             match self.batch_kernel(first.ty, n) {

@@ -49,8 +49,9 @@ pub const FAMILIES: &[Family] = &[
         variants: &[
             v(
                 "q8_dp4a",
-                "matvec_q8.cu: q8_1 activations, dp4a dots on repacked weights (formats \
-                 without a dp4a kernel take warp_per_row)",
+                "matvec_q8.cu: q8_1 activations, dp4a dots on repacked weights; F16 / BF16: \
+                 matvec_h.cu (f32 activations, 16-byte weight loads); other formats take \
+                 warp_per_row",
             ),
             v(
                 "warp_per_row",
@@ -62,7 +63,8 @@ pub const FAMILIES: &[Family] = &[
             ),
             v(
                 "mma",
-                "as q8_dp4a, but 2 to 8 tokens of Q4_0 through mmq.cu's one-tile kernel",
+                "as q8_dp4a, but 2 to 8 tokens through mmq.cu's one-tile kernel (its formats: \
+                 Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, on sm_80+)",
             ),
         ],
     },
@@ -90,11 +92,13 @@ pub const FAMILIES: &[Family] = &[
         variants: &[
             v(
                 "auto",
-                "mma for Q4_0 on sm_80+ up to the measured cross-over, else the prefill path",
+                "mma for every mmq.cu format on sm_80+ up to its cross-over (launch.rs \
+                 AUTO_MMA_MAX_N), else the prefill path",
             ),
             v(
                 "mma",
-                "mmq.cu: int8 tensor cores, Q4_0 on sm_80+ (other formats: prefill path)",
+                "mmq.cu: int8 tensor cores on sm_80+ for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K \
+                 (other formats: prefill path)",
             ),
             v(
                 "mma_lb",

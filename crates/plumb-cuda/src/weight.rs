@@ -152,7 +152,7 @@ fn permute_hmask(hm: &[u8], out: &mut [u8]) {
 
 /// The device row size of `ty` for a stored row of `stored` bytes: the repacked formats'
 /// pieces (Q3_K, Q4_K and Q5_K unpack 4 bytes of scales per super-block) padded to 16.
-fn device_row_bytes(ty: GgmlType, stored: usize) -> usize {
+pub(crate) fn device_row_bytes(ty: GgmlType, stored: usize) -> usize {
     match repacked(ty) {
         Some((bb, pieces)) => (stored / bb * pieces.iter().sum::<usize>()).div_ceil(16) * 16,
         None => stored,
@@ -162,7 +162,13 @@ fn device_row_bytes(ty: GgmlType, stored: usize) -> usize {
 /// Repacks `rows` stored rows of `ty` into the device layout (see quant.cuh). Q4_0 with 4096
 /// columns: 128 blocks of 18 bytes -> 2048 bytes of quants, then 256 bytes of scales: block
 /// 5's quants (stored bytes 5·18 + 2 ..+16) land at 80 ..96, its d (5·18 ..+2) at 2048 + 10.
-fn repack(ty: GgmlType, src: &[u8], rows: usize, stored: usize, out_row: usize) -> Vec<u8> {
+pub(crate) fn repack(
+    ty: GgmlType,
+    src: &[u8],
+    rows: usize,
+    stored: usize,
+    out_row: usize,
+) -> Vec<u8> {
     let Some((bb, pieces)) = repacked(ty) else {
         return src.to_vec();
     };

@@ -59,15 +59,16 @@ fn one_format_units_hold_exactly_their_kernels() {
         ("matvec_q.cu", "q4_k"),
         ("embedding.cu", "bf16"),
         ("matmul.cu", "q8_0"),
+        ("mmq.cu", "q6_k"),
     ] {
         let kf = compile::kernel_file(file).unwrap();
         let image =
             compile::compile_checked(kf, Some(fmt), "sm_90").unwrap_or_else(|e| panic!("{e}"));
         // Another format's kernels are not in the unit.
-        let other = if fmt == "q4_k" {
-            "matvec_warp_q4_0"
-        } else {
-            "embedding_f16"
+        let other = match (file, fmt) {
+            ("mmq.cu", _) => "mmq_nt1_q4_0",
+            (_, "q4_k") => "matvec_warp_q4_0",
+            _ => "embedding_f16",
         };
         assert!(
             !compile::image_has_symbol(&image, other),
