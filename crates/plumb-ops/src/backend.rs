@@ -109,6 +109,22 @@ pub struct PagedParams {
     pub window: Option<usize>,
 }
 
+impl PagedParams {
+    /// The contiguous [`Backend::attention`] call that sequence `s` amounts to once its blocks
+    /// are gathered into a cache of its own.
+    pub fn seq_attn(&self, s: &PagedSeq<'_>) -> AttnParams {
+        AttnParams {
+            n_tokens: s.n_tokens,
+            pos0: s.pos0,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: self.head_dim,
+            scale: self.scale,
+            window: self.window,
+        }
+    }
+}
+
 /// The first `len` values of `buf`, on the host (the host defaults' input).
 fn host_copy<B: Backend + ?Sized>(b: &B, buf: &B::Buf, len: usize) -> Result<Vec<f32>> {
     let mut v = vec![0f32; len];
@@ -489,16 +505,7 @@ pub trait Backend: Send + Sync {
             let mut qs = self.alloc(s.n_tokens * q_dim)?;
             self.copy(q, s.q_row * q_dim, &mut qs, 0, s.n_tokens * q_dim)?;
             let mut os = self.alloc(s.n_tokens * q_dim)?;
-            let ap = AttnParams {
-                n_tokens: s.n_tokens,
-                pos0: s.pos0,
-                n_heads: p.n_heads,
-                n_kv_heads: p.n_kv_heads,
-                head_dim: p.head_dim,
-                scale: p.scale,
-                window: p.window,
-            };
-            self.attention(&qs, &k, &v, ap, &mut os)?;
+            self.attention(&qs, &k, &v, p.seq_attn(s), &mut os)?;
             self.copy(&os, 0, out, s.q_row * q_dim, s.n_tokens * q_dim)?;
         }
         Ok(())

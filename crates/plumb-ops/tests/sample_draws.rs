@@ -8,36 +8,6 @@ use plumb_ops::check::{self, CheckOptions, Status};
 use plumb_ops::ops::sample;
 use plumb_ops::{Backend, ReferenceBackend, SampleParams, SampleRow};
 
-/// The parameter sets of the check's draw cases: top-k with top-p, a whole-row top-p with
-/// min-p, temperature alone, and a top-k of 1100 (above a GPU block's 1024) with top-p.
-fn sets() -> [SampleParams; 4] {
-    let base = SampleParams::greedy();
-    [
-        SampleParams {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.9,
-            ..base
-        },
-        SampleParams {
-            temperature: 1.3,
-            top_p: 0.95,
-            min_p: 0.02,
-            ..base
-        },
-        SampleParams {
-            temperature: 1.0,
-            ..base
-        },
-        SampleParams {
-            temperature: 0.7,
-            top_k: 1100,
-            top_p: 0.97,
-            ..base
-        },
-    ]
-}
-
 fn row(params: SampleParams, u: f64) -> SampleRow<'static> {
     SampleRow {
         params,
@@ -64,7 +34,7 @@ fn off_by_one(logits: &[f32], params: SampleParams, u: f64) -> u32 {
 fn reference_draws_pass_and_an_off_by_one_walk_fails() {
     let b = ReferenceBackend::default();
     let mut rng = Rng::new(21);
-    for params in sets() {
+    for params in check::sample_draw_params() {
         let vocab = 1200;
         let logits = rng.normals(vocab, 2.0);
         let us: Vec<f64> = (0..20_000).map(|_| rng.next_f64()).collect();
@@ -91,7 +61,7 @@ fn reference_draws_pass_and_an_off_by_one_walk_fails() {
     }
 }
 
-/// The check's sample cases pass on the reference, and their draw cases are the ones above.
+/// The check's sample cases pass on the reference, its four draw cases among them.
 #[test]
 fn the_check_cases_of_sample_pass_on_the_reference() {
     let opts = CheckOptions {

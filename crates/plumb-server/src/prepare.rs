@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::handlers::EncodeTask;
 use crate::structured::param_of;
 use crate::tools::prompt::{self, Turn};
-use crate::tools::{self, Family, ToolPlan};
+use crate::tools::{Family, ToolPlan};
 use crate::wire::ChatRequest;
 use crate::AppState;
 
@@ -25,11 +25,7 @@ type Target = (GrammarSpec, String);
 
 impl AppState {
     pub(crate) async fn prepare_chat(&self, req: &ChatRequest) -> Result<Prepared, ApiError> {
-        let plan = tools::plan(
-            req.tools.as_deref(),
-            req.tool_choice.as_ref(),
-            req.parallel_tool_calls,
-        )?;
+        let plan = req.tool_plan()?;
         let format = self.inner.tool_format;
         let turns = req
             .texts()?

@@ -1,6 +1,7 @@
 //! OpenAI request bodies as they arrive on the wire, and their translation into an engine
 //! [`Request`]. Unknown fields are ignored (clients send many); known fields with the wrong
-//! type or an out-of-range value are a 400 naming the field.
+//! type or an out-of-range value are a 400 naming the field. [`ChatBody`] is the chat body
+//! that the Messages and Responses requests are translated into.
 
 use std::collections::HashMap;
 
@@ -8,11 +9,13 @@ use plumb_engine::serve::{Request, MAX_TOP_LOGPROBS};
 use plumb_engine::SamplingParams;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
 use crate::refuse::ChatRefused;
 use crate::structured::ResponseFormat;
 use crate::tools::wire::{MessageToolCall, Tool, ToolChoice};
+use crate::tools::{self, ToolPlan};
 
 /// Parses a JSON body, naming the field that failed (`param`) in the error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -341,6 +344,47 @@ impl ChatRequest {
             )),
         }
     }
+
+    /// The tools this request offers and the call it forces, from its `tools`, `tool_choice`
+    /// and `parallel_tool_calls`.
+    pub fn tool_plan(&self) -> Result<ToolPlan, ApiError> {
+        tools::plan(
+            self.tools.as_deref(),
+            self.tool_choice.as_ref(),
+            self.parallel_tool_calls,
+        )
+    }
+}
+
+/// A chat-completions body built field by field: what the Messages and Responses requests are
+/// translated into before they run as chat requests.
+pub struct ChatBody(Map<String, Value>);
+
+impl ChatBody {
+    pub fn new(model: &str, messages: Vec<Value>) -> ChatBody {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(model));
+        body.insert("messages".into(), Value::Array(messages));
+        ChatBody(body)
+    }
+
+    /// Sets `key` to `v` when there is one.
+    pub fn put(&mut self, key: &str, v: Option<Value>) {
+        if let Some(v) = v {
+            self.0.insert(key.into(), v);
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+/// A translated chat body as the chat request it stands for, or a 400 saying why it cannot
+/// be served.
+pub fn chat_request(body: Value) -> Result<ChatRequest, ApiError> {
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
 }
 
 fn join_parts(message: usize, parts: &[ContentPart]) -> Result<String, ApiError> {

@@ -189,12 +189,115 @@ impl<'a, B: Backend> Faulty<'a, B> {
     }
 }
 
+/// The type of one argument of a [`forward!`] or [`planted!`] op: `buf` (`&Self::Buf`),
+/// `mut_buf` (`&mut Self::Buf`), `weight` (`&Self::Weight`), `opt_buf` (`Option<&Self::Buf>`),
+/// or any other type in parentheses, passed through as it is.
+macro_rules! arg_ty {
+    (buf) => { &Self::Buf };
+    (mut_buf) => { &mut Self::Buf };
+    (weight) => { &Self::Weight };
+    (opt_buf) => { Option<&Self::Buf> };
+    (($t:ty)) => { $t };
+}
+
+/// What the wrapped backend receives for an argument declared as in [`arg_ty!`].
+macro_rules! arg_inner {
+    (buf, $a:ident) => {
+        &$a.inner
+    };
+    (mut_buf, $a:ident) => {
+        &mut $a.inner
+    };
+    (weight, $a:ident) => {
+        &$a.inner
+    };
+    (opt_buf, $a:ident) => {
+        $a.map(|b| &b.inner)
+    };
+    (($t:ty), $a:ident) => {
+        $a
+    };
+}
+
+/// Methods that only pass their call on to the wrapped backend.
+macro_rules! forward {
+    ($(fn $name:ident($($arg:ident: $kind:tt),*) -> $ret:ty;)*) => {$(
+        fn $name(&self, $($arg: arg_ty!($kind)),*) -> $ret {
+            self.inner.$name($(arg_inner!($kind, $arg)),*)
+        }
+    )*};
+}
+
+/// Ops whose planted fault damages one output buffer, `$out` as `[$rows, $cols]` (expressions
+/// of the arguments, read after the call): the op reports itself unsupported when that is the
+/// fault, keeps what `$out` held for a stale region, runs on the wrapped backend, then its
+/// output is damaged. The check op is named as the method.
+macro_rules! planted {
+    ($(fn $name:ident($($arg:ident: $kind:tt),*) damages $out:ident[$rows:expr, $cols:expr];)*) => {$(
+        fn $name(&self, $($arg: arg_ty!($kind)),*) -> Result<()> {
+            let op = stringify!($name);
+            self.unsupported(op)?;
+            let before = self.before(op, $out)?;
+            self.inner.$name($(arg_inner!($kind, $arg)),*)?;
+            let (rows, cols): (usize, usize) = ($rows, $cols);
+            self.damage(op, $out, rows, cols, before)
+        }
+    )*};
+}
+
 impl<B: Backend> Backend for Faulty<'_, B> {
     type Buf = FaultyBuf<B::Buf>;
     type Weight = FaultyWeight<B::Weight>;
 
-    fn name(&self) -> &'static str {
-        self.inner.name()
+    forward! {
+        fn name() -> &'static str;
+        fn download(buf: buf, out: (&mut [f32])) -> Result<()>;
+        fn copy(src: buf, src_off: (usize), dst: mut_buf, dst_off: (usize), len: (usize))
+            -> Result<()>;
+        fn synchronize() -> Result<()>;
+        fn kv_write_slots(src: buf, pool: mut_buf, slots: (&[u32]), kv_dim: (usize)) -> Result<()>;
+        fn kv_write(src: buf, cache: mut_buf, pos0: (usize), n: (usize), kv_dim: (usize))
+            -> Result<()>;
+        fn begin_step(tokens: (&[u32]), positions: (&[u32])) -> Result<()>;
+        fn end_step() -> Result<()>;
+        fn record_begin(key: (u64)) -> Result<bool>;
+        fn record_end(key: (u64)) -> Result<()>;
+        fn replay(key: (u64)) -> Result<bool>;
+        fn stage_paged(slots: (&[u32]), seqs: (&[PagedSeq<'_>]), group: (usize)) -> Result<()>;
+        fn precision(weights: (GgmlType)) -> Precision;
+    }
+
+    planted! {
+        fn embedding(table: weight, ids: (&[u32]), out: mut_buf)
+            damages out[ids.len().max(1), out.len / ids.len().max(1)];
+        fn rms_norm(x: buf, w: buf, eps: (f32), rows: (usize), dim: (usize), out: mut_buf)
+            damages out[rows, dim];
+        fn add_rms_norm(
+            residual: mut_buf, x: buf, w: buf, eps: (f32), rows: (usize), dim: (usize),
+            out: mut_buf
+        ) damages out[rows, dim];
+        fn add_bias(x: mut_buf, bias: buf, rows: (usize), dim: (usize)) damages x[rows, dim];
+        fn rope(
+            x: mut_buf, positions: (&[u32]), n_heads: (usize), head_dim: (usize),
+            p: (RopeParams), freq_factors: opt_buf
+        ) damages x[positions.len(), n_heads * head_dim];
+        fn attention(q: buf, k: buf, v: buf, p: (AttnParams), out: mut_buf)
+            damages out[p.n_tokens, p.n_heads * p.head_dim];
+        fn swiglu(gate: buf, up: buf, len: (usize), out: mut_buf) damages out[1, len];
+        fn add(x: mut_buf, y: buf, len: (usize)) damages x[1, len];
+        fn geglu(gate: buf, up: buf, len: (usize), out: mut_buf) damages out[1, len];
+        fn gelu(x: buf, len: (usize), out: mut_buf) damages out[1, len];
+        fn scale(x: mut_buf, s: (f32), len: (usize)) damages x[1, len];
+        fn softcap(x: mut_buf, cap: (f32), len: (usize)) damages x[1, len];
+        fn layer_norm(
+            x: buf, w: buf, b: buf, eps: (f32), rows: (usize), dim: (usize), out: mut_buf
+        ) damages out[rows, dim];
+        fn attention_full(q: buf, k: buf, v: buf, p: (FullAttnParams), out: mut_buf)
+            damages out[p.n_tokens, p.n_heads * p.head_dim];
+        fn attention_paged(
+            q: buf, k_pool: buf, v_pool: buf, seqs: (&[PagedSeq<'_>]), p: (PagedParams),
+            out: mut_buf
+        ) damages out[seqs.iter().map(|s| s.n_tokens).sum(), p.n_heads * p.head_dim];
     }
 
     fn alloc(&self, len: usize) -> Result<Self::Buf> {
@@ -210,76 +313,12 @@ impl<B: Backend> Backend for Faulty<'_, B> {
         })
     }
 
-    fn download(&self, buf: &Self::Buf, out: &mut [f32]) -> Result<()> {
-        self.inner.download(&buf.inner, out)
-    }
-
     fn upload_weight(&self, w: &HostWeight) -> Result<Self::Weight> {
         let inner = self.inner.upload_weight(w)?;
         Ok(FaultyWeight {
             inner,
             host: w.clone(),
         })
-    }
-
-    fn copy(
-        &self,
-        src: &Self::Buf,
-        src_off: usize,
-        dst: &mut Self::Buf,
-        dst_off: usize,
-        len: usize,
-    ) -> Result<()> {
-        self.inner
-            .copy(&src.inner, src_off, &mut dst.inner, dst_off, len)
-    }
-
-    fn embedding(&self, table: &Self::Weight, ids: &[u32], out: &mut Self::Buf) -> Result<()> {
-        self.unsupported("embedding")?;
-        let before = self.before("embedding", out)?;
-        self.inner.embedding(&table.inner, ids, &mut out.inner)?;
-        let rows = ids.len().max(1);
-        self.damage("embedding", out, rows, out.len / rows, before)
-    }
-
-    fn rms_norm(
-        &self,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        eps: f32,
-        rows: usize,
-        dim: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("rms_norm")?;
-        let before = self.before("rms_norm", out)?;
-        self.inner
-            .rms_norm(&x.inner, &w.inner, eps, rows, dim, &mut out.inner)?;
-        self.damage("rms_norm", out, rows, dim, before)
-    }
-
-    fn add_rms_norm(
-        &self,
-        residual: &mut Self::Buf,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        eps: f32,
-        rows: usize,
-        dim: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("add_rms_norm")?;
-        let before = self.before("add_rms_norm", out)?;
-        self.inner.add_rms_norm(
-            &mut residual.inner,
-            &x.inner,
-            &w.inner,
-            eps,
-            rows,
-            dim,
-            &mut out.inner,
-        )?;
-        self.damage("add_rms_norm", out, rows, dim, before)
     }
 
     fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n: usize, out: &mut Self::Buf) -> Result<()> {
@@ -312,136 +351,6 @@ impl<B: Backend> Backend for Faulty<'_, B> {
         self.damage_matmul(w, x, n, out, before)
     }
 
-    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Buf, rows: usize, dim: usize) -> Result<()> {
-        self.unsupported("add_bias")?;
-        let before = self.before("add_bias", x)?;
-        self.inner.add_bias(&mut x.inner, &bias.inner, rows, dim)?;
-        self.damage("add_bias", x, rows, dim, before)
-    }
-
-    fn rope(
-        &self,
-        x: &mut Self::Buf,
-        positions: &[u32],
-        n_heads: usize,
-        head_dim: usize,
-        p: RopeParams,
-        freq_factors: Option<&Self::Buf>,
-    ) -> Result<()> {
-        self.unsupported("rope")?;
-        let before = self.before("rope", x)?;
-        let ff = freq_factors.map(|f| &f.inner);
-        self.inner
-            .rope(&mut x.inner, positions, n_heads, head_dim, p, ff)?;
-        let rows = positions.len();
-        self.damage("rope", x, rows, n_heads * head_dim, before)
-    }
-
-    fn attention(
-        &self,
-        q: &Self::Buf,
-        k: &Self::Buf,
-        v: &Self::Buf,
-        p: AttnParams,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("attention")?;
-        let before = self.before("attention", out)?;
-        self.inner
-            .attention(&q.inner, &k.inner, &v.inner, p, &mut out.inner)?;
-        let cols = p.n_heads * p.head_dim;
-        self.damage("attention", out, p.n_tokens, cols, before)
-    }
-
-    fn swiglu(
-        &self,
-        gate: &Self::Buf,
-        up: &Self::Buf,
-        len: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("swiglu")?;
-        let before = self.before("swiglu", out)?;
-        self.inner
-            .swiglu(&gate.inner, &up.inner, len, &mut out.inner)?;
-        self.damage("swiglu", out, 1, len, before)
-    }
-
-    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize) -> Result<()> {
-        self.unsupported("add")?;
-        let before = self.before("add", x)?;
-        self.inner.add(&mut x.inner, &y.inner, len)?;
-        self.damage("add", x, 1, len, before)
-    }
-
-    fn geglu(
-        &self,
-        gate: &Self::Buf,
-        up: &Self::Buf,
-        len: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("geglu")?;
-        let before = self.before("geglu", out)?;
-        self.inner
-            .geglu(&gate.inner, &up.inner, len, &mut out.inner)?;
-        self.damage("geglu", out, 1, len, before)
-    }
-
-    fn gelu(&self, x: &Self::Buf, len: usize, out: &mut Self::Buf) -> Result<()> {
-        self.unsupported("gelu")?;
-        let before = self.before("gelu", out)?;
-        self.inner.gelu(&x.inner, len, &mut out.inner)?;
-        self.damage("gelu", out, 1, len, before)
-    }
-
-    fn scale(&self, x: &mut Self::Buf, s: f32, len: usize) -> Result<()> {
-        self.unsupported("scale")?;
-        let before = self.before("scale", x)?;
-        self.inner.scale(&mut x.inner, s, len)?;
-        self.damage("scale", x, 1, len, before)
-    }
-
-    fn softcap(&self, x: &mut Self::Buf, cap: f32, len: usize) -> Result<()> {
-        self.unsupported("softcap")?;
-        let before = self.before("softcap", x)?;
-        self.inner.softcap(&mut x.inner, cap, len)?;
-        self.damage("softcap", x, 1, len, before)
-    }
-
-    fn layer_norm(
-        &self,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        b: &Self::Buf,
-        eps: f32,
-        rows: usize,
-        dim: usize,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("layer_norm")?;
-        let before = self.before("layer_norm", out)?;
-        self.inner
-            .layer_norm(&x.inner, &w.inner, &b.inner, eps, rows, dim, &mut out.inner)?;
-        self.damage("layer_norm", out, rows, dim, before)
-    }
-
-    fn attention_full(
-        &self,
-        q: &Self::Buf,
-        k: &Self::Buf,
-        v: &Self::Buf,
-        p: FullAttnParams,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("attention_full")?;
-        let before = self.before("attention_full", out)?;
-        self.inner
-            .attention_full(&q.inner, &k.inner, &v.inner, p, &mut out.inner)?;
-        let cols = p.n_heads * p.head_dim;
-        self.damage("attention_full", out, p.n_tokens, cols, before)
-    }
-
     fn argmax(&self, x: &Self::Buf, len: usize) -> Result<u32> {
         self.unsupported("argmax")?;
         let mut id = [self.inner.argmax(&x.inner, len)?];
@@ -468,84 +377,6 @@ impl<B: Backend> Backend for Faulty<'_, B> {
         self.damage_ids("sample", &mut ids, vocab);
         out.iter_mut().zip(ids).for_each(|(s, id)| s.id = id);
         Ok(out)
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        self.inner.synchronize()
-    }
-
-    fn kv_write_slots(
-        &self,
-        src: &Self::Buf,
-        pool: &mut Self::Buf,
-        slots: &[u32],
-        kv_dim: usize,
-    ) -> Result<()> {
-        self.inner
-            .kv_write_slots(&src.inner, &mut pool.inner, slots, kv_dim)
-    }
-
-    fn attention_paged(
-        &self,
-        q: &Self::Buf,
-        k_pool: &Self::Buf,
-        v_pool: &Self::Buf,
-        seqs: &[PagedSeq<'_>],
-        p: PagedParams,
-        out: &mut Self::Buf,
-    ) -> Result<()> {
-        self.unsupported("attention_paged")?;
-        let before = self.before("attention_paged", out)?;
-        self.inner.attention_paged(
-            &q.inner,
-            &k_pool.inner,
-            &v_pool.inner,
-            seqs,
-            p,
-            &mut out.inner,
-        )?;
-        let rows: usize = seqs.iter().map(|s| s.n_tokens).sum();
-        self.damage("attention_paged", out, rows, p.n_heads * p.head_dim, before)
-    }
-
-    fn kv_write(
-        &self,
-        src: &Self::Buf,
-        cache: &mut Self::Buf,
-        pos0: usize,
-        n: usize,
-        kv_dim: usize,
-    ) -> Result<()> {
-        self.inner
-            .kv_write(&src.inner, &mut cache.inner, pos0, n, kv_dim)
-    }
-
-    fn begin_step(&self, tokens: &[u32], positions: &[u32]) -> Result<()> {
-        self.inner.begin_step(tokens, positions)
-    }
-
-    fn end_step(&self) -> Result<()> {
-        self.inner.end_step()
-    }
-
-    fn record_begin(&self, key: u64) -> Result<bool> {
-        self.inner.record_begin(key)
-    }
-
-    fn record_end(&self, key: u64) -> Result<()> {
-        self.inner.record_end(key)
-    }
-
-    fn replay(&self, key: u64) -> Result<bool> {
-        self.inner.replay(key)
-    }
-
-    fn stage_paged(&self, slots: &[u32], seqs: &[PagedSeq<'_>], group: usize) -> Result<()> {
-        self.inner.stage_paged(slots, seqs, group)
-    }
-
-    fn precision(&self, weights: GgmlType) -> Precision {
-        self.inner.precision(weights)
     }
 }
 

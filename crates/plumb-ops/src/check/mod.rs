@@ -17,6 +17,7 @@ pub mod stats;
 
 use crate::backend::Backend;
 
+pub use cases::sample_draw_params;
 pub use compare::{compare, compare_with, Comparison, Scale, Tolerance};
 pub use self_test::{self_test, SelfTestRow};
 

@@ -345,16 +345,7 @@ impl Backend for CpuBackend {
             qs.clear();
             qs.extend_from_slice(&q[rows.clone()]);
             os.resize(s.n_tokens * q_dim, 0.0);
-            let ap = AttnParams {
-                n_tokens: s.n_tokens,
-                pos0: s.pos0,
-                n_heads: p.n_heads,
-                n_kv_heads: p.n_kv_heads,
-                head_dim: p.head_dim,
-                scale: p.scale,
-                window: p.window,
-            };
-            attention::attention(self, &qs, &k, &v, ap, &mut os)?;
+            attention::attention(self, &qs, &k, &v, p.seq_attn(s), &mut os)?;
             out[rows].copy_from_slice(&os);
         }
         Ok(())

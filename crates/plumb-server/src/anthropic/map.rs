@@ -12,17 +12,16 @@
 //! | `output_config.format` or `output_format` (JSON schema) | `response_format` (JSON schema) |
 //! | `stop_sequences`, `max_tokens`, `temperature`, `top_p`, `top_k`, `stream` | the same |
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{Content, MessagesRequest, ToolChoice};
 use crate::error::ApiError;
 use crate::refuse::refusal;
-use crate::wire::ChatRequest;
+use crate::wire::{self, ChatBody, ChatRequest};
 
 /// The chat request, or a 400 naming the field that cannot be served.
 pub fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
-    serde_json::from_value(chat_json(req)?)
-        .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
+    wire::chat_request(chat_json(req)?)
 }
 
 /// The chat-completions body.
@@ -40,21 +39,14 @@ pub fn chat_json(req: &MessagesRequest) -> Result<Value, ApiError> {
         m.role == "assistant"
             && !matches!(&m.content, Content::Blocks(b) if b.iter().any(|b| b.kind == "tool_use"))
     });
-    let mut chat = Map::new();
-    chat.insert("model".into(), json!(req.model));
-    chat.insert("messages".into(), Value::Array(messages));
-    let mut put = |key: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            chat.insert(key.into(), v);
-        }
-    };
-    put("max_tokens", req.max_tokens.map(Value::from));
-    put("stop", req.stop_sequences.as_ref().map(|s| json!(s)));
-    put("temperature", req.temperature.map(Value::from));
-    put("top_p", req.top_p.map(Value::from));
-    put("top_k", req.top_k.map(Value::from));
-    put("stream", req.stream.map(Value::from));
-    put(
+    let mut chat = ChatBody::new(&req.model, messages);
+    chat.put("max_tokens", req.max_tokens.map(Value::from));
+    chat.put("stop", req.stop_sequences.as_ref().map(|s| json!(s)));
+    chat.put("temperature", req.temperature.map(Value::from));
+    chat.put("top_p", req.top_p.map(Value::from));
+    chat.put("top_k", req.top_k.map(Value::from));
+    chat.put("stream", req.stream.map(Value::from));
+    chat.put(
         "continue_final_message",
         prefill.then_some(Value::Bool(true)),
     );
@@ -69,12 +61,12 @@ pub fn chat_json(req: &MessagesRequest) -> Result<Value, ApiError> {
                 }})
             })
             .collect();
-        put("tools", Some(Value::Array(tools)));
+        chat.put("tools", Some(Value::Array(tools)));
     }
     if let Some(choice) = &req.tool_choice {
         let (value, parallel) = tool_choice(choice)?;
-        put("tool_choice", Some(value));
-        put(
+        chat.put("tool_choice", Some(value));
+        chat.put(
             "parallel_tool_calls",
             parallel.then_some(Value::Bool(false)),
         );
@@ -108,12 +100,12 @@ pub fn chat_json(req: &MessagesRequest) -> Result<Value, ApiError> {
             ));
         }
         let schema = json!({"name": "output", "schema": format.schema});
-        put(
+        chat.put(
             "response_format",
             Some(json!({"type": "json_schema", "json_schema": schema})),
         );
     }
-    Ok(Value::Object(chat))
+    Ok(chat.into_value())
 }
 
 fn refuse_unsupported(req: &MessagesRequest) -> Result<(), ApiError> {
@@ -329,19 +321,8 @@ mod tests {
         assert!(chat.get("continue_final_message").is_none());
         let chat = to_chat(&req).expect("a chat request");
         assert_eq!(chat.parallel_tool_calls, Some(false));
-        let plan = crate::tools::plan(
-            chat.tools.as_deref(),
-            chat.tool_choice.as_ref(),
-            chat.parallel_tool_calls,
-        )
-        .expect("a tool plan");
-        let forced: Vec<&str> = plan
-            .forced
-            .iter()
-            .flatten()
-            .map(|f| f.name.as_str())
-            .collect();
-        assert_eq!(forced, ["weather"]);
+        let plan = chat.tool_plan().expect("a tool plan");
+        assert_eq!(plan.forced_names(), ["weather"]);
         for (choice, forced, offered) in [
             (json!({"type": "any"}), true, true),
             (json!({"type": "auto"}), false, true),
@@ -352,12 +333,7 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}]});
             body["tool_choice"] = choice.clone();
             let chat = to_chat(&request(body)).expect("maps");
-            let plan = crate::tools::plan(
-                chat.tools.as_deref(),
-                chat.tool_choice.as_ref(),
-                chat.parallel_tool_calls,
-            )
-            .expect("a tool plan");
+            let plan = chat.tool_plan().expect("a tool plan");
             assert_eq!(
                 (plan.forced.is_some(), plan.reads_calls()),
                 (forced, offered),

@@ -11,17 +11,16 @@
 //! | `text.format` JSON schema / JSON object | `response_format` |
 //! | `max_output_tokens`, `temperature`, `top_p` | `max_tokens`, the same |
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{Input, Item, ItemContent, ResponsesRequest};
 use crate::error::ApiError;
 use crate::refuse::refusal;
-use crate::wire::ChatRequest;
+use crate::wire::{self, ChatBody, ChatRequest};
 
 /// The chat request, or a 400 naming the field that cannot be served.
 pub fn to_chat(req: &ResponsesRequest) -> Result<ChatRequest, ApiError> {
-    serde_json::from_value(chat_json(req)?)
-        .map_err(|e| ApiError::invalid(format!("the request cannot be served: {e}")))
+    wire::chat_request(chat_json(req)?)
 }
 
 /// The chat-completions body.
@@ -39,33 +38,26 @@ pub fn chat_json(req: &ResponsesRequest) -> Result<Value, ApiError> {
             }
         }
     }
-    let mut chat = Map::new();
-    chat.insert("model".into(), json!(req.model));
-    chat.insert("messages".into(), Value::Array(messages));
-    let mut put = |key: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            chat.insert(key.into(), v);
-        }
-    };
-    put("max_tokens", req.max_output_tokens.map(Value::from));
-    put("temperature", req.temperature.map(Value::from));
-    put("top_p", req.top_p.map(Value::from));
-    put("stream", req.stream.map(Value::from));
-    put(
+    let mut chat = ChatBody::new(&req.model, messages);
+    chat.put("max_tokens", req.max_output_tokens.map(Value::from));
+    chat.put("temperature", req.temperature.map(Value::from));
+    chat.put("top_p", req.top_p.map(Value::from));
+    chat.put("stream", req.stream.map(Value::from));
+    chat.put(
         "parallel_tool_calls",
         req.parallel_tool_calls.map(Value::from),
     );
-    put("tools", tools(req)?);
+    chat.put("tools", tools(req)?);
     if let Some(choice) = &req.tool_choice {
-        put("tool_choice", Some(tool_choice(choice)?));
+        chat.put("tool_choice", Some(tool_choice(choice)?));
     }
     if let Some(text) = &req.text {
         if text.verbosity.is_some() {
             return Err(refusal("text.verbosity", "verbosity is not supported"));
         }
-        put("response_format", response_format(text)?);
+        chat.put("response_format", response_format(text)?);
     }
-    Ok(Value::Object(chat))
+    Ok(chat.into_value())
 }
 
 /// Item `i` as a chat message; consecutive `function_call`s share one assistant message.
@@ -267,19 +259,8 @@ mod tests {
         );
         assert_eq!(chat["response_format"]["json_schema"]["name"], "w");
         let chat = to_chat(&req).expect("a chat request");
-        let plan = crate::tools::plan(
-            chat.tools.as_deref(),
-            chat.tool_choice.as_ref(),
-            chat.parallel_tool_calls,
-        )
-        .expect("a tool plan");
-        let forced: Vec<&str> = plan
-            .forced
-            .iter()
-            .flatten()
-            .map(|f| f.name.as_str())
-            .collect();
-        assert_eq!(forced, ["weather"]);
+        let plan = chat.tool_plan().expect("a tool plan");
+        assert_eq!(plan.forced_names(), ["weather"]);
         let object = request(json!({"model": "m", "input": "x",
                                     "text": {"format": {"type": "json_object"}}}));
         assert_eq!(

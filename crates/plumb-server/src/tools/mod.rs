@@ -36,6 +36,17 @@ impl ToolPlan {
     pub fn reads_calls(&self) -> bool {
         !self.offered.is_empty()
     }
+
+    /// The names of the functions one of which a call must name (none when no call is
+    /// forced).
+    #[cfg(test)]
+    pub fn forced_names(&self) -> Vec<&str> {
+        self.forced
+            .iter()
+            .flatten()
+            .map(|f| f.name.as_str())
+            .collect()
+    }
 }
 
 /// Checks `tools`, `tool_choice` and `parallel_tool_calls`.
@@ -203,13 +214,7 @@ mod tests {
         );
         let named = choice(json!({"type": "function", "function": {"name": "b"}}));
         let named = plan(Some(&t), Some(&named), None).expect("named");
-        let forced: Vec<&str> = named
-            .forced
-            .iter()
-            .flatten()
-            .map(|f| f.name.as_str())
-            .collect();
-        assert_eq!((forced, named.parallel), (vec!["b"], false));
+        assert_eq!((named.forced_names(), named.parallel), (vec!["b"], false));
         assert!(!plan(None, None, None).expect("no tools").reads_calls());
     }
 

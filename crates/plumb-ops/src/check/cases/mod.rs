@@ -5,6 +5,8 @@ mod matmul;
 mod sample;
 mod small;
 
+pub use sample::draw_params as sample_draw_params;
+
 use plumb_core::rng::Rng;
 use plumb_core::{GgmlType, HostWeight};
 

@@ -35,8 +35,17 @@ pub(super) fn sample<B: Backend>(cx: &mut Ctx<B>) {
             rows_case(cx, rows, vocab, ties, greedy);
         }
     }
+    for p in draw_params() {
+        draws_case(cx, p);
+    }
+}
+
+/// The parameter sets of the draw cases, each drawn 20 000 times from one row and held to
+/// its distribution: top-k with top-p, a whole-row top-p with min-p, temperature alone, and a
+/// top-k of 1100 (above the 1024 a GPU block gathers) with top-p.
+pub fn draw_params() -> [SampleParams; 4] {
     let base = SampleParams::greedy();
-    let draws = [
+    [
         SampleParams {
             temperature: 0.8,
             top_k: 40,
@@ -59,10 +68,7 @@ pub(super) fn sample<B: Backend>(cx: &mut Ctx<B>) {
             top_p: 0.97,
             ..base
         },
-    ];
-    for p in draws {
-        draws_case(cx, p);
-    }
+    ]
 }
 
 /// The parameters of row `r`: greedy rows alternate temperature 0 and top-k 1; sampled rows
