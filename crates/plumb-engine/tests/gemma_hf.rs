@@ -7,15 +7,14 @@
 //! loads the directory (adding the `1 +` back), mlx-lm's greedy tokens are fed back (teacher
 //! forcing) and plumb's perplexity is held to mlx-lm's.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use plumb_engine::perplexity::perplexity;
-use plumb_engine::Session;
-use plumb_model::formats::safetensors::Safetensors;
 use plumb_model::quantize::dir::{write_dir, DirFormat, MlxRecipe};
-use plumb_model::{Checkpoint, Model};
-use sha2::{Digest, Sha256};
+use plumb_model::Checkpoint;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -66,37 +65,10 @@ fn dirs() -> (PathBuf, PathBuf) {
     (gguf, out)
 }
 
-/// scripts/make_mlx_fixture.py's `tensor_digest`: sha256 over the tensors in name order of
-/// `name\0DTYPE\0d0,d1\0` and the raw bytes.
-fn tensor_digest(dir: &Path) -> String {
-    let st = Safetensors::open_dir(dir).unwrap();
-    let mut h = Sha256::new();
-    for (name, t) in st.iter() {
-        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-        h.update(format!("{name}\0{:?}\0{}\0", t.dtype, shape.join(",")).as_bytes());
-        h.update(t.data.as_slice());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A session over a directory with the GGUF's tokenizer (the directory has weights and
-/// config only).
-fn session<B: plumb_ops::Backend>(gguf: &Path, dir: &Path, backend: B, ctx: usize) -> Session<B> {
-    let (tok, tmpl) = plumb_engine::text_side(&Checkpoint::open(gguf).unwrap()).unwrap();
-    let model = Model::load_checkpoint(&Checkpoint::open(dir).unwrap(), backend).unwrap();
-    Session::from_parts(model, tok, tmpl, ctx).unwrap()
-}
-
 /// Where the engines pick different tokens, each one's pick must be within this of the top
 /// in the other's logits (as in mlx_record.rs): mlx-lm computes in bf16 (activations
 /// rounded at every op), plumb's reference in f32.
 const NEAR_TIE: f32 = 1.0;
-
-fn mlx_logit(step: &serde_json::Value, id: usize) -> Option<f32> {
-    let ids = step["ids"].as_array()?;
-    let at = ids.iter().position(|v| v.as_u64() == Some(id as u64))?;
-    Some(step["logits"][at].as_f64()? as f32)
-}
 
 /// Digest, teacher forcing and (with `ppl`) perplexity of the directory `name`.
 fn check(name: &str, ppl: bool) {
@@ -105,7 +77,7 @@ fn check(name: &str, ppl: bool) {
     let want = &record["models"][name];
     let dir = out.join(name);
     assert_eq!(
-        tensor_digest(&dir),
+        common::mlx::tensor_digest(&dir),
         want["tensor_digest"].as_str().unwrap(),
         "{name}: plumb's directory does not hold the tensors mlx-lm's record was made on"
     );
@@ -116,55 +88,10 @@ fn check(name: &str, ppl: bool) {
     );
     // Teacher forcing on the reference backend (f32 throughout); perplexity on the CPU one.
     let reference = plumb_ops::ReferenceBackend { threads: true };
-    let mut s = session(&gguf, &dir, reference, 128);
-    let vocab = s.model.config.vocab_size;
-    let (mut positions, mut agree, mut worst) = (0, 0, 0f32);
-    let mut report = String::new();
-    for case in want["greedy"].as_array().unwrap() {
-        let ids = |k: &str| -> Vec<u32> {
-            case[k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        };
-        let (prompt, theirs) = (ids("prompt_token_ids"), ids("greedy_ids_24"));
-        let full: Vec<u32> = prompt.iter().chain(&theirs).copied().collect();
-        let logits = s.logits_all(&full).unwrap();
-        for (k, &expected) in theirs.iter().enumerate() {
-            let pos = prompt.len() - 1 + k;
-            let row = &logits[pos * vocab..(pos + 1) * vocab];
-            let top = plumb_engine::sampler::argmax(row) as usize;
-            let gap = row[top] - row[expected as usize];
-            positions += 1;
-            if gap == 0.0 {
-                agree += 1;
-                continue;
-            }
-            let step = &case["top5"][k];
-            let their_gap = match mlx_logit(step, top) {
-                Some(l) => step["logits"][0].as_f64().unwrap() as f32 - l,
-                None => f32::INFINITY,
-            };
-            report.push_str(&format!(
-                "{name} +{k}: mlx-lm {expected}, ours {top}: {gap:.3} below ours in our logits, \
-                 ours {their_gap:.3} below in mlx-lm's\n"
-            ));
-            worst = worst.max(gap).max(their_gap);
-        }
-        s.reset();
-    }
+    let mut s = common::mlx::session(&gguf, &dir, reference, 128);
+    let forced = common::mlx::teacher_forced(&mut s, name, want);
     drop(s);
-    eprintln!("{name}: {agree}/{positions} positions agree, worst gap {worst:.3}\n{report}");
-    assert!(
-        worst < NEAR_TIE,
-        "{name}: a choice is {worst:.3} below the top in the other engine's logits\n{report}"
-    );
-    assert!(
-        agree * 100 >= positions * 95,
-        "{name}: only {agree}/{positions} agree\n{report}"
-    );
+    forced.assert_agrees(NEAR_TIE);
     if !ppl {
         return;
     }
@@ -177,7 +104,7 @@ fn check(name: &str, ppl: bool) {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let mut s = session(&gguf, &dir, plumb_ops::CpuBackend::new(), 512);
+    let mut s = common::mlx::session(&gguf, &dir, plumb_ops::CpuBackend::new(), 512);
     let ppl = perplexity(&mut s, &ids, 512, &mut |_, _, _| {}).unwrap();
     let theirs = want["perplexity_512"].as_f64().unwrap();
     let rel = (ppl.ppl - theirs).abs() / theirs;

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use plumb_engine::Session;
 use plumb_ops::Backend;
 
+pub mod mlx;
+
 /// The model a name resolves to (`None`: the default model), fetched on first use as the CLI
 /// does; one fetch per test binary, even with tests running in parallel.
 pub fn fetched(name: Option<&str>) -> PathBuf {
@@ -51,7 +53,7 @@ impl TeacherForced {
         eprintln!("{agree}/{positions} positions agree; worst gap {worst:.3}\n{report}");
         assert!(
             worst < near_tie,
-            "a llama.cpp token is {worst:.3} logits below our top token\n{report}"
+            "the other engine's token is {worst:.3} logits below the top\n{report}"
         );
         assert!(
             agree * 100 >= positions * 95,
