@@ -1,21 +1,8 @@
 //! `plumb check` as a user runs it: the exit status is the verdict.
 
-use std::process::{Command, Output};
+mod common;
 
-fn plumb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(args)
-        .output()
-        .expect("running plumb")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{plumb, text};
 
 #[test]
 fn the_model_check_passes_within_its_thresholds_and_fails_beyond_them() {

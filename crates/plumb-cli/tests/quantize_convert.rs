@@ -9,34 +9,16 @@
 //! * a directory without a tokenizer.json, or with one plumb cannot convert, is refused with
 //!   a message that names the problem.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use plumb_gguf::GgufFile;
 use plumb_model::{Checkpoint, Logits, Model};
 
-fn plumb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(args)
-        .output()
-        .expect("running plumb")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> Output {
-    let o = plumb(args);
-    assert!(o.status.success(), "plumb {args:?} failed:\n{}", text(&o));
-    o
-}
+use common::{ok, plumb, text};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

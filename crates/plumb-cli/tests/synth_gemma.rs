@@ -3,29 +3,17 @@
 //! weights' values and the vocabulary's text, and that `plumb check --model` runs, so that a
 //! GPU machine the real file cannot reach checks its backend on Gemma's exact shape.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use plumb_gguf::{GgufFile, Value};
 use plumb_model::ModelConfig;
 use plumb_tokenizer::Tokenizer;
 
-fn plumb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(args)
-        .output()
-        .expect("running plumb")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{plumb, text};
 
 /// The synthetic file, written once per test binary by `plumb synth` as a user runs it.
 fn synth_path() -> PathBuf {

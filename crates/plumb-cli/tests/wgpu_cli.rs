@@ -2,22 +2,11 @@
 //! every op and shape of the harness on every variant combination the adapter runs, and the
 //! whole default model against the reference backend, with the thresholds of every backend.
 
-use std::process::{Command, Output};
+mod common;
 
-fn plumb(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plumb"))
-        .args(args)
-        .output()
-        .expect("running plumb")
-}
+use std::process::Command;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{plumb, text};
 
 #[test]
 fn every_op_passes_on_every_wgpu_variant() {
