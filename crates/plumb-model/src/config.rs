@@ -79,8 +79,14 @@ impl Arch {
 
 /// Gemma 3's layout when the file does not say: every 6th layer global, the others local,
 /// and the local layers' RoPE base (llama.cpp's values for gemma3).
-const GEMMA3_SWA_PATTERN: usize = 6;
-const GEMMA3_LOCAL_ROPE_BASE: f32 = 10_000.0;
+pub(crate) const GEMMA3_SWA_PATTERN: usize = 6;
+pub(crate) const GEMMA3_LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+/// Which of `n_layers` layers are local under a sliding-window pattern `n`: every `n`-th
+/// layer (1-based) is global, the others local; `n = 0`: all local.
+pub(crate) fn swa_pattern(n: usize, n_layers: usize) -> Vec<bool> {
+    (0..n_layers).map(|i| n == 0 || (i + 1) % n != 0).collect()
+}
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -258,10 +264,9 @@ fn swa_from_gguf(f: &GgufFile, arch: &str, gemma: bool, n_layers: usize) -> Resu
         Some(_) => f.get_u64(&key("sliding_window"))? as usize,
         None => return Ok(None),
     };
-    let by_pattern = |n: usize| (0..n_layers).map(|i| n == 0 || i % n < n - 1).collect();
     let local: Vec<bool> = match f.get(&key("sliding_window_pattern")) {
         Some(v) => match (v.as_u64(), v.as_array()) {
-            (Some(n), _) => by_pattern(n as usize),
+            (Some(n), _) => swa_pattern(n as usize, n_layers),
             (None, Some(flags)) => flags
                 .iter()
                 .map(|x| x.as_bool().or(x.as_u64().map(|v| v != 0)))
@@ -279,7 +284,7 @@ fn swa_from_gguf(f: &GgufFile, arch: &str, gemma: bool, n_layers: usize) -> Resu
                 )))
             }
         },
-        None if gemma => by_pattern(GEMMA3_SWA_PATTERN),
+        None if gemma => swa_pattern(GEMMA3_SWA_PATTERN, n_layers),
         None => vec![true; n_layers],
     };
     let rope_theta = match f.get(&format!("{arch}.rope.freq_base_swa")) {

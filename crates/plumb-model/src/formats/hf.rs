@@ -144,9 +144,7 @@ mod gemma3_default {
     pub const HEAD_DIM: usize = 256;
     pub const QUERY_PRE_ATTN_SCALAR: f64 = 256.0;
     pub const SLIDING_WINDOW: usize = 4096;
-    pub const SLIDING_WINDOW_PATTERN: usize = 6;
     pub const ROPE_THETA: f64 = 1_000_000.0;
-    pub const ROPE_LOCAL_BASE: f64 = 10_000.0;
     pub const CTX: usize = 131_072;
 }
 
@@ -211,7 +209,11 @@ fn gemma3_config(j: &Json, t: &Json) -> Result<ModelConfig> {
         swa: Some(Swa {
             window: int(t, "sliding_window", Some(def::SLIDING_WINDOW))?,
             local: gemma3_layer_types(t, n_layers)?,
-            rope_theta: float(t, "rope_local_base_freq", def::ROPE_LOCAL_BASE)?,
+            rope_theta: float(
+                t,
+                "rope_local_base_freq",
+                crate::config::GEMMA3_LOCAL_ROPE_BASE as f64,
+            )?,
         }),
         final_softcap: opt_float(t, "final_logit_softcapping")?.filter(|&c| c > 0.0),
     };
@@ -247,26 +249,20 @@ fn gemma3_layer_types(t: &Json, n_layers: usize) -> Result<Vec<bool>> {
     let n = int(
         t,
         "sliding_window_pattern",
-        Some(gemma3_default::SLIDING_WINDOW_PATTERN),
+        Some(crate::config::GEMMA3_SWA_PATTERN),
     )?;
     if n == 0 {
         return Err(config_err("\"sliding_window_pattern\" is 0".into()));
     }
-    Ok(pattern_layers(n, n_layers))
-}
-
-/// Layers of a sliding-window pattern `n`: every `n`-th layer (1-based) is global.
-pub fn pattern_layers(n: usize, n_layers: usize) -> Vec<bool> {
-    (0..n_layers).map(|i| (i + 1) % n != 0).collect()
+    Ok(crate::config::swa_pattern(n, n_layers))
 }
 
 /// Whether the output head is the embedding table: `tie_word_embeddings`, false if absent
 /// (true for gemma3, whose default it is).
 pub fn tied_embeddings(j: &Json) -> bool {
-    let gemma = matches!(arch(j), Ok((Arch::Gemma3, _)));
-    let t = match arch(j) {
-        Ok((_, t)) => t,
-        Err(_) => j,
+    let (gemma, t) = match arch(j) {
+        Ok((a, t)) => (a == Arch::Gemma3, t),
+        Err(_) => (false, j),
     };
     t.get("tie_word_embeddings")
         .or_else(|| j.get("tie_word_embeddings"))

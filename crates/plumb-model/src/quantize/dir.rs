@@ -314,7 +314,8 @@ fn gemma3_config(f: &GgufFile, cfg: &ModelConfig, tied: bool) -> Result<Map<Stri
         "tie_word_embeddings": tied, "attention_bias": false,
     });
     // mlx-lm reads the layout only as a period: write one where the layers have it.
-    if let Some(n) = (1..=cfg.n_layers).find(|&n| hf::pattern_layers(n, cfg.n_layers) == swa.local)
+    if let Some(n) =
+        (1..=cfg.n_layers).find(|&n| crate::config::swa_pattern(n, cfg.n_layers) == swa.local)
     {
         j["sliding_window_pattern"] = json!(n);
     }
