@@ -183,15 +183,18 @@ fn directories_without_a_convertible_tokenizer_are_refused() {
         std::os::unix::fs::symlink(f.hf.join(name), dir.join(name)).unwrap();
     }
     let out_file = dir.join("out.gguf");
-    let o = plumb(&[
-        "quantize",
-        "-m",
-        s(&dir),
-        "--quant",
-        "q8_0",
-        "-o",
-        s(&out_file),
-    ]);
+    let to_gguf = || {
+        plumb(&[
+            "quantize",
+            "-m",
+            s(&dir),
+            "--quant",
+            "q8_0",
+            "-o",
+            s(&out_file),
+        ])
+    };
+    let o = to_gguf();
     let msg = text(&o);
     assert!(!o.status.success(), "{msg}");
     assert!(
@@ -208,15 +211,7 @@ fn directories_without_a_convertible_tokenizer_are_refused() {
                   "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0, "a": 1}}
     });
     std::fs::write(dir.join("tokenizer.json"), wordpiece.to_string()).unwrap();
-    let o = plumb(&[
-        "quantize",
-        "-m",
-        s(&dir),
-        "--quant",
-        "q8_0",
-        "-o",
-        s(&out_file),
-    ]);
+    let o = to_gguf();
     let msg = text(&o);
     assert!(!o.status.success(), "{msg}");
     assert!(
