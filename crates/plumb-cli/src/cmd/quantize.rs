@@ -39,8 +39,8 @@ pub struct Args {
     /// Output GGUF file or directory.
     #[arg(short = 'o', long)]
     output: PathBuf,
-    /// GGUF output (from a GGUF or a directory) in this format: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k,
-    /// q6_k, f16, bf16, f32, or llama.cpp's mixes q4_k_m, q5_k_m.
+    /// GGUF output (from a GGUF or a directory) in this format: q4_0, q4_1, q5_0, q5_1, q8_0,
+    /// q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16, f32, or llama.cpp's mixes q4_k_m, q5_k_m.
     #[arg(long, value_name = "Q", group = "to")]
     quant: Option<String>,
     /// MLX directory output: bits (2, 3, 4, 5, 6, 8) or an mlx-lm recipe (mixed_2_6,
