@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value as Json};
 use crate::bpe::{self, DIGIT_REGEX, GPT2_REGEX};
 use crate::error::{Result, TokenizerError};
 use crate::gguf::*;
+use crate::hf::{read_json, template_text, token_text};
 
 /// GGUF token types.
 const NORMAL: i32 = 1;
@@ -522,11 +523,7 @@ impl GgufVocab {
         // (else in the vocabulary), then config.json's `*_token_id`.
         let cfg = |key: &str| config.and_then(|c| c.get(key));
         let by_text = |key: &str| -> Option<u32> {
-            let text = match cfg(key)? {
-                Json::String(s) => s.as_str(),
-                Json::Object(o) => o.get("content")?.as_str()?,
-                _ => return None,
-            };
+            let text = token_text(cfg(key))?;
             added
                 .iter()
                 .find(|a| a.1 == text)
@@ -552,16 +549,7 @@ impl GgufVocab {
             let first = post_bos.as_deref()?;
             Some(Some(first) == bos.and_then(|b| tokens.get(b as usize)).map(String::as_str))
         });
-        let chat_template = match cfg("chat_template") {
-            Some(Json::String(s)) => Some(s.clone()),
-            Some(Json::Array(list)) => list
-                .iter()
-                .find(|t| t["name"] == "default")
-                .or(list.first())
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_string),
-            _ => template_file,
-        };
+        let chat_template = template_text(cfg("chat_template")).or(template_file);
         Ok(GgufVocab {
             pre: pre.to_string(),
             tokens,
@@ -579,17 +567,6 @@ impl GgufVocab {
             chat_template,
         })
     }
-}
-
-fn read_json(path: &Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| TokenizerError::TokenizerJson {
-        path: path.to_path_buf(),
-        msg: format!("invalid JSON: {e}"),
-    })
 }
 
 /// The first token of a `TemplateProcessing`'s single-sequence template, when it is a

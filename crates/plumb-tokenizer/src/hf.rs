@@ -16,7 +16,7 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-fn read_json(path: &Path) -> Result<Json> {
+pub(crate) fn read_json(path: &Path) -> Result<Json> {
     let text = read_text(path)?;
     parse_json(path, &text)
 }
@@ -43,7 +43,7 @@ fn types_in(v: &Json, out: &mut Vec<String>) {
 }
 
 /// `"<s>"` or `{"content": "<s>", ...}`.
-fn token_text(v: Option<&Json>) -> Option<&str> {
+pub(crate) fn token_text(v: Option<&Json>) -> Option<&str> {
     match v? {
         Json::String(s) => Some(s),
         Json::Object(m) => m.get("content")?.as_str(),
@@ -52,7 +52,7 @@ fn token_text(v: Option<&Json>) -> Option<&str> {
 }
 
 /// A string, or a list of `{name, template}` (the one named `default`, else the first).
-fn template_text(v: Option<&Json>) -> Option<String> {
+pub(crate) fn template_text(v: Option<&Json>) -> Option<String> {
     match v? {
         Json::String(s) => Some(s.clone()),
         Json::Array(list) => {
